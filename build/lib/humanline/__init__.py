@@ -1,0 +1,3 @@
+"""humanline: dispatch service handing customers from AI bots to human gig agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""Settings, from environment variables prefixed `HUMANLINE_` (or a `.env` file).
+
+Every setting has a safe default for a local start on the embedded store; validators refuse
+values that would break the service's guarantees (a polling fallback slower than a second, a
+heartbeat timeout shorter than the interval, a grace period of zero).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from humanline.domain.model import Urgency
+from humanline.domain.rules import DispatchPolicy
+
+
+class Settings(BaseSettings):
+    """humanline's configuration. Each field is the lower-case form of its variable:
+    `listen` is `HUMANLINE_LISTEN`."""
+
+    model_config = SettingsConfigDict(env_prefix="HUMANLINE_", env_file=".env", extra="ignore")
+
+    listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
+    database_url: str = Field(
+        "sqlite+aiosqlite:///humanline.db",
+        description="sqlite+aiosqlite:///FILE (embedded) or postgresql+asyncpg://...",
+    )
+    offer_timeout_seconds: float = Field(15.0, gt=0, description="time an agent has to accept")
+    grace_period_seconds: float = Field(
+        30.0, gt=0, description="how long a dropped session keeps its work"
+    )
+    heartbeat_interval_seconds: float = Field(
+        10.0, gt=0, description="how often agent apps must heartbeat"
+    )
+    heartbeat_misses: int = Field(
+        3, ge=2, description="intervals of silence after which a stream counts as dead"
+    )
+    max_consecutive_misses: int = Field(
+        2, ge=1, description="missed offers in a row that set an agent away"
+    )
+    target_critical_seconds: float = Field(30.0, gt=0, description="time-to-agent target")
+    target_high_seconds: float = Field(60.0, gt=0, description="time-to-agent target")
+    target_normal_seconds: float = Field(120.0, gt=0, description="time-to-agent target")
+    target_low_seconds: float = Field(300.0, gt=0, description="time-to-agent target")
+    default_handle_time_seconds: float = Field(
+        300.0, gt=0, description="handle time assumed for wait estimates before any completion"
+    )
+    sweep_interval_seconds: float = Field(
+        1.0, gt=0, le=1.0, description="fallback sweep for expiries and lost wake-ups (<= 1 s)"
+    )
+    hello_timeout_seconds: float = Field(
+        10.0, gt=0, description="time a new agent stream has to send hello or resume"
+    )
+    watch_interval_seconds: float = Field(
+        0.5, gt=0, description="how often WatchHandoff checks for queue movement"
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="time in-flight calls get to finish on SIGTERM"
+    )
+    reflection: bool = Field(True, description="serve gRPC server reflection")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["json", "console"] = Field("json")
+
+    @model_validator(mode="after")
+    def _targets_ordered(self) -> Settings:
+        targets = [
+            self.target_critical_seconds,
+            self.target_high_seconds,
+            self.target_normal_seconds,
+            self.target_low_seconds,
+        ]
+        if targets != sorted(targets):
+            raise ValueError("targets must not shrink as urgency drops (critical <= ... <= low)")
+        return self
+
+    def policy(self) -> DispatchPolicy:
+        """The dispatch numbers for the service."""
+        return DispatchPolicy(
+            targets={
+                Urgency.CRITICAL: timedelta(seconds=self.target_critical_seconds),
+                Urgency.HIGH: timedelta(seconds=self.target_high_seconds),
+                Urgency.NORMAL: timedelta(seconds=self.target_normal_seconds),
+                Urgency.LOW: timedelta(seconds=self.target_low_seconds),
+            },
+            offer_timeout=timedelta(seconds=self.offer_timeout_seconds),
+            max_consecutive_misses=self.max_consecutive_misses,
+            grace_period=timedelta(seconds=self.grace_period_seconds),
+            heartbeat_interval=timedelta(seconds=self.heartbeat_interval_seconds),
+            heartbeat_misses=self.heartbeat_misses,
+            default_handle_time=timedelta(seconds=self.default_handle_time_seconds),
+        )

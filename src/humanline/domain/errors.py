@@ -1,0 +1,106 @@
+"""Domain errors: what went wrong, in the domain's terms.
+
+Each error carries a machine-readable `reason` (UPPER_SNAKE_CASE) and `metadata` with ids,
+never customer text. The gRPC layer maps the error class to a status code once, at its
+boundary; nothing below it knows about status codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of all errors the service reports to its callers."""
+
+    default_reason = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field: its path in the request (e.g. `required_skills[1].min_proficiency`)."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(DomainError):
+    """The request itself is malformed; carries every field violation found."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        fields = ", ".join(v.field for v in violations)
+        super().__init__(f"invalid fields: {fields}")
+        self.violations = violations
+
+
+class NotFound(DomainError):
+    """The named resource does not exist."""
+
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """The resource, or the idempotency key with other content, already exists."""
+
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The request is well formed but the resource is not in a state that allows it."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(DomainError):
+    """The caller may not act on this resource."""
+
+    default_reason = "PERMISSION_DENIED"
+
+
+class Aborted(DomainError):
+    """The operation lost a race with a concurrent one; the caller may retry."""
+
+    default_reason = "ABORTED"
+
+
+class Unavailable(DomainError):
+    """The service cannot do it right now (storage unreachable, shutting down); retry."""
+
+    default_reason = "UNAVAILABLE"
+
+
+class Violations:
+    """Collects field violations so a request reports all of its problems at once."""
+
+    def __init__(self) -> None:
+        self._items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        """Records one violation."""
+        self._items.append(FieldViolation(field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        """Records a violation unless `ok`; returns `ok`."""
+        if not ok:
+            self.add(field, description)
+        return ok
+
+    def raise_if_any(self) -> None:
+        """Raises InvalidArgument with everything collected, if anything was."""
+        if self._items:
+            raise InvalidArgument(list(self._items))

@@ -1,0 +1,102 @@
+"""The matching core: who may take which handoff, in which order, and who gets it.
+
+Pure functions of handoffs, agents, exclusions and nothing else. The store narrows the
+candidates with SQL for speed (`AgentRepository.candidates_for`,
+`HandoffRepository.queued_for_agent`); tests hold that SQL to `is_eligible` here, which is
+the specification.
+
+Rules:
+- Eligible agent: AVAILABLE (connected, status available, below capacity), every required
+  skill at or above its minimum proficiency, the handoff's language if it names one, and it
+  has not declined or missed this handoff.
+- Queue order: earliest deadline (enqueue time plus the urgency's target) first, then
+  earliest enqueue, then id; so urgency wins and age still counts.
+- Agent choice: the best proficiency on the required skills (their sum), then the longest
+  idle since its last assignment (never assigned first), then id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from datetime import UTC, datetime
+
+from humanline.domain.model import Agent, AgentState, Handoff, HandoffState
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def queue_key(handoff: Handoff) -> tuple[datetime, datetime, str]:
+    """Sort key of the queue: earliest deadline first."""
+    return (handoff.deadline, handoff.created_at, handoff.id)
+
+
+def has_skills(agent: Agent, handoff: Handoff) -> bool:
+    """Every required skill at or above its minimum, and the language if one is named."""
+    language = handoff.request.language
+    if language is not None and language not in agent.profile.languages:
+        return False
+    skills = agent.profile.skills
+    return all(skills.get(r.skill, 0) >= r.min_proficiency for r in handoff.request.required_skills)
+
+
+def is_eligible(agent: Agent, handoff: Handoff, excluded: Collection[str] = ()) -> bool:
+    """May `agent` be offered `handoff` now? `excluded` holds agents that declined or missed it."""
+    return (
+        handoff.state is HandoffState.QUEUED
+        and agent.state is AgentState.AVAILABLE
+        and agent.id not in excluded
+        and has_skills(agent, handoff)
+    )
+
+
+def proficiency_score(agent: Agent, handoff: Handoff) -> int:
+    """Sum of the agent's proficiency over the handoff's required skills."""
+    skills = agent.profile.skills
+    return sum(skills.get(r.skill, 0) for r in handoff.request.required_skills)
+
+
+def agent_rank_key(agent: Agent, handoff: Handoff) -> tuple[int, datetime, str]:
+    """Sort key among eligible agents: best proficiency, then longest idle, then id."""
+    return (-proficiency_score(agent, handoff), agent.last_assigned_at or _NEVER, agent.id)
+
+
+def choose_agent(
+    handoff: Handoff, candidates: Iterable[Agent], excluded: Collection[str] = ()
+) -> Agent | None:
+    """The agent `handoff` should be offered to, or None if no candidate is eligible."""
+    eligible = [a for a in candidates if is_eligible(a, handoff, excluded)]
+    return min(eligible, key=lambda a: agent_rank_key(a, handoff), default=None)
+
+
+def choose_handoff(
+    agent: Agent, candidates: Iterable[Handoff], excluded: Collection[str] = ()
+) -> Handoff | None:
+    """The handoff `agent` should be offered next, or None. `excluded` holds handoff ids the
+    agent declined or missed."""
+    eligible = [h for h in candidates if h.id not in excluded and is_eligible(agent, h)]
+    return min(eligible, key=queue_key, default=None)
+
+
+def plan_matches(
+    handoffs: Iterable[Handoff],
+    agents: Iterable[Agent],
+    exclusions: Mapping[str, Collection[str]] | None = None,
+) -> list[tuple[str, str]]:
+    """The reference assignment of a whole snapshot, as (handoff_id, agent_id) pairs.
+
+    In queue order, each queued handoff goes to the best eligible agent that still has free
+    capacity in this plan. Event-driven matching reaches the same fixed point one event at a
+    time: afterwards no queued handoff has an eligible agent with free capacity.
+    """
+    exclusions = exclusions or {}
+    remaining = {a.id: a.free_capacity for a in agents}
+    pool = {a.id: a for a in agents}
+    plan: list[tuple[str, str]] = []
+    for handoff in sorted(handoffs, key=queue_key):
+        excluded = exclusions.get(handoff.id, ())
+        candidates = (a for a in pool.values() if remaining[a.id] > 0)
+        best = choose_agent(handoff, candidates, excluded)
+        if best is not None:
+            remaining[best.id] -= 1
+            plan.append((handoff.id, best.id))
+    return plan

@@ -1,0 +1,333 @@
+"""Entities and value types of the dispatch domain: agents, handoffs, offers and sessions.
+
+Everything here is plain data: frozen dataclasses and string enums, no I/O. State changes are
+made by the service layer through the store; the rules that decide them live in
+`humanline.domain.rules` and `humanline.domain.matching`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+class Urgency(enum.IntEnum):
+    """How soon a customer needs a human; higher is more urgent."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class HandoffState(enum.StrEnum):
+    """Where a handoff is in its lifecycle."""
+
+    QUEUED = "QUEUED"
+    OFFERED = "OFFERED"
+    ASSIGNED = "ASSIGNED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def waiting(self) -> bool:
+        """True while the handoff waits for an agent to accept it."""
+        return self in (HandoffState.QUEUED, HandoffState.OFFERED)
+
+    @property
+    def terminal(self) -> bool:
+        """True once nothing can happen to the handoff any more."""
+        return self in (HandoffState.COMPLETED, HandoffState.CANCELLED)
+
+
+class HandoffReason(enum.StrEnum):
+    """Why the bot handed the conversation over."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    CUSTOMER_REQUEST = "CUSTOMER_REQUEST"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    POLICY_EXCEPTION = "POLICY_EXCEPTION"
+    TOOL_FAILURE = "TOOL_FAILURE"
+    REPEATED_CONTACT = "REPEATED_CONTACT"
+    OTHER = "OTHER"
+
+
+class Outcome(enum.StrEnum):
+    """How an agent ended an interaction."""
+
+    RESOLVED = "RESOLVED"
+    UNRESOLVED = "UNRESOLVED"
+    TRANSFERRED = "TRANSFERRED"
+    FOLLOW_UP_NEEDED = "FOLLOW_UP_NEEDED"
+
+
+class AgentStatus(enum.StrEnum):
+    """The availability stored for an agent. OFFLINE exactly when it has no live session."""
+
+    OFFLINE = "OFFLINE"
+    AVAILABLE = "AVAILABLE"
+    AWAY = "AWAY"
+
+
+class AgentState(enum.StrEnum):
+    """What an agent is doing as the pool sees it; derived from status, connection and load."""
+
+    OFFLINE = "OFFLINE"
+    AVAILABLE = "AVAILABLE"
+    AWAY = "AWAY"
+    BUSY = "BUSY"
+    RECONNECTING = "RECONNECTING"
+
+
+class OfferState(enum.StrEnum):
+    """An offer's lifecycle. An ACCEPTED offer is a live interaction."""
+
+    PENDING = "PENDING"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    EXPIRED = "EXPIRED"
+    RESCINDED = "RESCINDED"
+    COMPLETED = "COMPLETED"
+    REVOKED = "REVOKED"
+
+
+class DeclineReason(enum.StrEnum):
+    """Why an agent declined an offer."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    BUSY = "BUSY"
+    NOT_QUALIFIED = "NOT_QUALIFIED"
+    LANGUAGE = "LANGUAGE"
+    ENDING_SHIFT = "ENDING_SHIFT"
+    OTHER = "OTHER"
+
+
+class RescindReason(enum.StrEnum):
+    """Why an offer was taken back from an agent."""
+
+    EXPIRED = "EXPIRED"
+    DECLINED = "DECLINED"
+    HANDOFF_CANCELLED = "HANDOFF_CANCELLED"
+    SESSION_ENDED = "SESSION_ENDED"
+    AGENT_AWAY = "AGENT_AWAY"
+
+
+class StatusChangeReason(enum.StrEnum):
+    """Why an agent's status changed."""
+
+    AGENT_REQUEST = "AGENT_REQUEST"
+    MISSED_OFFERS = "MISSED_OFFERS"
+
+
+class SessionState(enum.StrEnum):
+    """An agent session: its stream is live, dropped (within grace) or the session is over."""
+
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
+    ENDED = "ENDED"
+
+
+class SessionEndReason(enum.StrEnum):
+    """Why a session ended."""
+
+    LOGGED_OUT = "LOGGED_OUT"
+    GRACE_EXPIRED = "GRACE_EXPIRED"
+    REPLACED = "REPLACED"
+
+
+@dataclass(frozen=True, slots=True)
+class SkillRequirement:
+    """A skill a handoff needs, at `min_proficiency` (1-5) or better."""
+
+    skill: str
+    min_proficiency: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    """What ops set about an agent."""
+
+    display_name: str
+    skills: Mapping[str, int]
+    languages: frozenset[str]
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    """A change to an agent's profile: fields left None stay as they are."""
+
+    display_name: str | None = None
+    skills: Mapping[str, int] | None = None
+    languages: frozenset[str] | None = None
+    capacity: int | None = None
+
+    def apply(self, profile: AgentProfile) -> AgentProfile:
+        """The profile with this change made."""
+        return AgentProfile(
+            display_name=profile.display_name if self.display_name is None else self.display_name,
+            skills=profile.skills if self.skills is None else self.skills,
+            languages=profile.languages if self.languages is None else self.languages,
+            capacity=profile.capacity if self.capacity is None else self.capacity,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent with its profile and its live dispatch state."""
+
+    id: str
+    profile: AgentProfile
+    status: AgentStatus
+    connected: bool
+    load: int
+    consecutive_misses: int
+    last_assigned_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def state(self) -> AgentState:
+        """The state ops see; BUSY and RECONNECTING are derived, not stored."""
+        if self.status is AgentStatus.OFFLINE:
+            return AgentState.OFFLINE
+        if not self.connected:
+            return AgentState.RECONNECTING
+        if self.status is AgentStatus.AWAY:
+            return AgentState.AWAY
+        if self.load >= self.profile.capacity:
+            return AgentState.BUSY
+        return AgentState.AVAILABLE
+
+    @property
+    def free_capacity(self) -> int:
+        """Slots left for new offers (never negative)."""
+        return max(0, self.profile.capacity - self.load)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRequest:
+    """What a bot asks for: the content behind an idempotency key."""
+
+    request_id: str
+    conversation_id: str
+    customer_id: str
+    interaction_type: str
+    required_skills: tuple[SkillRequirement, ...]
+    language: str | None
+    urgency: Urgency
+    summary: str
+    reason: HandoffReason
+
+    def fingerprint(self) -> str:
+        """A digest of everything but the request id, to tell a retry from a reused key."""
+        content = {
+            "conversation_id": self.conversation_id,
+            "customer_id": self.customer_id,
+            "interaction_type": self.interaction_type,
+            "required_skills": sorted((r.skill, r.min_proficiency) for r in self.required_skills),
+            "language": self.language,
+            "urgency": int(self.urgency),
+            "summary": self.summary,
+            "reason": str(self.reason),
+        }
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How an agent ended an interaction."""
+
+    outcome: Outcome
+    disposition_code: str
+    notes: str
+
+    def fingerprint(self) -> str:
+        """A digest of the completion, to tell a retry from a conflicting second completion."""
+        canonical = json.dumps([str(self.outcome), self.disposition_code, self.notes])
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A request for a human and everything that happened to it.
+
+    `agent_id` and `offer_id` name the agent and offer currently involved: the pending offer
+    while OFFERED, the accepted offer (the interaction) while ASSIGNED and after COMPLETED.
+    """
+
+    id: str
+    request: HandoffRequest
+    fingerprint: str
+    state: HandoffState
+    created_at: datetime
+    deadline: datetime
+    requeue_count: int
+    agent_id: str | None
+    offer_id: str | None
+    assigned_at: datetime | None
+    ended_at: datetime | None
+    completion: Completion | None
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An offer of one handoff to one agent; once ACCEPTED it is the agent's interaction."""
+
+    id: str
+    handoff_id: str
+    agent_id: str
+    state: OfferState
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decline_reason: DeclineReason | None
+    rescind_reason: RescindReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """An accepted offer together with its handoff: the agent's view of its work."""
+
+    offer: Offer
+    handoff: Handoff
+
+    @property
+    def id(self) -> str:
+        """The interaction's id is the accepted offer's id (the fencing token)."""
+        return self.offer.id
+
+    @property
+    def handle_time(self) -> timedelta | None:
+        """Accept to completion, once completed."""
+        if self.offer.state is not OfferState.COMPLETED:
+            return None
+        if self.handoff.ended_at is None or self.offer.decided_at is None:
+            return None
+        return self.handoff.ended_at - self.offer.decided_at
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An agent's login: alive while its stream is, kept through a grace period after a drop.
+
+    `connection_id` names the stream that holds the session now; a resume or take-over gives
+    it a new one, so the drop of an older stream cannot disconnect a newer one.
+    """
+
+    id: str
+    agent_id: str
+    state: SessionState
+    token_hash: str
+    replica_id: str
+    connection_id: str
+    created_at: datetime
+    disconnected_at: datetime | None
+    grace_expires_at: datetime | None
+    ended_at: datetime | None
+    end_reason: SessionEndReason | None

@@ -1,0 +1,1 @@
+"""The gRPC boundary: servicers, converters, error mapping and the server."""

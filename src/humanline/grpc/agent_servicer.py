@@ -1,0 +1,218 @@
+"""AgentService: the agent app's session stream and interaction completion.
+
+The Connect handler owns one stream: it logs the agent in (hello or resume), then runs a
+reader task for the agent's commands and a watchdog for its heartbeats, while it writes the
+session's events to the stream. Whatever ends the stream (the client leaving, a newer
+connection, missed heartbeats, shutdown, a network drop that cancels the handler), the
+`finally` records the drop through the service, in a task of its own; cancellation is never
+swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import structlog
+
+from humanline.domain.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+)
+from humanline.domain.model import AgentStatus
+from humanline.grpc import converters
+from humanline.grpc.errors import (
+    SHUTTING_DOWN,
+    STORE_UNAVAILABLE,
+    StreamDeadline,
+    abort,
+    unary,
+)
+from humanline.service.agents import Connection
+from humanline.service.app import Humanline
+from humanline.service.events import (
+    CLOSE_CLIENT,
+    CLOSE_HEARTBEAT,
+    CLOSE_LOST,
+    CLOSE_REPLACED,
+    CommandFailed,
+    HeartbeatAck,
+    StreamClosing,
+)
+from humanline.store.port import StoreError
+from humanline.v1 import agent_service_pb2, agent_service_pb2_grpc
+
+log = structlog.get_logger("humanline.grpc")
+
+ConnectRequest = agent_service_pb2.ConnectRequest
+ConnectResponse = agent_service_pb2.ConnectResponse
+Context = grpc.aio.ServicerContext[Any, Any]
+
+CLOSE_ERRORS: dict[str, DomainError] = {
+    CLOSE_REPLACED: Aborted(
+        "a newer connection of this agent took the session over", reason="SESSION_REPLACED"
+    ),
+    CLOSE_HEARTBEAT: StreamDeadline("no heartbeat within the heartbeat timeout"),
+    CLOSE_LOST: Unavailable("the stream broke; reconnect and resume", reason="STREAM_LOST"),
+}
+
+
+class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
+    """AgentService on the dispatch service."""
+
+    def __init__(self, app: Humanline, *, hello_timeout: float = 10.0) -> None:
+        self._app = app
+        self._hello_timeout = hello_timeout
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[ConnectRequest], context: Context
+    ) -> AsyncIterator[ConnectResponse]:
+        requests = aiter(request_iterator)
+        try:
+            first = await asyncio.wait_for(anext(requests), timeout=self._hello_timeout)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            await abort(context, StreamDeadline("no hello or resume in time", reason="NO_HELLO"))
+        try:
+            conn = await self._open(first)
+        except DomainError as error:
+            await abort(context, error)
+        except StoreError:
+            await abort(context, STORE_UNAVAILABLE)
+
+        channel = conn.channel
+        policy = self._app.sessions.policy
+        yield converters.welcome(
+            conn,
+            policy.heartbeat_interval,
+            policy.grace_period,
+            converters.command_id(first.command_id),
+        )
+        last_seen = [time.monotonic()]
+        reader = asyncio.create_task(self._read(requests, conn, last_seen), name="agent-reader")
+        watchdog = asyncio.create_task(
+            self._watch_heartbeats(conn, last_seen, policy.heartbeat_timeout.total_seconds()),
+            name="agent-watchdog",
+        )
+        clean = False
+        try:
+            while True:
+                event = await channel.get()
+                if isinstance(event, StreamClosing):
+                    if event.why == CLOSE_CLIENT:
+                        clean = True
+                        return
+                    await abort(context, CLOSE_ERRORS.get(event.why, SHUTTING_DOWN))
+                message = converters.connect_response(event)
+                if message is not None:
+                    yield message
+        finally:
+            reader.cancel()
+            watchdog.cancel()
+            self._app.sessions.dropped(channel, clean=clean)
+
+    async def _open(self, first: ConnectRequest) -> Connection:
+        sessions = self._app.sessions
+        match first.WhichOneof("command"):
+            case "hello":
+                agent_id = converters.agent_id("hello.agent_id", first.hello.agent_id)
+                status = converters.agent_status(
+                    "hello.initial_status",
+                    first.hello.initial_status,
+                    default=AgentStatus.AVAILABLE,
+                )
+                return await sessions.connect(agent_id, status)
+            case "resume":
+                agent_id = converters.agent_id("resume.agent_id", first.resume.agent_id)
+                if not first.resume.resume_token:
+                    raise InvalidArgument([FieldViolation("resume.resume_token", "required")])
+                return await sessions.resume(agent_id, first.resume.resume_token)
+            case _:
+                raise InvalidArgument(
+                    [FieldViolation("command", "the first message must be hello or resume")]
+                )
+
+    async def _read(
+        self, requests: AsyncIterator[ConnectRequest], conn: Connection, last_seen: list[float]
+    ) -> None:
+        """Runs the agent's commands in order; a failed command is answered, never fatal."""
+        channel = conn.channel
+        try:
+            async for request in requests:
+                last_seen[0] = time.monotonic()
+                await self._command(request, conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the transport broke: a drop, not a log-out
+            log.info("agent_stream_lost", agent_id=channel.agent_id, error=type(exc).__name__)
+            channel.close(CLOSE_LOST)
+            return
+        channel.close(CLOSE_CLIENT)  # the app closed its side: a log-out
+
+    async def _watch_heartbeats(
+        self, conn: Connection, last_seen: list[float], silence_limit: float
+    ) -> None:
+        """Ends the stream when the app has been silent for the heartbeat timeout."""
+        while True:
+            silent = time.monotonic() - last_seen[0]
+            if silent >= silence_limit:
+                log.info("agent_heartbeat_missed", agent_id=conn.channel.agent_id)
+                conn.channel.close(CLOSE_HEARTBEAT)
+                return
+            await asyncio.sleep(silence_limit - silent)
+
+    async def _command(self, request: ConnectRequest, conn: Connection) -> None:
+        channel, sessions = conn.channel, self._app.sessions
+        command_id = converters.command_id(request.command_id)
+        try:
+            match request.WhichOneof("command"):
+                case "heartbeat":
+                    channel.put(HeartbeatAck(self._app.clock.now(), command_id))
+                case "set_status":
+                    status = converters.agent_status(
+                        "set_status.status", request.set_status.status, default=None
+                    )
+                    await sessions.set_status(channel.agent_id, status, command_id)
+                case "accept_offer":
+                    offer_id = converters.offer_id(
+                        "accept_offer.offer_id", request.accept_offer.offer_id
+                    )
+                    await sessions.accept(channel.agent_id, offer_id, command_id)
+                case "decline_offer":
+                    offer_id = converters.offer_id(
+                        "decline_offer.offer_id", request.decline_offer.offer_id
+                    )
+                    reason = converters.decline_reason(request.decline_offer.reason)
+                    await sessions.decline(channel.agent_id, offer_id, reason, command_id)
+                case "hello" | "resume":
+                    raise FailedPrecondition(
+                        "this stream's session is already open", reason="SESSION_ALREADY_OPEN"
+                    )
+                case _:
+                    raise InvalidArgument([FieldViolation("command", "required")])
+        except DomainError as error:
+            channel.put(CommandFailed(error, command_id))
+        except StoreError:
+            channel.put(CommandFailed(STORE_UNAVAILABLE, command_id))
+
+    @unary
+    async def CompleteInteraction(
+        self, request: agent_service_pb2.CompleteInteractionRequest, context: Context
+    ) -> agent_service_pb2.CompleteInteractionResponse:
+        completion = converters.completion(request)
+        interaction = await self._app.sessions.complete(
+            request.agent_id,
+            converters.offer_id("interaction_id", request.interaction_id),
+            completion,
+        )
+        return agent_service_pb2.CompleteInteractionResponse(
+            interaction=converters.interaction_pb(interaction)
+        )

@@ -1,0 +1,508 @@
+"""Protobuf messages to domain objects and back. Nothing else crosses the boundary.
+
+Incoming messages are checked here, at the edge, with the domain's validation rules: every
+violation in a request is collected and reported at once as INVALID_ARGUMENT with field
+paths as the API names them (`required_skills[1].min_proficiency`). Enum values a client
+sends that this server does not know are violations too.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from humanline.domain import model
+from humanline.domain.errors import InvalidArgument, Violations
+from humanline.domain.validation import (
+    MAX_COMMAND_ID,
+    MAX_DISPLAY_NAME,
+    check_agent_profile,
+    check_agent_skills,
+    check_capacity,
+    check_completion,
+    check_handoff_request,
+    check_identifier,
+    check_languages,
+    check_text,
+    check_uuid,
+    normalize_language,
+    normalize_uuid,
+)
+from humanline.grpc.errors import google_code
+from humanline.service.agents import Connection
+from humanline.service.events import (
+    AgentEvent,
+    AssignmentMade,
+    CommandFailed,
+    HeartbeatAck,
+    OfferMade,
+    OfferWithdrawn,
+    StatusUpdated,
+    StreamClosing,
+)
+from humanline.service.handoffs import HandoffView
+from humanline.service.pool import MAX_PAGE_SIZE, PoolStatus
+from humanline.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    handoff_pb2,
+    handoff_service_pb2,
+    pool_service_pb2,
+)
+
+E = TypeVar("E", bound=enum.Enum)
+
+# --- enums ---------------------------------------------------------------------------------
+
+
+def enum_to_proto(wrapper: EnumTypeWrapper, prefix: str, value: enum.Enum) -> Any:
+    """The proto enum number for a domain enum member (matched by name). Typed Any because
+    each generated enum has a type of its own."""
+    return wrapper.Value(f"{prefix}{value.name}")
+
+
+def enum_from_proto(
+    v: Violations, field: str, wrapper: EnumTypeWrapper, prefix: str, number: int, cls: type[E]
+) -> E | None:
+    """The domain enum member for a proto enum number; records a violation for numbers this
+    server does not know. Returns None for 0 (unspecified)."""
+    if number == 0:
+        return None
+    try:
+        name = wrapper.Name(number).removeprefix(prefix)
+        return cls[name]
+    except (ValueError, KeyError):
+        v.add(field, f"unknown value {number}")
+        return None
+
+
+def timestamp(value: datetime) -> Timestamp:
+    """A protobuf Timestamp."""
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def duration(value: timedelta) -> Duration:
+    """A protobuf Duration."""
+    d = Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def _set_time(message: Any, field: str, value: datetime | None) -> None:
+    if value is not None:
+        getattr(message, field).CopyFrom(timestamp(value))
+
+
+# --- handoffs ------------------------------------------------------------------------------
+
+
+def handoff_request(msg: handoff_service_pb2.RequestHandoffRequest) -> model.HandoffRequest:
+    """A validated HandoffRequest, or InvalidArgument with every violation."""
+    v = Violations()
+    urgency = enum_from_proto(
+        v, "urgency", handoff_pb2.Urgency, "URGENCY_", msg.urgency, model.Urgency
+    )
+    reason = enum_from_proto(
+        v, "reason", handoff_pb2.HandoffReason, "HANDOFF_REASON_", msg.reason, model.HandoffReason
+    )
+    request = model.HandoffRequest(
+        request_id=normalize_uuid(msg.request_id) or msg.request_id,
+        conversation_id=msg.conversation_id,
+        customer_id=msg.customer_id,
+        interaction_type=msg.interaction_type,
+        required_skills=tuple(
+            model.SkillRequirement(r.skill, r.min_proficiency or 1) for r in msg.required_skills
+        ),
+        language=normalize_language(msg.language) or None,
+        urgency=urgency or model.Urgency.NORMAL,
+        summary=msg.summary,
+        reason=reason or model.HandoffReason.UNSPECIFIED,
+    )
+    check_handoff_request(v, request)
+    v.raise_if_any()
+    return request
+
+
+def handoff_id(field: str, value: str) -> str:
+    """A handoff id from a request, validated."""
+    v = Violations()
+    check_uuid(v, field, value)
+    v.raise_if_any()
+    return normalize_uuid(value) or value
+
+
+def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
+    """The API's Handoff."""
+    h, req = view.handoff, view.handoff.request
+    msg = handoff_pb2.Handoff(
+        handoff_id=h.id,
+        request_id=req.request_id,
+        conversation_id=req.conversation_id,
+        customer_id=req.customer_id,
+        interaction_type=req.interaction_type,
+        required_skills=[
+            handoff_pb2.SkillRequirement(skill=r.skill, min_proficiency=r.min_proficiency)
+            for r in req.required_skills
+        ],
+        language=req.language or "",
+        urgency=_urgency_pb(req.urgency),
+        summary=req.summary,
+        reason=_reason_pb(req.reason),
+        state=enum_to_proto(handoff_pb2.HandoffState, "HANDOFF_STATE_", h.state),
+        queue_position=view.position,
+        requeue_count=h.requeue_count,
+    )
+    if view.estimated_wait is not None:
+        msg.estimated_wait.CopyFrom(duration(view.estimated_wait))
+    if h.agent_id is not None and view.agent_name is not None:
+        msg.assigned_agent.CopyFrom(
+            handoff_pb2.AssignedAgent(agent_id=h.agent_id, display_name=view.agent_name)
+        )
+    _set_time(msg, "create_time", h.created_at)
+    _set_time(msg, "target_time", h.deadline)
+    _set_time(msg, "assign_time", h.assigned_at)
+    _set_time(msg, "end_time", h.ended_at)
+    if h.completion is not None:
+        msg.outcome = enum_to_proto(handoff_pb2.Outcome, "OUTCOME_", h.completion.outcome)
+        msg.disposition_code = h.completion.disposition_code
+    return msg
+
+
+def _reason_pb(reason: model.HandoffReason) -> Any:
+    return enum_to_proto(handoff_pb2.HandoffReason, "HANDOFF_REASON_", reason)
+
+
+def _urgency_pb(urgency: model.Urgency) -> Any:
+    return enum_to_proto(handoff_pb2.Urgency, "URGENCY_", urgency)
+
+
+# --- agents --------------------------------------------------------------------------------
+
+
+def agent_id(field: str, value: str) -> str:
+    """An agent id from a request, validated."""
+    v = Violations()
+    check_identifier(v, field, value)
+    v.raise_if_any()
+    return value
+
+
+def _skills(v: Violations, field: str, skills: Sequence[agent_pb2.AgentSkill]) -> dict[str, int]:
+    result: dict[str, int] = {}
+    for i, s in enumerate(skills):
+        if s.skill in result:
+            v.add(f"{field}[{i}].skill", f"skill {s.skill!r} is listed twice")
+        result[s.skill] = s.proficiency
+    return result
+
+
+def agent_profile(msg: agent_pb2.Agent, prefix: str = "agent") -> model.AgentProfile:
+    """A validated AgentProfile from an Agent message (output-only fields ignored)."""
+    v = Violations()
+    profile = model.AgentProfile(
+        display_name=msg.display_name,
+        skills=_skills(v, f"{prefix}.skills", msg.skills),
+        languages=frozenset(normalize_language(tag) for tag in msg.languages),
+        capacity=msg.capacity or 1,
+    )
+    check_agent_profile(v, prefix, profile)
+    check_languages(v, f"{prefix}.languages", msg.languages)
+    v.raise_if_any()
+    return profile
+
+
+UPDATABLE = ("display_name", "skills", "languages", "capacity")
+
+
+def profile_update(msg: pool_service_pb2.UpdateAgentRequest) -> model.ProfileUpdate:
+    """A validated ProfileUpdate from UpdateAgent's agent and update mask."""
+    v = Violations()
+    agent = msg.agent
+    paths = list(msg.update_mask.paths)
+    for i, path in enumerate(paths):
+        if path not in UPDATABLE:
+            v.add(f"update_mask.paths[{i}]", f"must be one of {', '.join(UPDATABLE)}")
+    if not paths:
+        paths = [
+            field
+            for field, present in (
+                ("display_name", bool(agent.display_name)),
+                ("skills", bool(agent.skills)),
+                ("languages", bool(agent.languages)),
+                ("capacity", bool(agent.capacity)),
+            )
+            if present
+        ]
+        v.check(bool(paths), "update_mask", "nothing to update")
+    update = model.ProfileUpdate(
+        display_name=agent.display_name if "display_name" in paths else None,
+        skills=_skills(v, "agent.skills", agent.skills) if "skills" in paths else None,
+        languages=(
+            frozenset(normalize_language(tag) for tag in agent.languages)
+            if "languages" in paths
+            else None
+        ),
+        capacity=(agent.capacity or 1) if "capacity" in paths else None,
+    )
+    if update.display_name is not None:
+        check_text(v, "agent.display_name", update.display_name, max_len=MAX_DISPLAY_NAME)
+    if update.skills is not None:
+        check_agent_skills(v, "agent.skills", update.skills)
+    if update.languages is not None:
+        check_languages(v, "agent.languages", agent.languages)
+    if update.capacity is not None:
+        check_capacity(v, "agent.capacity", update.capacity)
+    v.raise_if_any()
+    return update
+
+
+def agent_pb(agent: model.Agent) -> agent_pb2.Agent:
+    """The API's Agent."""
+    msg = agent_pb2.Agent(
+        agent_id=agent.id,
+        display_name=agent.profile.display_name,
+        skills=[
+            agent_pb2.AgentSkill(skill=s, proficiency=p)
+            for s, p in sorted(agent.profile.skills.items())
+        ],
+        languages=sorted(agent.profile.languages),
+        capacity=agent.profile.capacity,
+        state=enum_to_proto(agent_pb2.AgentState, "AGENT_STATE_", agent.state),
+        load=agent.load,
+        consecutive_misses=agent.consecutive_misses,
+    )
+    _set_time(msg, "last_assign_time", agent.last_assigned_at)
+    _set_time(msg, "create_time", agent.created_at)
+    _set_time(msg, "update_time", agent.updated_at)
+    return msg
+
+
+def list_filter(
+    msg: pool_service_pb2.ListAgentsRequest,
+) -> tuple[model.AgentState | None, str | None]:
+    """ListAgents' page size check and its state and skill filters."""
+    v = Violations()
+    v.check(0 <= msg.page_size <= MAX_PAGE_SIZE, "page_size", f"must be 0 to {MAX_PAGE_SIZE}")
+    state = enum_from_proto(
+        v, "state", agent_pb2.AgentState, "AGENT_STATE_", msg.state, model.AgentState
+    )
+    if msg.skill:
+        check_identifier(v, "skill", msg.skill)
+    v.raise_if_any()
+    return state, msg.skill or None
+
+
+def pool_status_pb(status: PoolStatus) -> pool_service_pb2.PoolStatus:
+    """The API's PoolStatus."""
+    snap = status.snapshot
+    msg = pool_service_pb2.PoolStatus(
+        agents_by_state=[
+            pool_service_pb2.AgentStateCount(
+                state=enum_to_proto(agent_pb2.AgentState, "AGENT_STATE_", state), count=count
+            )
+            for state, count in snap.agents_by_state.items()
+        ],
+        skills=[
+            pool_service_pb2.CapacityCount(
+                key=c.key, available_agents=c.available_agents, free_capacity=c.free_capacity
+            )
+            for c in snap.skills
+        ],
+        languages=[
+            pool_service_pb2.CapacityCount(
+                key=c.key, available_agents=c.available_agents, free_capacity=c.free_capacity
+            )
+            for c in snap.languages
+        ],
+        queue_by_urgency=[
+            pool_service_pb2.UrgencyCount(urgency=_urgency_pb(u), count=n)
+            for u, n in sorted(snap.queue_by_urgency.items(), reverse=True)
+        ],
+        queue_by_interaction_type=[
+            pool_service_pb2.InteractionTypeCount(interaction_type=t, count=n)
+            for t, n in snap.queue_by_type.items()
+        ],
+    )
+    oldest = timedelta(0)
+    if snap.oldest_created_at is not None:
+        oldest = max(timedelta(0), status.taken_at - snap.oldest_created_at)
+    msg.oldest_wait.CopyFrom(duration(oldest))
+    msg.snapshot_time.CopyFrom(timestamp(status.taken_at))
+    return msg
+
+
+# --- agent stream --------------------------------------------------------------------------
+
+
+def command_id(value: str) -> str:
+    """The client's command id, bounded (an over-long id is cut, never echoed whole)."""
+    return value[:MAX_COMMAND_ID]
+
+
+def agent_status(field: str, number: int, default: model.AgentStatus | None) -> model.AgentStatus:
+    """AVAILABLE or AWAY from a request; unspecified means `default` (required if None)."""
+    v = Violations()
+    status = (
+        enum_from_proto(v, field, agent_pb2.AgentStatus, "AGENT_STATUS_", number, model.AgentStatus)
+        or default
+    )
+    if status is None and number == 0:
+        v.add(field, "required: AGENT_STATUS_AVAILABLE or AGENT_STATUS_AWAY")
+    v.raise_if_any()
+    assert status is not None
+    return status
+
+
+def decline_reason(number: int) -> model.DeclineReason:
+    """Why an agent declines, from a request."""
+    v = Violations()
+    reason = enum_from_proto(
+        v,
+        "decline_offer.reason",
+        agent_service_pb2.DeclineReason,
+        "DECLINE_REASON_",
+        number,
+        model.DeclineReason,
+    )
+    v.raise_if_any()
+    return reason or model.DeclineReason.UNSPECIFIED
+
+
+def offer_id(field: str, value: str) -> str:
+    """An offer or interaction id from a request."""
+    return handoff_id(field, value)
+
+
+def completion(msg: agent_service_pb2.CompleteInteractionRequest) -> model.Completion:
+    """A validated Completion."""
+    v = Violations()
+    check_identifier(v, "agent_id", msg.agent_id)
+    check_uuid(v, "interaction_id", msg.interaction_id)
+    outcome = enum_from_proto(
+        v, "outcome", handoff_pb2.Outcome, "OUTCOME_", msg.outcome, model.Outcome
+    )
+    if msg.outcome == 0:
+        v.add("outcome", "required")
+    check_completion(v, msg.disposition_code, msg.notes)
+    v.raise_if_any()
+    assert outcome is not None
+    return model.Completion(outcome, msg.disposition_code, msg.notes)
+
+
+def interaction_details(handoff: model.Handoff) -> agent_service_pb2.InteractionDetails:
+    """What an agent sees about a handoff."""
+    req = handoff.request
+    msg = agent_service_pb2.InteractionDetails(
+        handoff_id=handoff.id,
+        conversation_id=req.conversation_id,
+        customer_id=req.customer_id,
+        interaction_type=req.interaction_type,
+        urgency=_urgency_pb(req.urgency),
+        summary=req.summary,
+        reason=_reason_pb(req.reason),
+        required_skills=[
+            handoff_pb2.SkillRequirement(skill=r.skill, min_proficiency=r.min_proficiency)
+            for r in req.required_skills
+        ],
+        language=req.language or "",
+        requeue_count=handoff.requeue_count,
+    )
+    _set_time(msg, "create_time", handoff.created_at)
+    return msg
+
+
+def interaction_pb(interaction: model.Interaction) -> agent_service_pb2.Interaction:
+    """The API's Interaction."""
+    msg = agent_service_pb2.Interaction(
+        interaction_id=interaction.id, details=interaction_details(interaction.handoff)
+    )
+    _set_time(msg, "accept_time", interaction.offer.decided_at)
+    completion_ = interaction.handoff.completion
+    if interaction.offer.state is model.OfferState.COMPLETED and completion_ is not None:
+        _set_time(msg, "complete_time", interaction.handoff.ended_at)
+        msg.outcome = enum_to_proto(handoff_pb2.Outcome, "OUTCOME_", completion_.outcome)
+        msg.disposition_code = completion_.disposition_code
+        if interaction.handle_time is not None:
+            msg.handle_time.CopyFrom(duration(interaction.handle_time))
+    return msg
+
+
+def welcome(
+    conn: Connection, heartbeat: timedelta, grace: timedelta, command: str
+) -> agent_service_pb2.ConnectResponse:
+    """The first message of an agent stream."""
+    R = agent_service_pb2.ConnectResponse
+    return R(
+        command_id=command,
+        welcome=R.Welcome(
+            session_id=conn.session.id,
+            resume_token=conn.resume_token,
+            heartbeat_interval=duration(heartbeat),
+            grace_period=duration(grace),
+            resumed=conn.resumed,
+            agent=agent_pb(conn.agent),
+            active_interactions=[interaction_pb(i) for i in conn.interactions],
+        ),
+    )
+
+
+def connect_response(event: AgentEvent) -> agent_service_pb2.ConnectResponse | None:
+    """The stream message for an event; None for StreamClosing (the handler ends the call)."""
+    R = agent_service_pb2.ConnectResponse
+    match event:
+        case OfferMade(offer=offer, handoff=handoff):
+            msg = agent_service_pb2.Offer(offer_id=offer.id, details=interaction_details(handoff))
+            _set_time(msg, "offer_time", offer.created_at)
+            _set_time(msg, "expire_time", offer.expires_at)
+            return R(offer=msg)
+        case OfferWithdrawn(offer_id=oid, reason=reason, command_id=cid):
+            return R(
+                command_id=cid,
+                offer_rescinded=R.OfferRescinded(
+                    offer_id=oid,
+                    reason=enum_to_proto(
+                        agent_service_pb2.RescindReason, "RESCIND_REASON_", reason
+                    ),
+                ),
+            )
+        case AssignmentMade(interaction=interaction, command_id=cid):
+            return R(
+                command_id=cid,
+                assignment_confirmed=R.AssignmentConfirmed(interaction=interaction_pb(interaction)),
+            )
+        case StatusUpdated(status=status, reason=reason, command_id=cid):
+            return R(
+                command_id=cid,
+                status_changed=R.StatusChanged(
+                    status=enum_to_proto(agent_pb2.AgentStatus, "AGENT_STATUS_", status),
+                    reason=enum_to_proto(
+                        agent_service_pb2.StatusChangeReason, "STATUS_CHANGE_REASON_", reason
+                    ),
+                ),
+            )
+        case HeartbeatAck(server_time=at, command_id=cid):
+            return R(command_id=cid, heartbeat=R.Heartbeat(server_time=timestamp(at)))
+        case CommandFailed(error=error, command_id=cid):
+            metadata = dict(error.metadata)
+            if isinstance(error, InvalidArgument):
+                metadata.update((fv.field, fv.description) for fv in error.violations)
+            return R(
+                command_id=cid,
+                command_rejected=R.CommandRejected(
+                    code=google_code(error),
+                    message=error.message,
+                    reason=error.reason,
+                    metadata=metadata,
+                ),
+            )
+        case StreamClosing():
+            return None
+    raise TypeError(f"unknown event {event!r}")

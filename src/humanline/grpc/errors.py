@@ -1,0 +1,164 @@
+"""Errors at the gRPC boundary: domain errors become rich `google.rpc.Status` answers.
+
+Every domain error maps to one status code, with `google.rpc.ErrorInfo` (reason, domain,
+metadata) and, for invalid arguments, `google.rpc.BadRequest` field violations, sent through
+grpcio-status so any gRPC client can read them. Store failures are UNAVAILABLE (retryable);
+anything unexpected is INTERNAL with no details, and is logged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from humanline.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from humanline.store.port import StoreError
+
+ERROR_DOMAIN = "humanline"
+
+
+class StreamDeadline(DomainError):
+    """A stream went silent for longer than allowed (no hello, missed heartbeats)."""
+
+    default_reason = "HEARTBEAT_MISSED"
+
+
+STORE_UNAVAILABLE = Unavailable("storage is unavailable; retry", reason="STORE_UNAVAILABLE")
+SHUTTING_DOWN = Unavailable(
+    "the server is shutting down; reconnect (and resume) shortly", reason="SERVER_SHUTTING_DOWN"
+)
+log = structlog.get_logger("humanline.grpc")
+
+CODES: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Aborted: grpc.StatusCode.ABORTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    StreamDeadline: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_code(error: DomainError) -> grpc.StatusCode:
+    """The gRPC status code for a domain error."""
+    for cls in type(error).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rich_status(error: DomainError) -> status_pb2.Status:
+    """The `google.rpc.Status` for a domain error, with ErrorInfo and BadRequest details."""
+    code = status_code(error)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    ]
+    if isinstance(error, InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def google_code(error: DomainError) -> Any:
+    """The `google.rpc.Code` number of a domain error (for CommandRejected)."""
+    return status_code(error).value[0]
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
+    """Ends the call with the rich status of `error`."""
+    status = rpc_status.to_status(rich_status(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Servicer = TypeVar("Servicer")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _handle(context: Context, method: str, exc: BaseException) -> NoReturn:
+    if isinstance(exc, DomainError):
+        await abort(context, exc)
+    if isinstance(exc, StoreError):
+        log.error("store_unavailable", method=method, error=str(exc))
+        await abort(context, STORE_UNAVAILABLE)
+    log.exception("rpc_failed", method=method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+def unary(
+    method: Callable[[Servicer, Request, Context], Awaitable[Response]],
+) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
+    """Translates errors of a unary handler into statuses, once, at the boundary."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Servicer, request: Request, context: Context) -> Response:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # CancelledError is a BaseException and passes through
+            await _handle(context, method.__name__, exc)
+
+    return wrapper
+
+
+def server_stream(
+    method: Callable[[Servicer, Request, Context], AsyncIterator[Response]],
+) -> Callable[[Servicer, Request, Context], AsyncIterator[Response]]:
+    """Translates errors of a server-streaming handler into statuses. Cancellation passes
+    through untouched (a handler must never swallow it)."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Servicer, request: Request, context: Context
+    ) -> AsyncIterator[Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # CancelledError is a BaseException and passes through
+            await _handle(context, method.__name__, exc)
+
+    return wrapper

@@ -1,0 +1,77 @@
+"""PoolService: ops manage agents and watch the pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from humanline.domain.errors import FieldViolation, InvalidArgument
+from humanline.grpc import converters
+from humanline.grpc.errors import unary
+from humanline.service.app import Humanline
+from humanline.v1 import pool_service_pb2 as pb
+from humanline.v1 import pool_service_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
+    """PoolService on the dispatch service."""
+
+    def __init__(self, app: Humanline) -> None:
+        self._app = app
+
+    @unary
+    async def CreateAgent(
+        self, request: pb.CreateAgentRequest, context: Context
+    ) -> pb.CreateAgentResponse:
+        if not request.HasField("agent"):
+            raise InvalidArgument([FieldViolation("agent", "required")])
+        agent_id = converters.agent_id("agent_id", request.agent_id) if request.agent_id else None
+        profile = converters.agent_profile(request.agent)
+        agent = await self._app.pool.create_agent(agent_id, profile)
+        return pb.CreateAgentResponse(agent=converters.agent_pb(agent))
+
+    @unary
+    async def UpdateAgent(
+        self, request: pb.UpdateAgentRequest, context: Context
+    ) -> pb.UpdateAgentResponse:
+        agent_id = converters.agent_id("agent.agent_id", request.agent.agent_id)
+        update = converters.profile_update(request)
+        agent = await self._app.pool.update_agent(agent_id, update)
+        return pb.UpdateAgentResponse(agent=converters.agent_pb(agent))
+
+    @unary
+    async def GetAgent(
+        self, request: pb.GetAgentRequest, context: Context
+    ) -> pb.GetAgentResponse:
+        agent = await self._app.pool.get_agent(converters.agent_id("agent_id", request.agent_id))
+        return pb.GetAgentResponse(agent=converters.agent_pb(agent))
+
+    @unary
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: Context
+    ) -> pb.ListAgentsResponse:
+        state, skill = converters.list_filter(request)
+        page = await self._app.pool.list_agents(
+            page_size=request.page_size, page_token=request.page_token, state=state, skill=skill
+        )
+        return pb.ListAgentsResponse(
+            agents=[converters.agent_pb(a) for a in page.agents],
+            next_page_token=page.next_page_token,
+        )
+
+    @unary
+    async def DeleteAgent(
+        self, request: pb.DeleteAgentRequest, context: Context
+    ) -> pb.DeleteAgentResponse:
+        await self._app.pool.delete_agent(converters.agent_id("agent_id", request.agent_id))
+        return pb.DeleteAgentResponse()
+
+    @unary
+    async def GetPoolStatus(
+        self, request: pb.GetPoolStatusRequest, context: Context
+    ) -> pb.GetPoolStatusResponse:
+        status = await self._app.pool.status()
+        return pb.GetPoolStatusResponse(status=converters.pool_status_pb(status))

@@ -1,0 +1,463 @@
+"""Agent use cases: log in, resume, set status, accept, decline, complete, drop.
+
+Presence is a lease: an agent is eligible for offers only while its stream is attached here
+and heartbeating. A dropped stream starts a grace period during which the session, its status
+and its accepted interactions survive and a resume (with the session's token) picks them up;
+pending offers are rescinded at once. Closing the stream cleanly is a log-out.
+
+A second log-in of the same agent takes the session over: the older stream is told to end
+and its pending offers are rescinded; the agent's accepted interactions stay with the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from humanline.domain.errors import (
+    Aborted,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+)
+from humanline.domain.model import (
+    Agent,
+    AgentStatus,
+    Completion,
+    DeclineReason,
+    Interaction,
+    Offer,
+    OfferState,
+    RescindReason,
+    Session,
+    SessionEndReason,
+    SessionState,
+    StatusChangeReason,
+)
+from humanline.domain.rules import DispatchPolicy
+from humanline.service.dispatcher import Dispatcher
+from humanline.service.events import (
+    CLOSE_REPLACED,
+    AgentChannel,
+    AssignmentMade,
+    Effects,
+    EventHub,
+    OfferWithdrawn,
+    StatusUpdated,
+)
+from humanline.service.transitions import (
+    expire_grace,
+    grace_over,
+    interactions_of,
+    withdraw_pending_offers,
+)
+from humanline.store.port import DuplicateKey, Store, UnitOfWork
+
+
+def _resume_refused(agent_id: str, why: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the resume token is not valid: {why}; send hello for a new session",
+        reason="RESUME_TOKEN_INVALID",
+        metadata={"agent_id": agent_id},
+    )
+
+
+def hash_token(token: str) -> str:
+    """Resume tokens are stored only as digests."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A logged-in stream: what its welcome says, and the channel it reads events from."""
+
+    session: Session
+    resume_token: str
+    agent: Agent
+    interactions: list[Interaction]
+    channel: AgentChannel
+    resumed: bool
+
+
+class AgentSessions:
+    """Agent sessions and the commands agents send."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        hub: EventHub,
+        policy: DispatchPolicy,
+        *,
+        replica_id: str,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._hub = hub
+        self._policy = policy
+        self._replica_id = replica_id
+        self._drops: set[asyncio.Task[None]] = set()
+
+    @property
+    def policy(self) -> DispatchPolicy:
+        """The dispatch numbers agents are told about (heartbeat, grace)."""
+        return self._policy
+
+    # --- sessions ------------------------------------------------------------------------
+
+    async def connect(self, agent_id: str, status: AgentStatus) -> Connection:
+        """Starts a new session, taking over any earlier session of the agent."""
+        channel = AgentChannel(agent_id, str(uuid.uuid4()))
+        token = secrets.token_urlsafe(32)
+        fx = Effects()
+        try:
+            async with self._store.write() as uow:
+                agent = await self._agent(uow, agent_id)
+                old = await uow.sessions.live_for_agent(agent_id)
+                if old is not None:
+                    await self._retire(uow, old, fx)
+                session = Session(
+                    id=channel.session_id,
+                    agent_id=agent_id,
+                    state=SessionState.CONNECTED,
+                    token_hash=hash_token(token),
+                    replica_id=self._replica_id,
+                    connection_id=channel.connection_id,
+                    created_at=uow.now,
+                    disconnected_at=None,
+                    grace_expires_at=None,
+                    ended_at=None,
+                    end_reason=None,
+                )
+                await uow.sessions.insert(session)
+                agent = await uow.agents.set_presence(agent_id, status=status, connected=True)
+                interactions = await interactions_of(uow, agent_id)
+                fx.match_agent(agent_id)
+                fx.log(
+                    "agent_connected", agent_id=agent_id, session_id=session.id, status=status.value
+                )
+        except DuplicateKey as exc:
+            raise Aborted(
+                "another log-in of this agent is in progress; retry",
+                reason="CONCURRENT_LOGIN",
+                metadata={"agent_id": agent_id},
+            ) from exc
+        self._dispatcher.apply(fx)
+        self._hub.attach(channel)
+        return Connection(session, token, agent, interactions, channel, resumed=False)
+
+    async def _retire(self, uow: UnitOfWork, old: Session, fx: Effects) -> None:
+        """Ends an earlier session of an agent who logs in again."""
+        if old.state is SessionState.DISCONNECTED and grace_over(old, uow):
+            await expire_grace(uow, old, fx)
+            return
+        await uow.sessions.end(old.id, SessionEndReason.REPLACED, uow.now)
+        await withdraw_pending_offers(
+            uow, old.agent_id, RescindReason.SESSION_ENDED, fx, session_id=old.id
+        )
+        fx.close_session(old.agent_id, old.id, CLOSE_REPLACED)
+        fx.log("session_replaced", agent_id=old.agent_id, session_id=old.id)
+
+    async def resume(self, agent_id: str, resume_token: str) -> Connection:
+        """Resumes a session within its grace period, with its status and its work."""
+        fx = Effects()
+        connection: Connection | None = None
+        async with self._store.write() as uow:
+            await self._agent(uow, agent_id)
+            session = await uow.sessions.get_by_token_hash(hash_token(resume_token))
+            if (
+                session is None
+                or session.agent_id != agent_id
+                or session.state is SessionState.ENDED
+            ):
+                raise _resume_refused(agent_id, "its session has ended")
+            if session.state is SessionState.DISCONNECTED and grace_over(session, uow):
+                await expire_grace(uow, session, fx)  # committed: the session is over for good
+            else:
+                connection = await self._reattach(uow, session, resume_token, fx)
+        self._dispatcher.apply(fx)
+        if connection is None:
+            raise _resume_refused(agent_id, "its grace period is over")
+        self._hub.attach(connection.channel)
+        return connection
+
+    async def _reattach(
+        self, uow: UnitOfWork, session: Session, resume_token: str, fx: Effects
+    ) -> Connection:
+        channel = AgentChannel(session.agent_id, session.id)
+        if session.state is SessionState.CONNECTED:
+            # An older stream still holds the session: it is told to end, and offers sent on
+            # it are rescinded.
+            await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
+        resumed = await uow.sessions.reconnect(session.id, self._replica_id, channel.connection_id)
+        if resumed is None:
+            raise Aborted(
+                "the session changed meanwhile; retry",
+                reason="SESSION_CHANGED",
+                metadata={"agent_id": session.agent_id},
+            )
+        current = await self._agent(uow, session.agent_id)
+        agent = await uow.agents.set_presence(
+            session.agent_id, status=current.status, connected=True
+        )
+        interactions = await interactions_of(uow, session.agent_id)
+        fx.match_agent(session.agent_id)
+        fx.log("agent_resumed", agent_id=session.agent_id, session_id=session.id)
+        return Connection(resumed, resume_token, agent, interactions, channel, resumed=True)
+
+    def dropped(self, channel: AgentChannel, *, clean: bool) -> None:
+        """The stream behind `channel` ended. Runs the drop in a task of its own so that it
+        completes even while the stream's handler is being cancelled."""
+        self._hub.detach(channel)
+        task = asyncio.create_task(self._drop(channel, clean=clean), name="agent-drop")
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
+
+    async def drained(self) -> None:
+        """Waits for drops still being recorded (shutdown)."""
+        while self._drops:
+            await asyncio.gather(*list(self._drops), return_exceptions=True)
+
+    async def _drop(self, channel: AgentChannel, *, clean: bool) -> None:
+        fx = Effects()
+        async with self._store.write() as uow:
+            session = await uow.sessions.get(channel.session_id)
+            if (
+                session is None
+                or session.state is not SessionState.CONNECTED
+                or session.connection_id != channel.connection_id
+            ):
+                return  # taken over or ended meanwhile: the newer connection owns it
+            await withdraw_pending_offers(uow, channel.agent_id, RescindReason.SESSION_ENDED, fx)
+            agent = await uow.agents.get(channel.agent_id)
+            holding = await uow.offers.accepted_for_agent(channel.agent_id)
+            if clean and not holding:
+                await uow.sessions.end(session.id, SessionEndReason.LOGGED_OUT, uow.now)
+                await uow.agents.set_presence(
+                    channel.agent_id, status=AgentStatus.OFFLINE, connected=False
+                )
+                fx.log("agent_logged_out", agent_id=channel.agent_id, session_id=session.id)
+            else:
+                grace_end = uow.now + self._policy.grace_period
+                await uow.sessions.disconnect(session.id, channel.connection_id, uow.now, grace_end)
+                status = agent.status if agent is not None else AgentStatus.AVAILABLE
+                await uow.agents.set_presence(channel.agent_id, status=status, connected=False)
+                fx.wake(grace_end)
+                fx.log(
+                    "agent_disconnected",
+                    agent_id=channel.agent_id,
+                    session_id=session.id,
+                    interactions=len(holding),
+                    reason="logged_out_with_work" if clean else "stream_lost",
+                )
+        self._dispatcher.apply(fx)
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def set_status(self, agent_id: str, status: AgentStatus, command_id: str = "") -> Agent:
+        """The agent sets itself available or away; going away rescinds pending offers."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            await self._agent(uow, agent_id)
+            agent = await uow.agents.set_status(
+                agent_id, status, reset_misses=status is AgentStatus.AVAILABLE
+            )
+            if agent is None:
+                raise FailedPrecondition(
+                    "the agent has no connected session",
+                    reason="AGENT_NOT_CONNECTED",
+                    metadata={"agent_id": agent_id},
+                )
+            if status is AgentStatus.AWAY:
+                await withdraw_pending_offers(uow, agent_id, RescindReason.AGENT_AWAY, fx)
+            else:
+                fx.match_agent(agent_id)
+            fx.to_agent(
+                agent_id, StatusUpdated(status, StatusChangeReason.AGENT_REQUEST, command_id)
+            )
+            fx.log(
+                "agent_status_changed",
+                agent_id=agent_id,
+                status=status.value,
+                reason="agent_request",
+            )
+        self._dispatcher.apply(fx)
+        return agent
+
+    async def accept(self, agent_id: str, offer_id: str, command_id: str = "") -> Interaction:
+        """Accepts a pending, unexpired offer of the agent's own. Accepting an offer already
+        accepted returns the same interaction."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            offer = await self._own_offer(uow, agent_id, offer_id)
+            if offer.state is OfferState.ACCEPTED:
+                handoff = await uow.handoffs.get(offer.handoff_id)
+                assert handoff is not None
+                interaction = Interaction(offer, handoff)
+            else:
+                self._require_pending(offer, uow)
+                accepted = await uow.offers.accept(offer_id, agent_id, uow.now)
+                handoff = await uow.handoffs.assign(offer.handoff_id, offer_id, uow.now)
+                if accepted is None or handoff is None:
+                    raise Aborted(
+                        "the offer changed meanwhile; retry",
+                        reason="OFFER_CHANGED",
+                        metadata={"offer_id": offer_id},
+                    )
+                await uow.agents.record_assignment(agent_id, uow.now)
+                interaction = Interaction(accepted, handoff)
+                fx.changed(handoff, moved=True)
+                fx.log(
+                    "offer_accepted", offer_id=offer_id, handoff_id=handoff.id, agent_id=agent_id
+                )
+            fx.to_agent(agent_id, AssignmentMade(interaction, command_id))
+        self._dispatcher.apply(fx)
+        return interaction
+
+    async def decline(
+        self, agent_id: str, offer_id: str, reason: DeclineReason, command_id: str = ""
+    ) -> None:
+        """Declines a pending offer; the handoff moves on to the next eligible agent and is
+        never offered to this agent again."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            offer = await self._own_offer(uow, agent_id, offer_id)
+            self._require_pending(offer, uow, allow_expired=True)
+            declined = await uow.offers.decline(offer_id, agent_id, reason, uow.now)
+            handoff = await uow.handoffs.return_to_queue(offer.handoff_id, offer_id)
+            if declined is None or handoff is None:
+                raise Aborted(
+                    "the offer changed meanwhile; retry",
+                    reason="OFFER_CHANGED",
+                    metadata={"offer_id": offer_id},
+                )
+            await uow.agents.release(agent_id)
+            await uow.agents.set_misses(agent_id, 0)
+            fx.changed(handoff)
+            fx.match_handoff(handoff.id)
+            fx.match_agent(agent_id)
+            fx.to_agent(agent_id, OfferWithdrawn(offer_id, RescindReason.DECLINED, command_id))
+            fx.log(
+                "offer_declined",
+                offer_id=offer_id,
+                handoff_id=handoff.id,
+                agent_id=agent_id,
+                reason=reason.value,
+            )
+        self._dispatcher.apply(fx)
+
+    async def complete(
+        self, agent_id: str, interaction_id: str, completion: Completion
+    ) -> Interaction:
+        """Completes the agent's interaction; the same completion again returns the same
+        result, a different one is refused."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            offer = await uow.offers.get(interaction_id)
+            if offer is None:
+                raise NotFound(
+                    "no such interaction",
+                    reason="INTERACTION_NOT_FOUND",
+                    metadata={"interaction_id": interaction_id},
+                )
+            if offer.agent_id != agent_id:
+                raise PermissionDenied(
+                    "the interaction is held by another agent",
+                    reason="INTERACTION_NOT_HELD",
+                    metadata={"interaction_id": interaction_id},
+                )
+            handoff = await uow.handoffs.get(offer.handoff_id)
+            assert handoff is not None
+            if offer.state is OfferState.COMPLETED:
+                stored = await uow.handoffs.completion_fingerprint(handoff.id)
+                if stored != completion.fingerprint():
+                    raise FailedPrecondition(
+                        "the interaction was already completed with other content",
+                        reason="INTERACTION_ALREADY_COMPLETED",
+                        metadata={"interaction_id": interaction_id},
+                    )
+                return Interaction(offer, handoff)
+            if offer.state is not OfferState.ACCEPTED:
+                reason = (
+                    "INTERACTION_REQUEUED"
+                    if offer.state is OfferState.REVOKED
+                    else "INTERACTION_NOT_ACCEPTED"
+                )
+                raise FailedPrecondition(
+                    f"the interaction is not held (offer {offer.state.value.lower()})",
+                    reason=reason,
+                    metadata={"interaction_id": interaction_id},
+                )
+            assert offer.decided_at is not None
+            completed = await uow.handoffs.complete(
+                handoff.id,
+                offer.id,
+                completion,
+                now=uow.now,
+                handle_time=uow.now - offer.decided_at,
+            )
+            finished = await uow.offers.finish(offer.id, OfferState.COMPLETED, uow.now)
+            if completed is None or finished is None:
+                raise Aborted(
+                    "the interaction changed meanwhile; retry",
+                    reason="INTERACTION_CHANGED",
+                    metadata={"interaction_id": interaction_id},
+                )
+            await uow.agents.release(agent_id)
+            fx.changed(completed)
+            fx.match_agent(agent_id)
+            fx.log(
+                "interaction_completed",
+                interaction_id=offer.id,
+                handoff_id=handoff.id,
+                agent_id=agent_id,
+                outcome=completion.outcome.value,
+            )
+        self._dispatcher.apply(fx)
+        return Interaction(finished, completed)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _agent(uow: UnitOfWork, agent_id: str) -> Agent:
+        agent = await uow.agents.get(agent_id)
+        if agent is None:
+            raise NotFound(
+                "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+            )
+        return agent
+
+    @staticmethod
+    async def _own_offer(uow: UnitOfWork, agent_id: str, offer_id: str) -> Offer:
+        offer = await uow.offers.get(offer_id)
+        if offer is None:
+            raise NotFound(
+                "no such offer", reason="OFFER_NOT_FOUND", metadata={"offer_id": offer_id}
+            )
+        if offer.agent_id != agent_id:
+            raise PermissionDenied(
+                "the offer was made to another agent",
+                reason="OFFER_NOT_YOURS",
+                metadata={"offer_id": offer_id},
+            )
+        return offer
+
+    @staticmethod
+    def _require_pending(offer: Offer, uow: UnitOfWork, *, allow_expired: bool = False) -> None:
+        """Refuses to act on an offer that is no longer open."""
+        expired = offer.state is OfferState.EXPIRED or (
+            offer.state is OfferState.PENDING and offer.expires_at <= uow.now
+        )
+        if expired and not (allow_expired and offer.state is OfferState.PENDING):
+            raise FailedPrecondition(
+                "the offer expired", reason="OFFER_EXPIRED", metadata={"offer_id": offer.id}
+            )
+        if offer.state is not OfferState.PENDING:
+            raise FailedPrecondition(
+                f"the offer is no longer open (it was {offer.state.value.lower()})",
+                reason=f"OFFER_{offer.state.value}",
+                metadata={"offer_id": offer.id},
+            )

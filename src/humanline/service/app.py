@@ -1,0 +1,76 @@
+"""`Humanline`: the use cases wired to one store, one event hub and one dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import structlog
+
+from humanline.domain.clock import Clock, SystemClock
+from humanline.domain.rules import DispatchPolicy
+from humanline.service.agents import AgentSessions
+from humanline.service.dispatcher import Dispatcher
+from humanline.service.events import EventHub
+from humanline.service.handoffs import Handoffs
+from humanline.service.pool import Pool
+from humanline.store.port import Store
+
+log = structlog.get_logger("humanline")
+STREAM_CLOSE_TIMEOUT = 10.0
+
+
+class Humanline:
+    """The dispatch service without its transport: start it, use it, stop it."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: DispatchPolicy | None = None,
+        *,
+        clock: Clock | None = None,
+        replica_id: str | None = None,
+        sweep_interval: float = 1.0,
+        watch_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.policy = policy or DispatchPolicy()
+        self.clock = clock or SystemClock()
+        self.replica_id = replica_id or str(uuid.uuid4())
+        self.hub = EventHub()
+        self.dispatcher = Dispatcher(
+            store,
+            self.hub,
+            self.policy,
+            self.clock,
+            replica_id=self.replica_id,
+            sweep_interval=sweep_interval,
+        )
+        self.sessions = AgentSessions(
+            store, self.dispatcher, self.hub, self.policy, replica_id=self.replica_id
+        )
+        self.handoffs = Handoffs(
+            store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
+        )
+        self.pool = Pool(store, self.dispatcher)
+
+    async def start(self) -> None:
+        """Opens (and migrates) the store, recovers, starts matching."""
+        await self.store.open()
+        await self.dispatcher.start()
+        log.info("service_started", replica_id=self.replica_id)
+
+    async def stop(self) -> None:
+        """Ends agent streams (their sessions enter the grace period, so agents can resume
+        on the next start or another replica), records the drops, stops matching, closes the
+        store. Queued and assigned work stays stored."""
+        self.hub.shutdown()
+        try:
+            async with asyncio.timeout(STREAM_CLOSE_TIMEOUT):
+                await self.hub.agents_gone()
+        except TimeoutError:
+            log.warning("agent_streams_still_open", count=self.hub.agent_streams)
+        await self.sessions.drained()
+        await self.dispatcher.stop()
+        await self.store.close()
+        log.info("service_stopped", replica_id=self.replica_id)

@@ -1,0 +1,315 @@
+"""The dispatcher: runs matching when something changes, and expires what is due.
+
+Matching is event-driven. Committed transactions hand the dispatcher ids to look at (a new or
+returned handoff, an agent with a free slot); a worker takes them one at a time and, in its
+own transaction, offers work by the rules of `humanline.domain.matching`. Each match restores
+the invariant "no queued handoff has an eligible agent with free capacity" for the changed
+side, so the backlog drains by itself, earliest deadline first.
+
+Time-driven work (offer expiry, end of a grace period) is scheduled precisely when the offer
+or drop happens; a sweep at least every `sweep_interval` seconds also catches anything a lost
+wake-up would otherwise delay, and nudges matching for the queue head and ready agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import structlog
+
+from humanline.domain.clock import Clock
+from humanline.domain.matching import choose_agent, choose_handoff
+from humanline.domain.model import (
+    AgentState,
+    AgentStatus,
+    HandoffState,
+    RescindReason,
+    StatusChangeReason,
+)
+from humanline.domain.rules import DispatchPolicy, decide_miss
+from humanline.service.events import Effects, EventHub, OfferWithdrawn, StatusUpdated
+from humanline.service.transitions import (
+    LostRace,
+    expire_grace,
+    make_offer,
+    withdraw_pending_offers,
+)
+from humanline.store.port import Store, UnitOfWork
+
+log = structlog.get_logger("humanline.dispatcher")
+
+
+class Dispatcher:
+    """Matching worker, timers and sweeper of one process."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        policy: DispatchPolicy,
+        clock: Clock,
+        *,
+        replica_id: str,
+        sweep_interval: float = 1.0,
+        candidates: int = 16,
+        batch: int = 100,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._policy = policy
+        self._clock = clock
+        self._replica_id = replica_id
+        self._sweep_interval = sweep_interval
+        self._candidates = candidates
+        self._batch = batch
+        self._work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queued: set[tuple[str, str]] = set()
+        self._timers: list[datetime] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recovers what a previous process left behind, then starts worker and sweeper."""
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._run_worker(), name="dispatcher-worker"),
+            asyncio.create_task(self._run_sweeper(), name="dispatcher-sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        """Stops worker and sweeper; pending work stays in the store for the next start."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _recover(self) -> None:
+        """Sessions left CONNECTED by a process that is gone lose their stream: their pending
+        offers return to the queue and their grace period starts now."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            for session in await uow.sessions.connected_elsewhere(self._replica_id):
+                grace_end = uow.now + self._policy.grace_period
+                await withdraw_pending_offers(
+                    uow, session.agent_id, RescindReason.SESSION_ENDED, fx
+                )
+                await uow.sessions.disconnect(session.id, session.connection_id, uow.now, grace_end)
+                agent = await uow.agents.get(session.agent_id)
+                status = agent.status if agent is not None else AgentStatus.AVAILABLE
+                await uow.agents.set_presence(session.agent_id, status=status, connected=False)
+                fx.wake(grace_end)
+                fx.log(
+                    "agent_disconnected",
+                    agent_id=session.agent_id,
+                    session_id=session.id,
+                    reason="replica_gone",
+                )
+        self.apply(fx)
+
+    # --- effects -----------------------------------------------------------------------
+
+    def apply(self, fx: Effects) -> None:
+        """Publishes what a committed transaction wants known, and queues its follow-ups."""
+        for agent_id, event, session_id in fx.agent_events:
+            self._hub.to_agent(agent_id, event, session_id)
+        for agent_id, session_id, why in fx.closed_sessions:
+            self._hub.close_session(agent_id, session_id, why)
+        for handoff in fx.handoffs:
+            self._hub.handoff_changed(handoff)
+        if fx.queue_moved:
+            self._hub.queue_moved()
+        for name, fields in fx.logs:
+            log.info(name, **fields)
+        for handoff_id in fx.match_handoffs:
+            self._enqueue("handoff", handoff_id)
+        for agent_id in fx.match_agents:
+            self._enqueue("agent", agent_id)
+        for at in fx.wake_at:
+            heapq.heappush(self._timers, at)
+        if fx.wake_at:
+            self._wake.set()
+
+    def _enqueue(self, kind: str, key: str) -> None:
+        item = (kind, key)
+        if item not in self._queued:
+            self._queued.add(item)
+            self._idle.clear()
+            self._work.put_nowait(item)
+
+    async def settled(self) -> None:
+        """Waits until the matching worker has nothing left to do (for tests and benches)."""
+        await self._idle.wait()
+
+    # --- matching ----------------------------------------------------------------------
+
+    async def _run_worker(self) -> None:
+        while True:
+            kind, key = await self._work.get()
+            self._queued.discard((kind, key))
+            try:
+                if kind == "handoff":
+                    await self._retrying(self._match_handoff, key)
+                else:
+                    await self._retrying(self._match_agent, key)
+            except Exception:
+                log.exception("matching_failed", kind=kind, id=key)
+            if self._work.empty():
+                self._idle.set()
+
+    async def _retrying(self, step: Callable[[str], Awaitable[bool]], key: str) -> None:
+        """Runs a matching step until it reports nothing more to do. A lost race is simply
+        tried again, on fresh data."""
+        for _ in range(1000):
+            try:
+                if not await step(key):
+                    return
+            except LostRace:
+                continue
+        log.warning("matching_gave_up", id=key)
+
+    async def _match_handoff(self, handoff_id: str) -> bool:
+        """Offers a queued handoff to its best eligible agent. If that agent is eligible for
+        an earlier-deadline handoff, that one goes first and this one is tried again."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            handoff = await uow.handoffs.get(handoff_id)
+            if handoff is None or handoff.state is not HandoffState.QUEUED:
+                return False
+            agent = choose_agent(
+                handoff, await uow.agents.candidates_for(handoff, self._candidates)
+            )
+            if agent is None:
+                return False
+            target = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1)) or handoff
+            await make_offer(uow, target, agent, self._policy, fx)
+        self.apply(fx)
+        return target.id != handoff.id
+
+    async def _match_agent(self, agent_id: str) -> bool:
+        """Offers an agent with a free slot the earliest-deadline handoff it can take."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            agent = await uow.agents.get(agent_id)
+            if agent is None or agent.state is not AgentState.AVAILABLE:
+                return False
+            handoff = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1))
+            if handoff is None:
+                return False
+            await make_offer(uow, handoff, agent, self._policy, fx)
+        self.apply(fx)
+        return True
+
+    # --- time ---------------------------------------------------------------------------
+
+    async def _run_sweeper(self) -> None:
+        while True:
+            timeout = self._sweep_interval
+            if self._timers:
+                due_in = (self._timers[0] - self._clock.now()).total_seconds()
+                timeout = max(0.0, min(timeout, due_in))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                self._wake.clear()
+                continue  # a new timer: recompute the sleep
+            except TimeoutError:
+                pass
+            now = self._clock.now()
+            while self._timers and self._timers[0] <= now:
+                heapq.heappop(self._timers)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweep_failed")
+
+    async def sweep(self) -> None:
+        """Expires due offers and grace periods, then nudges matching as a fallback."""
+        await self._each_due(self._expire_offers)
+        await self._each_due(self._expire_graces)
+        async with self._store.read() as uow:
+            head = await uow.handoffs.queued_head(self._batch)
+            ready = (
+                await uow.agents.page(
+                    limit=self._batch, after_id=None, state=AgentState.AVAILABLE, skill=None
+                )
+                if head
+                else []
+            )
+        for handoff in head:
+            self._enqueue("handoff", handoff.id)
+        for agent in ready:
+            self._enqueue("agent", agent.id)
+
+    async def _each_due(self, step: Callable[[], Awaitable[int]]) -> None:
+        while await step() >= self._batch:
+            pass
+
+    async def _expire_offers(self) -> int:
+        """Expires pending offers past their time; each counts as a miss for its agent."""
+        async with self._store.read() as uow:
+            due = await uow.offers.due_to_expire(uow.now, self._batch)
+        for offer in due:
+            fx = Effects()
+            try:
+                async with self._store.write() as uow:
+                    await self._expire_offer(uow, offer.id, fx)
+            except LostRace:
+                continue
+            self.apply(fx)
+        return len(due)
+
+    async def _expire_offer(self, uow: UnitOfWork, offer_id: str, fx: Effects) -> None:
+        expired = await uow.offers.expire(offer_id, uow.now)
+        if expired is None:
+            return  # accepted, declined or rescinded meanwhile
+        handoff = await uow.handoffs.return_to_queue(expired.handoff_id, expired.id)
+        if handoff is None:
+            raise LostRace(expired.handoff_id)
+        await uow.agents.release(expired.agent_id)
+        fx.changed(handoff)
+        fx.match_handoff(handoff.id)
+        fx.to_agent(expired.agent_id, OfferWithdrawn(expired.id, RescindReason.EXPIRED))
+        fx.log(
+            "offer_expired", offer_id=expired.id, handoff_id=handoff.id, agent_id=expired.agent_id
+        )
+        agent = await uow.agents.get(expired.agent_id)
+        if agent is None:
+            return
+        decision = decide_miss(agent, self._policy)
+        await uow.agents.set_misses(agent.id, decision.consecutive_misses)
+        if decision.set_away:
+            await uow.agents.set_status(agent.id, AgentStatus.AWAY, reset_misses=True)
+            await withdraw_pending_offers(uow, agent.id, RescindReason.AGENT_AWAY, fx)
+            fx.to_agent(agent.id, StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
+            fx.log("agent_set_away", agent_id=agent.id, reason="missed_offers")
+        else:
+            fx.match_agent(agent.id)
+
+    async def _expire_graces(self) -> int:
+        """Ends sessions whose grace period ran out: the agent goes offline, its accepted
+        interactions return to the queue."""
+        async with self._store.read() as uow:
+            due = await uow.sessions.grace_expired(uow.now, self._batch)
+        for session in due:
+            fx = Effects()
+            try:
+                async with self._store.write() as uow:
+                    current = await uow.sessions.get(session.id)
+                    if current is None or current.grace_expires_at is None:
+                        continue
+                    if current.grace_expires_at > uow.now:
+                        continue
+                    await expire_grace(uow, current, fx)
+            except LostRace:
+                continue
+            self.apply(fx)
+        return len(due)

@@ -1,0 +1,294 @@
+"""Events for waiting streams, the hub that routes them, and the effects of a transaction.
+
+Use cases collect what should happen after their transaction in an `Effects`; only once the
+transaction has committed does the dispatcher publish the events, log the state changes and
+trigger matching (`Dispatcher.apply`). A rolled-back transaction therefore tells nobody
+anything.
+
+Agent streams read from an `AgentChannel`; bots' WatchHandoff streams from a `HandoffWatch`.
+Handoff watches receive every post-transition snapshot of their handoff in order, and notice
+queue movement (positions and waits shifting) through a version counter they check at their
+own pace, so a busy queue costs O(1) per change, not O(watchers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from humanline.domain.errors import DomainError
+from humanline.domain.model import (
+    AgentStatus,
+    Handoff,
+    Interaction,
+    Offer,
+    RescindReason,
+    StatusChangeReason,
+)
+
+# --- events on an agent's stream -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfferMade:
+    """A new offer for the agent."""
+
+    offer: Offer
+    handoff: Handoff
+
+
+@dataclass(frozen=True, slots=True)
+class OfferWithdrawn:
+    """An offer was taken back (expired, declined, cancelled, session ended, agent away)."""
+
+    offer_id: str
+    reason: RescindReason
+    command_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentMade:
+    """The agent's accept took effect."""
+
+    interaction: Interaction
+    command_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdated:
+    """The agent's status changed."""
+
+    status: AgentStatus
+    reason: StatusChangeReason
+    command_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """The answer to the app's heartbeat."""
+
+    server_time: datetime
+    command_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed:
+    """A command on the stream failed; the stream stays open."""
+
+    error: DomainError
+    command_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosing:
+    """The stream must end: `why` is one of the `CLOSE_*` constants."""
+
+    why: str
+
+
+CLOSE_REPLACED = "replaced"
+CLOSE_SHUTDOWN = "shutdown"
+CLOSE_HEARTBEAT = "heartbeat_timeout"
+CLOSE_CLIENT = "client_closed"
+CLOSE_LOST = "connection_lost"
+
+AgentEvent = (
+    OfferMade
+    | OfferWithdrawn
+    | AssignmentMade
+    | StatusUpdated
+    | HeartbeatAck
+    | CommandFailed
+    | StreamClosing
+)
+
+
+class AgentChannel:
+    """The outbound queue of one agent stream (one connection of one session)."""
+
+    def __init__(self, agent_id: str, session_id: str) -> None:
+        self.agent_id = agent_id
+        self.session_id = session_id
+        self.connection_id = str(uuid.uuid4())
+        self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
+
+    def put(self, event: AgentEvent) -> None:
+        """Queues an event for the stream."""
+        self._queue.put_nowait(event)
+
+    async def get(self) -> AgentEvent:
+        """The next event for the stream."""
+        return await self._queue.get()
+
+    def close(self, why: str) -> None:
+        """Asks the stream to end."""
+        self.put(StreamClosing(why))
+
+
+class ServiceClosing(Exception):
+    """The service is shutting down; streams should end and clients reconnect later."""
+
+
+class HandoffWatch:
+    """What one WatchHandoff stream sees: its handoff's snapshots and queue movement."""
+
+    def __init__(self, hub: EventHub, handoff_id: str) -> None:
+        self.handoff_id = handoff_id
+        self._hub = hub
+        self._snapshots: asyncio.Queue[Handoff] = asyncio.Queue()
+        self._seen_moves = hub.queue_version
+
+    def push(self, handoff: Handoff) -> None:
+        """Delivers a post-transition snapshot."""
+        self._snapshots.put_nowait(handoff)
+
+    async def next(self, interval: float) -> Handoff | None:
+        """The next snapshot of the handoff, or None once the queue has moved since the last
+        call (checked every `interval` seconds). Raises ServiceClosing on shutdown."""
+        while True:
+            try:
+                return await asyncio.wait_for(self._snapshots.get(), timeout=interval)
+            except TimeoutError:
+                if self._hub.closing:
+                    raise ServiceClosing() from None
+                if self._hub.queue_version != self._seen_moves:
+                    self._seen_moves = self._hub.queue_version
+                    return None
+
+
+class EventHub:
+    """Routes events to the streams of this process."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentChannel] = {}
+        self._watches: dict[str, set[HandoffWatch]] = {}
+        self.queue_version = 0
+        self.closing = False
+        self._no_agents = asyncio.Event()
+        self._no_agents.set()
+
+    def attach(self, channel: AgentChannel) -> None:
+        """Makes `channel` the agent's stream; an older stream of the agent is told to end."""
+        old = self._agents.get(channel.agent_id)
+        self._agents[channel.agent_id] = channel
+        self._no_agents.clear()
+        if old is not None and old is not channel:
+            old.close(CLOSE_REPLACED)
+
+    def detach(self, channel: AgentChannel) -> bool:
+        """Removes `channel` if it is still the agent's stream; returns whether it was."""
+        if self._agents.get(channel.agent_id) is channel:
+            del self._agents[channel.agent_id]
+            if not self._agents:
+                self._no_agents.set()
+            return True
+        return False
+
+    def is_current(self, channel: AgentChannel) -> bool:
+        """True while `channel` is the agent's stream in this process."""
+        return self._agents.get(channel.agent_id) is channel
+
+    def to_agent(self, agent_id: str, event: AgentEvent, session_id: str | None = None) -> bool:
+        """Delivers an event to the agent's stream (only if it belongs to `session_id`, when
+        given); False if there is no such stream here."""
+        channel = self._agents.get(agent_id)
+        if channel is None or (session_id is not None and channel.session_id != session_id):
+            return False
+        channel.put(event)
+        return True
+
+    def close_session(self, agent_id: str, session_id: str, why: str) -> None:
+        """Ends the agent's stream if it belongs to `session_id`."""
+        channel = self._agents.get(agent_id)
+        if channel is not None and channel.session_id == session_id:
+            channel.close(why)
+
+    def shutdown(self) -> None:
+        """Asks every stream to end: agent streams at once, handoff watches within their
+        check interval."""
+        self.closing = True
+        for channel in list(self._agents.values()):
+            channel.close(CLOSE_SHUTDOWN)
+
+    @property
+    def agent_streams(self) -> int:
+        """Agent streams attached in this process."""
+        return len(self._agents)
+
+    async def agents_gone(self) -> None:
+        """Waits until no agent stream is attached."""
+        await self._no_agents.wait()
+
+    @contextmanager
+    def watch(self, handoff_id: str) -> Iterator[HandoffWatch]:
+        """Subscribes to a handoff for the duration of the block."""
+        watch = HandoffWatch(self, handoff_id)
+        self._watches.setdefault(handoff_id, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._watches.get(handoff_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[handoff_id]
+
+    def handoff_changed(self, handoff: Handoff) -> None:
+        """Delivers a post-transition snapshot to the handoff's watchers."""
+        for watch in self._watches.get(handoff.id, ()):
+            watch.push(handoff)
+
+    def queue_moved(self) -> None:
+        """Something entered or left the waiting queue: positions and waits may have shifted."""
+        self.queue_version += 1
+
+
+# --- effects of a transaction ---------------------------------------------------------------
+
+
+@dataclass
+class Effects:
+    """What a transaction wants done once it has committed."""
+
+    agent_events: list[tuple[str, AgentEvent, str | None]] = field(default_factory=list)
+    closed_sessions: list[tuple[str, str, str]] = field(default_factory=list)
+    handoffs: list[Handoff] = field(default_factory=list)
+    queue_moved: bool = False
+    match_handoffs: list[str] = field(default_factory=list)
+    match_agents: list[str] = field(default_factory=list)
+    wake_at: list[datetime] = field(default_factory=list)
+    logs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def to_agent(self, agent_id: str, event: AgentEvent, session_id: str | None = None) -> None:
+        """Sends an event to the agent's stream (of `session_id` only, when given)."""
+        self.agent_events.append((agent_id, event, session_id))
+
+    def close_session(self, agent_id: str, session_id: str, why: str) -> None:
+        """Ends the stream of a session."""
+        self.closed_sessions.append((agent_id, session_id, why))
+
+    def changed(self, handoff: Handoff, *, moved: bool = False) -> None:
+        """Tells the handoff's watchers; `moved` if it entered or left the waiting queue."""
+        self.handoffs.append(handoff)
+        self.queue_moved = self.queue_moved or moved
+
+    def match_handoff(self, handoff_id: str) -> None:
+        """Looks for an agent for a queued handoff."""
+        self.match_handoffs.append(handoff_id)
+
+    def match_agent(self, agent_id: str) -> None:
+        """Looks for work for an agent that may have free capacity."""
+        self.match_agents.append(agent_id)
+
+    def wake(self, at: datetime) -> None:
+        """Runs the sweeper at `at` (an offer expiry or a grace deadline)."""
+        self.wake_at.append(at)
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Logs a state change: snake_case event name, ids only, never customer text."""
+        self.logs.append((event, fields))

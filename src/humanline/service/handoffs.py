@@ -1,0 +1,191 @@
+"""Bot use cases: request a human, look at the handoff, watch it, cancel it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
+from humanline.domain.rules import DispatchPolicy, estimate_wait
+from humanline.service.dispatcher import Dispatcher
+from humanline.service.events import Effects, EventHub
+from humanline.service.transitions import withdraw_offer
+from humanline.store.port import DuplicateKey, Store, UnitOfWork
+
+HANDLE_TIME_WINDOW = timedelta(hours=1)
+HANDLE_TIME_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffView:
+    """A handoff as a bot sees it: with its place in the queue, its estimated wait and the
+    name of the agent holding it."""
+
+    handoff: Handoff
+    position: int
+    estimated_wait: timedelta | None
+    agent_name: str | None
+
+
+class Handoffs:
+    """Handoff requests from bots."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        hub: EventHub,
+        policy: DispatchPolicy,
+        *,
+        watch_interval: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._hub = hub
+        self._policy = policy
+        self._watch_interval = watch_interval
+        self._handle_time: tuple[float, timedelta] | None = None
+
+    async def request(self, request: HandoffRequest) -> HandoffView:
+        """Queues a handoff, durably, or returns the one already made under its request id."""
+        fingerprint = request.fingerprint()
+        fx = Effects()
+        async with self._store.write() as uow:
+            existing = await uow.handoffs.get_by_request_id(request.request_id)
+            if existing is None:
+                handoff = Handoff(
+                    id=str(uuid.uuid4()),
+                    request=request,
+                    fingerprint=fingerprint,
+                    state=HandoffState.QUEUED,
+                    created_at=uow.now,
+                    deadline=self._policy.deadline(uow.now, request.urgency),
+                    requeue_count=0,
+                    agent_id=None,
+                    offer_id=None,
+                    assigned_at=None,
+                    ended_at=None,
+                    completion=None,
+                )
+                try:
+                    await uow.handoffs.insert(handoff)
+                except DuplicateKey:
+                    existing = await uow.handoffs.get_by_request_id(request.request_id)
+                else:
+                    fx.changed(handoff, moved=True)
+                    fx.match_handoff(handoff.id)
+                    fx.log(
+                        "handoff_queued",
+                        handoff_id=handoff.id,
+                        request_id=request.request_id,
+                        interaction_type=request.interaction_type,
+                        urgency=request.urgency.name,
+                        skills=[r.skill for r in request.required_skills],
+                    )
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise AlreadyExists(
+                        "request_id was already used for a different handoff",
+                        reason="REQUEST_ID_REUSED",
+                        metadata={"request_id": request.request_id},
+                    )
+                handoff = existing
+            view = await self._view(uow, handoff)
+        self._dispatcher.apply(fx)
+        return view
+
+    async def get(self, handoff_id: str) -> HandoffView:
+        """The handoff with its queue position and estimated wait."""
+        async with self._store.read() as uow:
+            return await self._view(uow, await self._handoff(uow, handoff_id))
+
+    async def cancel(self, handoff_id: str) -> HandoffView:
+        """Cancels a waiting handoff (the customer left); a pending offer is rescinded."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            handoff = await self._handoff(uow, handoff_id)
+            if handoff.state is not HandoffState.CANCELLED:
+                if not handoff.state.waiting:
+                    raise FailedPrecondition(
+                        f"a handoff that is {handoff.state.value.lower()} cannot be cancelled",
+                        reason="HANDOFF_NOT_CANCELLABLE",
+                        metadata={"handoff_id": handoff_id, "state": handoff.state.value},
+                    )
+                if handoff.state is HandoffState.OFFERED and handoff.offer_id is not None:
+                    offer = await uow.offers.get(handoff.offer_id)
+                    if offer is not None:
+                        await withdraw_offer(
+                            uow, offer, RescindReason.HANDOFF_CANCELLED, fx, requeue=False
+                        )
+                cancelled = await uow.handoffs.cancel(handoff_id, uow.now)
+                if cancelled is None:
+                    raise FailedPrecondition(
+                        "the handoff changed meanwhile",
+                        reason="HANDOFF_NOT_CANCELLABLE",
+                        metadata={"handoff_id": handoff_id},
+                    )
+                handoff = cancelled
+                fx.changed(handoff, moved=True)
+                fx.log("handoff_cancelled", handoff_id=handoff_id)
+            view = await self._view(uow, handoff)
+        self._dispatcher.apply(fx)
+        return view
+
+    async def watch(self, handoff_id: str) -> AsyncIterator[HandoffView]:
+        """The handoff now, then after every state change and whenever the queue moves while
+        it waits; ends after a terminal state."""
+        with self._hub.watch(handoff_id) as watch:
+            view = await self.get(handoff_id)
+            last: tuple[object, ...] | None = None
+            while True:
+                key = (view.handoff, view.position, view.estimated_wait, view.agent_name)
+                if key != last:
+                    yield view
+                    last = key
+                if view.handoff.state.terminal:
+                    return
+                snapshot = await watch.next(self._watch_interval)
+                async with self._store.read() as uow:
+                    view = await self._view(uow, snapshot or await self._handoff(uow, handoff_id))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _handoff(uow: UnitOfWork, handoff_id: str) -> Handoff:
+        handoff = await uow.handoffs.get(handoff_id)
+        if handoff is None:
+            raise NotFound(
+                "no such handoff", reason="HANDOFF_NOT_FOUND", metadata={"handoff_id": handoff_id}
+            )
+        return handoff
+
+    async def _view(self, uow: UnitOfWork, handoff: Handoff) -> HandoffView:
+        if handoff.state.waiting:
+            position = await uow.handoffs.position(handoff)
+            supply = await uow.agents.supply_for(handoff)
+            wait = estimate_wait(
+                position=position,
+                eligible_capacity=supply.capacity,
+                eligible_free=supply.free if handoff.state is HandoffState.QUEUED else 1,
+                mean_handle_time=await self._mean_handle_time(uow),
+            )
+            return HandoffView(handoff, position, wait, None)
+        agent_name = None
+        if handoff.state in (HandoffState.ASSIGNED, HandoffState.COMPLETED) and handoff.agent_id:
+            agent = await uow.agents.get(handoff.agent_id)
+            agent_name = agent.profile.display_name if agent is not None else None
+        return HandoffView(handoff, 0, None, agent_name)
+
+    async def _mean_handle_time(self, uow: UnitOfWork) -> timedelta:
+        """Mean handle time of the last hour's completions, cached for a few seconds."""
+        cached = self._handle_time
+        if cached is not None and time.monotonic() - cached[0] < HANDLE_TIME_CACHE_SECONDS:
+            return cached[1]
+        mean = await uow.handoffs.mean_handle_time(uow.now - HANDLE_TIME_WINDOW)
+        value = mean or self._policy.default_handle_time
+        self._handle_time = (time.monotonic(), value)
+        return value

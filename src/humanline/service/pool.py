@@ -1,0 +1,177 @@
+"""Ops use cases: manage agents, look at the pool."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from humanline.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from humanline.domain.model import Agent, AgentProfile, AgentState, ProfileUpdate
+from humanline.service.dispatcher import Dispatcher
+from humanline.service.events import Effects
+from humanline.store.port import DuplicateKey, PoolSnapshot, Store
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPage:
+    """One page of ListAgents."""
+
+    agents: list[Agent]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """GetPoolStatus: the snapshot and when it was taken."""
+
+    snapshot: PoolSnapshot
+    taken_at: datetime
+
+
+def _encode_token(after_id: str, state: AgentState | None, skill: str | None) -> str:
+    raw = json.dumps({"after": after_id, "state": state and state.value, "skill": skill})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _bad_token(description: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("page_token", description)])
+
+
+def _decode_token(token: str, state: AgentState | None, skill: str | None) -> str:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after, token_state, token_skill = data["after"], data["state"], data["skill"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _bad_token("is not a token returned by ListAgents") from None
+    if not isinstance(after, str):
+        raise _bad_token("is not a token returned by ListAgents")
+    if token_state != (state and state.value) or token_skill != skill:
+        raise _bad_token("was issued for a different filter")
+    return after
+
+
+class Pool:
+    """The agent pool as ops manage it."""
+
+    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+
+    async def create_agent(self, agent_id: str | None, profile: AgentProfile) -> Agent:
+        """Creates an offline agent; the id is generated when not given."""
+        agent_id = agent_id or str(uuid.uuid4())
+        profile = profile if profile.display_name else _named(profile, agent_id)
+        fx = Effects()
+        async with self._store.write() as uow:
+            try:
+                agent = await uow.agents.insert(agent_id, profile, uow.now)
+            except DuplicateKey as exc:
+                raise AlreadyExists(
+                    "an agent with this id exists or existed",
+                    reason="AGENT_EXISTS",
+                    metadata={"agent_id": agent_id},
+                ) from exc
+            fx.log(
+                "agent_created",
+                agent_id=agent_id,
+                capacity=profile.capacity,
+                skills=sorted(profile.skills),
+            )
+        self._dispatcher.apply(fx)
+        return agent
+
+    async def update_agent(self, agent_id: str, update: ProfileUpdate) -> Agent:
+        """Changes an agent's profile; new skills or capacity may make it eligible for work."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            current = await uow.agents.get(agent_id)
+            if current is None:
+                raise NotFound(
+                    "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+                )
+            profile = update.apply(current.profile)
+            if not profile.display_name:
+                profile = _named(profile, agent_id)
+            agent = await uow.agents.update_profile(agent_id, profile, uow.now)
+            if agent is None:
+                raise FailedPrecondition(
+                    f"the agent holds {current.load} interactions and offers; capacity cannot "
+                    "go below that",
+                    reason="CAPACITY_BELOW_LOAD",
+                    metadata={"agent_id": agent_id, "load": str(current.load)},
+                )
+            fx.match_agent(agent_id)
+            fx.log(
+                "agent_updated",
+                agent_id=agent_id,
+                capacity=profile.capacity,
+                skills=sorted(profile.skills),
+            )
+        self._dispatcher.apply(fx)
+        return agent
+
+    async def get_agent(self, agent_id: str) -> Agent:
+        """The agent, or NotFound."""
+        async with self._store.read() as uow:
+            agent = await uow.agents.get(agent_id)
+        if agent is None:
+            raise NotFound(
+                "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+            )
+        return agent
+
+    async def list_agents(
+        self, *, page_size: int, page_token: str, state: AgentState | None, skill: str | None
+    ) -> AgentPage:
+        """A page of agents ordered by id; `page_size` 0 means the default."""
+        after = _decode_token(page_token, state, skill) if page_token else None
+        limit = page_size or DEFAULT_PAGE_SIZE
+        async with self._store.read() as uow:
+            agents = await uow.agents.page(
+                limit=limit + 1, after_id=after, state=state, skill=skill
+            )
+        more = len(agents) > limit
+        agents = agents[:limit]
+        token = _encode_token(agents[-1].id, state, skill) if more else ""
+        return AgentPage(agents, token)
+
+    async def delete_agent(self, agent_id: str) -> None:
+        """Deletes an offline agent holding no work."""
+        fx = Effects()
+        async with self._store.write() as uow:
+            agent = await uow.agents.get(agent_id)
+            if agent is None:
+                raise NotFound(
+                    "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+                )
+            if not await uow.agents.mark_deleted(agent_id, uow.now):
+                raise FailedPrecondition(
+                    f"the agent is {agent.state.value.lower()} or holds work; it must be "
+                    "offline and idle to be deleted",
+                    reason="AGENT_IN_USE",
+                    metadata={"agent_id": agent_id, "state": agent.state.value},
+                )
+            fx.log("agent_deleted", agent_id=agent_id)
+        self._dispatcher.apply(fx)
+
+    async def status(self) -> PoolStatus:
+        """Agents by state, capacity per skill and language, the queue."""
+        async with self._store.read() as uow:
+            return PoolStatus(await uow.pool.snapshot(), uow.now)
+
+
+def _named(profile: AgentProfile, agent_id: str) -> AgentProfile:
+    return AgentProfile(agent_id, profile.skills, profile.languages, profile.capacity)

@@ -1,0 +1,170 @@
+"""Steps that several use cases take inside their transaction.
+
+Each step runs on a unit of work, records its consequences in an `Effects`, and raises
+`LostRace` when a conditional write did not apply so that the whole transaction rolls back.
+The decisions themselves come from `humanline.domain`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from humanline.domain.model import (
+    Agent,
+    AgentStatus,
+    Handoff,
+    Interaction,
+    Offer,
+    OfferState,
+    RescindReason,
+    Session,
+    SessionEndReason,
+)
+from humanline.domain.rules import DispatchPolicy, requeue_deadline
+from humanline.service.events import Effects, OfferMade, OfferWithdrawn
+from humanline.store.port import DuplicateKey, UnitOfWork
+
+
+class LostRace(Exception):
+    """A conditional write did not apply: someone else changed the row first."""
+
+
+async def make_offer(
+    uow: UnitOfWork, handoff: Handoff, agent: Agent, policy: DispatchPolicy, fx: Effects
+) -> Offer:
+    """Offers a queued handoff to an agent with a free slot."""
+    offer_id = str(uuid.uuid4())
+    offered = await uow.handoffs.offer(handoff.id, agent.id, offer_id)
+    if offered is None or not await uow.agents.reserve(agent.id):
+        raise LostRace(handoff.id)
+    offer = Offer(
+        id=offer_id,
+        handoff_id=handoff.id,
+        agent_id=agent.id,
+        state=OfferState.PENDING,
+        created_at=uow.now,
+        expires_at=policy.offer_expiry(uow.now),
+        decided_at=None,
+        decline_reason=None,
+        rescind_reason=None,
+    )
+    try:
+        await uow.offers.insert(offer)
+    except DuplicateKey as exc:
+        raise LostRace(handoff.id) from exc
+    fx.to_agent(agent.id, OfferMade(offer, offered))
+    fx.changed(offered)
+    fx.wake(offer.expires_at)
+    fx.log(
+        "offer_sent",
+        offer_id=offer.id,
+        handoff_id=handoff.id,
+        agent_id=agent.id,
+        urgency=handoff.request.urgency.name,
+        interaction_type=handoff.request.interaction_type,
+    )
+    return offer
+
+
+async def withdraw_offer(
+    uow: UnitOfWork,
+    offer: Offer,
+    reason: RescindReason,
+    fx: Effects,
+    *,
+    requeue: bool = True,
+    session_id: str | None = None,
+) -> bool:
+    """Takes a pending offer back from its agent. With `requeue` the handoff returns to the
+    queue at its old place; otherwise the caller ends the handoff. False if the offer was no
+    longer pending."""
+    rescinded = await uow.offers.rescind(offer.id, reason, uow.now)
+    if rescinded is None:
+        return False
+    await uow.agents.release(offer.agent_id)
+    if requeue:
+        handoff = await uow.handoffs.return_to_queue(offer.handoff_id, offer.id)
+        if handoff is None:
+            raise LostRace(offer.handoff_id)
+        fx.changed(handoff)
+        fx.match_handoff(handoff.id)
+    fx.to_agent(offer.agent_id, OfferWithdrawn(offer.id, reason), session_id=session_id)
+    fx.match_agent(offer.agent_id)
+    fx.log(
+        "offer_rescinded",
+        offer_id=offer.id,
+        handoff_id=offer.handoff_id,
+        agent_id=offer.agent_id,
+        reason=reason.value,
+    )
+    return True
+
+
+async def withdraw_pending_offers(
+    uow: UnitOfWork,
+    agent_id: str,
+    reason: RescindReason,
+    fx: Effects,
+    *,
+    session_id: str | None = None,
+) -> None:
+    """Takes back every pending offer of an agent; their handoffs keep their places."""
+    for offer in await uow.offers.pending_for_agent(agent_id):
+        await withdraw_offer(uow, offer, reason, fx, session_id=session_id)
+
+
+async def requeue_interactions(uow: UnitOfWork, agent_id: str, fx: Effects) -> None:
+    """The agent is gone for good: its accepted interactions go back to the queue, due now,
+    ahead of everything queued later."""
+    for offer in await uow.offers.accepted_for_agent(agent_id):
+        handoff = await uow.handoffs.get(offer.handoff_id)
+        if handoff is None:
+            raise LostRace(offer.handoff_id)
+        requeued = await uow.handoffs.requeue(
+            handoff.id, offer.id, requeue_deadline(handoff, uow.now)
+        )
+        if (
+            requeued is None
+            or await uow.offers.finish(offer.id, OfferState.REVOKED, uow.now) is None
+        ):
+            raise LostRace(offer.handoff_id)
+        await uow.agents.release(agent_id)
+        fx.changed(requeued, moved=True)
+        fx.match_handoff(requeued.id)
+        fx.log(
+            "handoff_requeued",
+            handoff_id=requeued.id,
+            interaction_id=offer.id,
+            agent_id=agent_id,
+            requeue_count=requeued.requeue_count,
+        )
+
+
+async def expire_grace(uow: UnitOfWork, session: Session, fx: Effects) -> bool:
+    """A dropped session's grace period is over: the agent goes offline and its accepted work
+    returns to the queue. False if the session was resumed or ended meanwhile."""
+    ended = await uow.sessions.end(session.id, SessionEndReason.GRACE_EXPIRED, uow.now)
+    if ended is None:
+        return False
+    await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
+    await requeue_interactions(uow, session.agent_id, fx)
+    await uow.agents.set_presence(session.agent_id, status=AgentStatus.OFFLINE, connected=False)
+    fx.log(
+        "agent_offline", agent_id=session.agent_id, session_id=session.id, reason="grace_expired"
+    )
+    return True
+
+
+def grace_over(session: Session, uow: UnitOfWork) -> bool:
+    """True if a dropped session's grace period has run out (whether or not swept yet)."""
+    return session.grace_expires_at is not None and session.grace_expires_at <= uow.now
+
+
+async def interactions_of(uow: UnitOfWork, agent_id: str) -> list[Interaction]:
+    """The agent's live interactions with their handoffs."""
+    result = []
+    for offer in await uow.offers.accepted_for_agent(agent_id):
+        handoff = await uow.handoffs.get(offer.handoff_id)
+        if handoff is not None:
+            result.append(Interaction(offer, handoff))
+    return result

@@ -1,0 +1,408 @@
+"""The store port: what the service layer needs from persistence, and nothing about SQL.
+
+A `Store` hands out units of work. `write()` opens a transaction that commits when the block
+ends normally and rolls back on any exception; `read()` opens a consistent read-only
+snapshot. Every unit of work carries `now`, the one clock for leases and expiries (the
+process clock on the embedded store, the database's clock on PostgreSQL).
+
+Conditional writes return whether they applied (`bool`), so the service can tell a lost race
+from success and roll back; the database's constraints refuse the impossible besides.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from humanline.domain.model import (
+    Agent,
+    AgentProfile,
+    AgentState,
+    AgentStatus,
+    Completion,
+    DeclineReason,
+    Handoff,
+    HandoffState,
+    Offer,
+    OfferState,
+    RescindReason,
+    Session,
+    SessionEndReason,
+    SessionState,
+    Urgency,
+)
+
+
+class StoreError(Exception):
+    """A persistence failure that is not the caller's fault (connection lost, disk full)."""
+
+
+class DuplicateKey(StoreError):
+    """An insert hit a unique constraint."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Available agents and their free capacity for one skill or language."""
+
+    key: str
+    available_agents: int
+    free_capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """Counts behind GetPoolStatus."""
+
+    agents_by_state: dict[AgentState, int]
+    skills: list[Capacity]
+    languages: list[Capacity]
+    queue_by_urgency: dict[Urgency, int]
+    queue_by_type: dict[str, int]
+    oldest_created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EligibleSupply:
+    """Agents online who could serve a handoff (ignoring their current load and status)."""
+
+    capacity: int
+    free: int
+
+
+class AgentRepository(Protocol):
+    """Agents: profiles and their live dispatch state."""
+
+    async def get(self, agent_id: str) -> Agent | None:
+        """The agent, or None if unknown or deleted."""
+        ...
+
+    async def exists_any(self, agent_id: str) -> bool:
+        """True if the id was ever used, by a deleted agent too."""
+        ...
+
+    async def insert(self, agent_id: str, profile: AgentProfile, now: datetime) -> Agent:
+        """Creates an offline agent; raises DuplicateKey if the id was ever used."""
+        ...
+
+    async def update_profile(
+        self, agent_id: str, profile: AgentProfile, now: datetime
+    ) -> Agent | None:
+        """Replaces the profile; None if the agent is gone or its load exceeds the capacity."""
+        ...
+
+    async def mark_deleted(self, agent_id: str, now: datetime) -> bool:
+        """Soft-deletes an offline agent holding no work; False otherwise."""
+        ...
+
+    async def page(
+        self, *, limit: int, after_id: str | None, state: AgentState | None, skill: str | None
+    ) -> list[Agent]:
+        """Agents ordered by id, after `after_id`, filtered by derived state and skill."""
+        ...
+
+    async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
+        """Agents eligible for `handoff` (see `domain.matching.is_eligible`), best first."""
+        ...
+
+    async def supply_for(self, handoff: Handoff) -> EligibleSupply:
+        """Capacity of connected, available agents with the handoff's skills and language."""
+        ...
+
+    async def set_presence(self, agent_id: str, *, status: AgentStatus, connected: bool) -> Agent:
+        """Sets status and connection (a login, a drop, a resume, a log-out)."""
+        ...
+
+    async def set_status(
+        self, agent_id: str, status: AgentStatus, *, reset_misses: bool
+    ) -> Agent | None:
+        """Sets AVAILABLE or AWAY for a connected, online agent; None otherwise."""
+        ...
+
+    async def reserve(self, agent_id: str) -> bool:
+        """Takes one slot for an offer if the agent is eligible for offers now; else False."""
+        ...
+
+    async def release(self, agent_id: str, slots: int = 1) -> None:
+        """Frees slots (an offer declined, expired or rescinded, an interaction ended)."""
+        ...
+
+    async def record_assignment(self, agent_id: str, now: datetime) -> None:
+        """The agent accepted an offer: resets misses and marks the assignment time."""
+        ...
+
+    async def set_misses(self, agent_id: str, misses: int) -> None:
+        """Stores the count of consecutive missed offers."""
+        ...
+
+
+class HandoffRepository(Protocol):
+    """Handoffs: the queue and everything that happened to each request.
+
+    Transitions are conditional and return the handoff as it is afterwards, or None when the
+    handoff was not in the required state (a lost race or a stale request).
+    """
+
+    async def get(self, handoff_id: str) -> Handoff | None:
+        """The handoff, or None."""
+        ...
+
+    async def get_by_request_id(self, request_id: str) -> Handoff | None:
+        """The handoff created under an idempotency key, or None."""
+        ...
+
+    async def insert(self, handoff: Handoff) -> None:
+        """Stores a new handoff; raises DuplicateKey if its request_id is taken."""
+        ...
+
+    async def offer(self, handoff_id: str, agent_id: str, offer_id: str) -> Handoff | None:
+        """QUEUED -> OFFERED to one agent."""
+        ...
+
+    async def return_to_queue(self, handoff_id: str, offer_id: str) -> Handoff | None:
+        """OFFERED (by this offer) -> QUEUED, keeping its place (declined, expired, rescinded)."""
+        ...
+
+    async def assign(self, handoff_id: str, offer_id: str, now: datetime) -> Handoff | None:
+        """OFFERED (by this offer) -> ASSIGNED to the offer's agent."""
+        ...
+
+    async def requeue(self, handoff_id: str, offer_id: str, deadline: datetime) -> Handoff | None:
+        """ASSIGNED (by this offer) -> QUEUED with a new deadline, counting the re-queue."""
+        ...
+
+    async def complete(
+        self,
+        handoff_id: str,
+        offer_id: str,
+        completion: Completion,
+        *,
+        now: datetime,
+        handle_time: timedelta,
+    ) -> Handoff | None:
+        """ASSIGNED (by this offer) -> COMPLETED with the completion and its handle time."""
+        ...
+
+    async def cancel(self, handoff_id: str, now: datetime) -> Handoff | None:
+        """QUEUED or OFFERED -> CANCELLED."""
+        ...
+
+    async def completion_fingerprint(self, handoff_id: str) -> str | None:
+        """Digest of the completion stored with a completed handoff."""
+        ...
+
+    async def queued_for_agent(self, agent: Agent, limit: int) -> list[Handoff]:
+        """Queued handoffs `agent` may take (skills, language, not declined or missed by it),
+        in queue order."""
+        ...
+
+    async def queued_head(self, limit: int) -> list[Handoff]:
+        """The first queued handoffs in queue order."""
+        ...
+
+    async def held_by(self, agent_id: str) -> list[Handoff]:
+        """Handoffs ASSIGNED to the agent."""
+        ...
+
+    async def position(self, handoff: Handoff) -> int:
+        """1-based place among waiting (queued or offered) handoffs in queue order."""
+        ...
+
+    async def mean_handle_time(self, since: datetime) -> timedelta | None:
+        """Mean accept-to-completion time of handoffs completed since `since`."""
+        ...
+
+    async def count_in_state(self, state: HandoffState) -> int:
+        """Number of handoffs in a state."""
+        ...
+
+
+class OfferRepository(Protocol):
+    """Offers: each handoff's offers to agents; accepted offers are interactions.
+
+    Transitions are conditional and return the offer as it is afterwards, or None.
+    """
+
+    async def get(self, offer_id: str) -> Offer | None:
+        """The offer, or None."""
+        ...
+
+    async def insert(self, offer: Offer) -> None:
+        """Stores a new PENDING offer; the database refuses a second live one per handoff
+        (DuplicateKey)."""
+        ...
+
+    async def accept(self, offer_id: str, agent_id: str, now: datetime) -> Offer | None:
+        """PENDING and unexpired -> ACCEPTED, for its own agent only."""
+        ...
+
+    async def decline(
+        self, offer_id: str, agent_id: str, reason: DeclineReason, now: datetime
+    ) -> Offer | None:
+        """PENDING -> DECLINED, for its own agent only."""
+        ...
+
+    async def expire(self, offer_id: str, now: datetime) -> Offer | None:
+        """PENDING and past its expiry -> EXPIRED."""
+        ...
+
+    async def rescind(self, offer_id: str, reason: RescindReason, now: datetime) -> Offer | None:
+        """PENDING -> RESCINDED."""
+        ...
+
+    async def finish(self, offer_id: str, state: OfferState, now: datetime) -> Offer | None:
+        """ACCEPTED -> COMPLETED or REVOKED (the interaction ended)."""
+        ...
+
+    async def pending_for_agent(self, agent_id: str) -> list[Offer]:
+        """The agent's pending offers."""
+        ...
+
+    async def accepted_for_agent(self, agent_id: str) -> list[Offer]:
+        """The agent's live interactions (accepted offers)."""
+        ...
+
+    async def due_to_expire(self, now: datetime, limit: int) -> list[Offer]:
+        """Pending offers whose expiry has passed, oldest first."""
+        ...
+
+    async def next_expiry(self) -> datetime | None:
+        """The earliest expiry among pending offers."""
+        ...
+
+    async def excluded_agents(self, handoff_id: str) -> set[str]:
+        """Agents that declined or missed the handoff."""
+        ...
+
+
+class SessionRepository(Protocol):
+    """Agent sessions: the presence lease. Transitions return the session afterwards, or None."""
+
+    async def get(self, session_id: str) -> Session | None:
+        """The session, or None."""
+        ...
+
+    async def get_by_token_hash(self, token_hash: str) -> Session | None:
+        """The session a resume token belongs to, or None."""
+        ...
+
+    async def live_for_agent(self, agent_id: str) -> Session | None:
+        """The agent's session that has not ended, or None."""
+        ...
+
+    async def insert(self, session: Session) -> None:
+        """Stores a new CONNECTED session; the database refuses a second live one per agent
+        (DuplicateKey)."""
+        ...
+
+    async def reconnect(
+        self, session_id: str, replica_id: str, connection_id: str
+    ) -> Session | None:
+        """Not ENDED -> CONNECTED, held by a new connection on `replica_id`."""
+        ...
+
+    async def disconnect(
+        self, session_id: str, connection_id: str, now: datetime, grace_expires_at: datetime
+    ) -> Session | None:
+        """CONNECTED by this connection -> DISCONNECTED with a grace deadline."""
+        ...
+
+    async def end(self, session_id: str, reason: SessionEndReason, now: datetime) -> Session | None:
+        """Not ENDED -> ENDED."""
+        ...
+
+    async def grace_expired(self, now: datetime, limit: int) -> list[Session]:
+        """DISCONNECTED sessions whose grace period is over."""
+        ...
+
+    async def next_grace_expiry(self) -> datetime | None:
+        """The earliest grace deadline among DISCONNECTED sessions."""
+        ...
+
+    async def connected_elsewhere(self, replica_id: str) -> list[Session]:
+        """CONNECTED sessions held by other replicas (on one process: left by a crash)."""
+        ...
+
+    async def in_state(self, state: SessionState) -> list[Session]:
+        """Sessions in a state."""
+        ...
+
+
+class PoolQueries(Protocol):
+    """Aggregates for ops."""
+
+    async def snapshot(self) -> PoolSnapshot:
+        """Counts behind GetPoolStatus."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction, with the repositories bound to it and its time."""
+
+    @property
+    def now(self) -> datetime:
+        """The transaction's time: one clock for every lease and expiry."""
+        ...
+
+    @property
+    def agents(self) -> AgentRepository:
+        """Agents in this transaction."""
+        ...
+
+    @property
+    def handoffs(self) -> HandoffRepository:
+        """Handoffs in this transaction."""
+        ...
+
+    @property
+    def offers(self) -> OfferRepository:
+        """Offers in this transaction."""
+        ...
+
+    @property
+    def sessions(self) -> SessionRepository:
+        """Sessions in this transaction."""
+        ...
+
+    @property
+    def pool(self) -> PoolQueries:
+        """Pool aggregates in this transaction."""
+        ...
+
+
+class Store(Protocol):
+    """Persistence for the dispatch service."""
+
+    async def open(self) -> None:
+        """Connects and migrates the schema to the newest version."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections."""
+        ...
+
+    def write(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-write transaction; commits on normal exit, rolls back on exception."""
+        ...
+
+    def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-only snapshot."""
+        ...
+
+
+__all__ = [
+    "AgentRepository",
+    "Capacity",
+    "DuplicateKey",
+    "EligibleSupply",
+    "HandoffRepository",
+    "OfferRepository",
+    "PoolQueries",
+    "PoolSnapshot",
+    "SessionRepository",
+    "Store",
+    "StoreError",
+    "UnitOfWork",
+]

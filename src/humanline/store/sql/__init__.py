@@ -1,0 +1,1 @@
+"""The store port on SQLAlchemy async: SQLite (aiosqlite) and PostgreSQL (asyncpg)."""

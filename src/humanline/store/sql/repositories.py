@@ -1,0 +1,927 @@
+"""The store port's repositories in SQLAlchemy Core, portable between SQLite and PostgreSQL.
+
+State changes are conditional single statements (`UPDATE ... WHERE state = ...`) whose row
+count says whether they applied; constraints in `tables` refuse what must never happen.
+Matching queries (`candidates_for`, `queued_for_agent`) implement
+`humanline.domain.matching.is_eligible` in SQL; tests hold the two to each other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from humanline.domain.model import (
+    Agent,
+    AgentProfile,
+    AgentState,
+    AgentStatus,
+    Completion,
+    DeclineReason,
+    Handoff,
+    HandoffReason,
+    HandoffRequest,
+    HandoffState,
+    Offer,
+    OfferState,
+    Outcome,
+    RescindReason,
+    Session,
+    SessionEndReason,
+    SessionState,
+    SkillRequirement,
+    Urgency,
+)
+from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
+from humanline.store.sql.tables import (
+    agent_languages,
+    agent_skills,
+    agents,
+    handoff_skills,
+    handoffs,
+    offers,
+    sessions,
+)
+
+_MISSED = (OfferState.DECLINED.value, OfferState.EXPIRED.value)
+_WAITING = (HandoffState.QUEUED.value, HandoffState.OFFERED.value)
+
+
+def _rowcount(result: sa.CursorResult[Any]) -> int:
+    return int(result.rowcount)
+
+
+# --- agents -------------------------------------------------------------------------------
+
+
+def _agent(row: sa.Row[Any]) -> Agent:
+    m = row._mapping
+    return Agent(
+        id=m["id"],
+        profile=AgentProfile(
+            display_name=m["display_name"],
+            skills=dict(m["skills"]),
+            languages=frozenset(m["languages"]),
+            capacity=m["capacity"],
+        ),
+        status=AgentStatus(m["status"]),
+        connected=bool(m["connected"]),
+        load=m["load"],
+        consecutive_misses=m["consecutive_misses"],
+        last_assigned_at=m["last_assigned_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+_LIVE_AGENT = agents.c.deleted_at.is_(None)
+_READY = sa.and_(
+    agents.c.status == AgentStatus.AVAILABLE.value,
+    agents.c.connected.is_(True),
+    agents.c.load < agents.c.capacity,
+)
+
+
+def agent_state_clause(state: AgentState) -> sa.ColumnElement[bool]:
+    """`domain.model.Agent.state` as a SQL condition."""
+    status, connected, full = (
+        agents.c.status,
+        agents.c.connected,
+        agents.c.load >= agents.c.capacity,
+    )
+    online = status != AgentStatus.OFFLINE.value
+    match state:
+        case AgentState.OFFLINE:
+            return status == AgentStatus.OFFLINE.value
+        case AgentState.RECONNECTING:
+            return sa.and_(online, connected.is_(False))
+        case AgentState.AWAY:
+            return sa.and_(status == AgentStatus.AWAY.value, connected.is_(True))
+        case AgentState.BUSY:
+            return sa.and_(status == AgentStatus.AVAILABLE.value, connected.is_(True), full)
+        case AgentState.AVAILABLE:
+            return _READY
+
+
+class SqlAgentRepository:
+    """Agents on SQL."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, agent_id: str) -> Agent | None:
+        row = (
+            await self._conn.execute(sa.select(agents).where(agents.c.id == agent_id, _LIVE_AGENT))
+        ).first()
+        return _agent(row) if row else None
+
+    async def exists_any(self, agent_id: str) -> bool:
+        stmt = sa.select(sa.literal(1)).where(agents.c.id == agent_id)
+        return (await self._conn.execute(stmt)).first() is not None
+
+    async def insert(self, agent_id: str, profile: AgentProfile, now: datetime) -> Agent:
+        values = {
+            "id": agent_id,
+            "display_name": profile.display_name,
+            "skills": dict(profile.skills),
+            "languages": sorted(profile.languages),
+            "capacity": profile.capacity,
+            "load": 0,
+            "status": AgentStatus.OFFLINE.value,
+            "connected": False,
+            "consecutive_misses": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(sa.insert(agents).values(**values))
+        except IntegrityError as exc:
+            raise DuplicateKey(agent_id) from exc
+        await self._index_profile(agent_id, profile)
+        agent = await self.get(agent_id)
+        assert agent is not None
+        return agent
+
+    async def _unindex(self, agent_id: str) -> None:
+        await self._conn.execute(sa.delete(agent_skills).where(agent_skills.c.agent_id == agent_id))
+        await self._conn.execute(
+            sa.delete(agent_languages).where(agent_languages.c.agent_id == agent_id)
+        )
+
+    async def _index_profile(self, agent_id: str, profile: AgentProfile) -> None:
+        await self._unindex(agent_id)
+        if profile.skills:
+            await self._conn.execute(
+                sa.insert(agent_skills),
+                [
+                    {"agent_id": agent_id, "skill": s, "proficiency": p}
+                    for s, p in profile.skills.items()
+                ],
+            )
+        if profile.languages:
+            await self._conn.execute(
+                sa.insert(agent_languages),
+                [{"agent_id": agent_id, "language": lang} for lang in sorted(profile.languages)],
+            )
+
+    async def update_profile(
+        self, agent_id: str, profile: AgentProfile, now: datetime
+    ) -> Agent | None:
+        stmt = (
+            sa.update(agents)
+            .where(agents.c.id == agent_id, _LIVE_AGENT, agents.c.load <= profile.capacity)
+            .values(
+                display_name=profile.display_name,
+                skills=dict(profile.skills),
+                languages=sorted(profile.languages),
+                capacity=profile.capacity,
+                updated_at=now,
+            )
+            .returning(*agents.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            return None
+        await self._index_profile(agent_id, profile)
+        return _agent(row)
+
+    async def mark_deleted(self, agent_id: str, now: datetime) -> bool:
+        stmt = (
+            sa.update(agents)
+            .where(
+                agents.c.id == agent_id,
+                _LIVE_AGENT,
+                agents.c.status == AgentStatus.OFFLINE.value,
+                agents.c.load == 0,
+            )
+            .values(deleted_at=now, updated_at=now)
+        )
+        if _rowcount(await self._conn.execute(stmt)) != 1:
+            return False
+        await self._unindex(agent_id)
+        return True
+
+    async def page(
+        self, *, limit: int, after_id: str | None, state: AgentState | None, skill: str | None
+    ) -> list[Agent]:
+        stmt = sa.select(agents).where(_LIVE_AGENT).order_by(agents.c.id).limit(limit)
+        if after_id is not None:
+            stmt = stmt.where(agents.c.id > after_id)
+        if state is not None:
+            stmt = stmt.where(agent_state_clause(state))
+        if skill is not None:
+            stmt = stmt.where(
+                sa.exists().where(
+                    agent_skills.c.agent_id == agents.c.id, agent_skills.c.skill == skill
+                )
+            )
+        return [_agent(r) for r in await self._conn.execute(stmt)]
+
+    def _qualified(self, handoff: Handoff) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
+        """Agents with the handoff's skills and language, and their proficiency score."""
+        stmt = sa.select(agents).where(_LIVE_AGENT)
+        score: sa.ColumnElement[Any] = sa.literal(0)
+        for i, req in enumerate(handoff.request.required_skills):
+            s = agent_skills.alias(f"s{i}")
+            stmt = stmt.join(
+                s,
+                sa.and_(
+                    s.c.agent_id == agents.c.id,
+                    s.c.skill == req.skill,
+                    s.c.proficiency >= req.min_proficiency,
+                ),
+            )
+            score = score + s.c.proficiency
+        if handoff.request.language is not None:
+            stmt = stmt.where(
+                sa.exists().where(
+                    agent_languages.c.agent_id == agents.c.id,
+                    agent_languages.c.language == handoff.request.language,
+                )
+            )
+        return stmt, score
+
+    async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
+        stmt, score = self._qualified(handoff)
+        excluded = sa.exists().where(
+            offers.c.handoff_id == handoff.id,
+            offers.c.agent_id == agents.c.id,
+            offers.c.state.in_(_MISSED),
+        )
+        stmt = (
+            stmt.where(_READY, ~excluded)
+            .order_by(score.desc(), agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
+            .limit(limit)
+        )
+        return [_agent(r) for r in await self._conn.execute(stmt)]
+
+    async def supply_for(self, handoff: Handoff) -> EligibleSupply:
+        qualified, _ = self._qualified(handoff)
+        sub = qualified.where(
+            agents.c.status == AgentStatus.AVAILABLE.value, agents.c.connected.is_(True)
+        ).subquery()
+        stmt = sa.select(
+            sa.func.coalesce(sa.func.sum(sub.c.capacity), 0),
+            sa.func.coalesce(sa.func.sum(sub.c.capacity - sub.c.load), 0),
+        )
+        capacity, free = (await self._conn.execute(stmt)).one()
+        return EligibleSupply(capacity=int(capacity), free=int(free))
+
+    async def set_presence(self, agent_id: str, *, status: AgentStatus, connected: bool) -> Agent:
+        values: dict[str, Any] = {"status": status.value, "connected": connected}
+        if status is AgentStatus.OFFLINE:
+            values["consecutive_misses"] = 0
+        stmt = (
+            sa.update(agents).where(agents.c.id == agent_id).values(**values).returning(*agents.c)
+        )
+        return _agent((await self._conn.execute(stmt)).one())
+
+    async def set_status(
+        self, agent_id: str, status: AgentStatus, *, reset_misses: bool
+    ) -> Agent | None:
+        values: dict[str, Any] = {"status": status.value}
+        if reset_misses:
+            values["consecutive_misses"] = 0
+        stmt = (
+            sa.update(agents)
+            .where(
+                agents.c.id == agent_id,
+                agents.c.status != AgentStatus.OFFLINE.value,
+                agents.c.connected.is_(True),
+            )
+            .values(**values)
+            .returning(*agents.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        return _agent(row) if row else None
+
+    async def reserve(self, agent_id: str) -> bool:
+        stmt = (
+            sa.update(agents)
+            .where(agents.c.id == agent_id, _LIVE_AGENT, _READY)
+            .values(load=agents.c.load + 1)
+        )
+        return _rowcount(await self._conn.execute(stmt)) == 1
+
+    async def release(self, agent_id: str, slots: int = 1) -> None:
+        # No clamping: releasing more than was reserved is a bug the check constraint refuses.
+        stmt = sa.update(agents).where(agents.c.id == agent_id).values(load=agents.c.load - slots)
+        await self._conn.execute(stmt)
+
+    async def record_assignment(self, agent_id: str, now: datetime) -> None:
+        await self._conn.execute(
+            sa.update(agents)
+            .where(agents.c.id == agent_id)
+            .values(consecutive_misses=0, last_assigned_at=now)
+        )
+
+    async def set_misses(self, agent_id: str, misses: int) -> None:
+        await self._conn.execute(
+            sa.update(agents).where(agents.c.id == agent_id).values(consecutive_misses=misses)
+        )
+
+
+# --- handoffs -----------------------------------------------------------------------------
+
+
+def _handoff(row: sa.Row[Any]) -> Handoff:
+    m = row._mapping
+    completion = None
+    if m["outcome"] is not None:
+        completion = Completion(
+            outcome=Outcome(m["outcome"]),
+            disposition_code=m["disposition_code"],
+            notes=m["notes"],
+        )
+    return Handoff(
+        id=m["id"],
+        request=HandoffRequest(
+            request_id=m["request_id"],
+            conversation_id=m["conversation_id"],
+            customer_id=m["customer_id"],
+            interaction_type=m["interaction_type"],
+            required_skills=tuple(SkillRequirement(s, p) for s, p in m["required_skills"]),
+            language=m["language"],
+            urgency=Urgency(m["urgency"]),
+            summary=m["summary"],
+            reason=HandoffReason(m["reason"]),
+        ),
+        fingerprint=m["fingerprint"],
+        state=HandoffState(m["state"]),
+        created_at=m["created_at"],
+        deadline=m["deadline"],
+        requeue_count=m["requeue_count"],
+        agent_id=m["agent_id"],
+        offer_id=m["offer_id"],
+        assigned_at=m["assigned_at"],
+        ended_at=m["ended_at"],
+        completion=completion,
+    )
+
+
+_QUEUE_ORDER = (handoffs.c.deadline, handoffs.c.created_at, handoffs.c.id)
+
+
+class SqlHandoffRepository:
+    """Handoffs on SQL."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, handoff_id: str) -> Handoff | None:
+        row = (
+            await self._conn.execute(sa.select(handoffs).where(handoffs.c.id == handoff_id))
+        ).first()
+        return _handoff(row) if row else None
+
+    async def get_by_request_id(self, request_id: str) -> Handoff | None:
+        stmt = sa.select(handoffs).where(handoffs.c.request_id == request_id)
+        row = (await self._conn.execute(stmt)).first()
+        return _handoff(row) if row else None
+
+    async def insert(self, handoff: Handoff) -> None:
+        req = handoff.request
+        values = {
+            "id": handoff.id,
+            "request_id": req.request_id,
+            "fingerprint": handoff.fingerprint,
+            "conversation_id": req.conversation_id,
+            "customer_id": req.customer_id,
+            "interaction_type": req.interaction_type,
+            "required_skills": [[r.skill, r.min_proficiency] for r in req.required_skills],
+            "language": req.language,
+            "urgency": int(req.urgency),
+            "reason": req.reason.value,
+            "summary": req.summary,
+            "state": handoff.state.value,
+            "created_at": handoff.created_at,
+            "deadline": handoff.deadline,
+            "requeue_count": handoff.requeue_count,
+        }
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(sa.insert(handoffs).values(**values))
+        except IntegrityError as exc:
+            raise DuplicateKey(req.request_id) from exc
+        if req.required_skills:
+            await self._conn.execute(
+                sa.insert(handoff_skills),
+                [
+                    {
+                        "handoff_id": handoff.id,
+                        "skill": r.skill,
+                        "min_proficiency": r.min_proficiency,
+                    }
+                    for r in req.required_skills
+                ],
+            )
+
+    async def _transition(
+        self, handoff_id: str, where: list[sa.ColumnElement[bool]], **values: Any
+    ) -> Handoff | None:
+        stmt = (
+            sa.update(handoffs)
+            .where(handoffs.c.id == handoff_id, *where)
+            .values(**values)
+            .returning(*handoffs.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        return _handoff(row) if row else None
+
+    async def offer(self, handoff_id: str, agent_id: str, offer_id: str) -> Handoff | None:
+        return await self._transition(
+            handoff_id,
+            [handoffs.c.state == HandoffState.QUEUED.value],
+            state=HandoffState.OFFERED.value,
+            agent_id=agent_id,
+            offer_id=offer_id,
+        )
+
+    async def return_to_queue(self, handoff_id: str, offer_id: str) -> Handoff | None:
+        return await self._transition(
+            handoff_id,
+            [handoffs.c.state == HandoffState.OFFERED.value, handoffs.c.offer_id == offer_id],
+            state=HandoffState.QUEUED.value,
+            agent_id=None,
+            offer_id=None,
+        )
+
+    async def assign(self, handoff_id: str, offer_id: str, now: datetime) -> Handoff | None:
+        return await self._transition(
+            handoff_id,
+            [handoffs.c.state == HandoffState.OFFERED.value, handoffs.c.offer_id == offer_id],
+            state=HandoffState.ASSIGNED.value,
+            assigned_at=now,
+        )
+
+    async def requeue(self, handoff_id: str, offer_id: str, deadline: datetime) -> Handoff | None:
+        return await self._transition(
+            handoff_id,
+            [handoffs.c.state == HandoffState.ASSIGNED.value, handoffs.c.offer_id == offer_id],
+            state=HandoffState.QUEUED.value,
+            agent_id=None,
+            offer_id=None,
+            assigned_at=None,
+            deadline=deadline,
+            requeue_count=handoffs.c.requeue_count + 1,
+        )
+
+    async def complete(
+        self,
+        handoff_id: str,
+        offer_id: str,
+        completion: Completion,
+        *,
+        now: datetime,
+        handle_time: timedelta,
+    ) -> Handoff | None:
+        return await self._transition(
+            handoff_id,
+            [handoffs.c.state == HandoffState.ASSIGNED.value, handoffs.c.offer_id == offer_id],
+            state=HandoffState.COMPLETED.value,
+            ended_at=now,
+            outcome=completion.outcome.value,
+            disposition_code=completion.disposition_code,
+            notes=completion.notes,
+            completion_fingerprint=completion.fingerprint(),
+            handle_seconds=handle_time.total_seconds(),
+        )
+
+    async def cancel(self, handoff_id: str, now: datetime) -> Handoff | None:
+        return await self._transition(
+            handoff_id,
+            [handoffs.c.state.in_(_WAITING)],
+            state=HandoffState.CANCELLED.value,
+            ended_at=now,
+        )
+
+    async def completion_fingerprint(self, handoff_id: str) -> str | None:
+        stmt = sa.select(handoffs.c.completion_fingerprint).where(handoffs.c.id == handoff_id)
+        value: str | None = (await self._conn.execute(stmt)).scalar()
+        return value
+
+    async def queued_for_agent(self, agent: Agent, limit: int) -> list[Handoff]:
+        mine = agent_skills.alias("mine")
+        unmet = (
+            sa.select(sa.literal(1))
+            .select_from(handoff_skills)
+            .where(
+                handoff_skills.c.handoff_id == handoffs.c.id,
+                ~sa.exists().where(
+                    mine.c.agent_id == agent.id,
+                    mine.c.skill == handoff_skills.c.skill,
+                    mine.c.proficiency >= handoff_skills.c.min_proficiency,
+                ),
+            )
+        )
+        excluded = sa.exists().where(
+            offers.c.handoff_id == handoffs.c.id,
+            offers.c.agent_id == agent.id,
+            offers.c.state.in_(_MISSED),
+        )
+        language_ok: sa.ColumnElement[bool] = handoffs.c.language.is_(None)
+        if agent.profile.languages:
+            language_ok = sa.or_(
+                language_ok, handoffs.c.language.in_(sorted(agent.profile.languages))
+            )
+        stmt = (
+            sa.select(handoffs)
+            .where(
+                handoffs.c.state == HandoffState.QUEUED.value,
+                language_ok,
+                ~sa.exists(unmet),
+                ~excluded,
+            )
+            .order_by(*_QUEUE_ORDER)
+            .limit(limit)
+        )
+        return [_handoff(r) for r in await self._conn.execute(stmt)]
+
+    async def queued_head(self, limit: int) -> list[Handoff]:
+        stmt = (
+            sa.select(handoffs)
+            .where(handoffs.c.state == HandoffState.QUEUED.value)
+            .order_by(*_QUEUE_ORDER)
+            .limit(limit)
+        )
+        return [_handoff(r) for r in await self._conn.execute(stmt)]
+
+    async def held_by(self, agent_id: str) -> list[Handoff]:
+        stmt = (
+            sa.select(handoffs)
+            .where(handoffs.c.agent_id == agent_id, handoffs.c.state == HandoffState.ASSIGNED.value)
+            .order_by(handoffs.c.assigned_at, handoffs.c.id)
+        )
+        return [_handoff(r) for r in await self._conn.execute(stmt)]
+
+    async def position(self, handoff: Handoff) -> int:
+        key = sa.tuple_(*_QUEUE_ORDER)
+        mine = sa.tuple_(
+            sa.literal(handoff.deadline, handoffs.c.deadline.type),
+            sa.literal(handoff.created_at, handoffs.c.created_at.type),
+            sa.literal(handoff.id),
+        )
+        stmt = sa.select(sa.func.count()).where(handoffs.c.state.in_(_WAITING), key < mine)
+        ahead = int((await self._conn.execute(stmt)).scalar_one())
+        return ahead + 1
+
+    async def mean_handle_time(self, since: datetime) -> timedelta | None:
+        stmt = sa.select(sa.func.avg(handoffs.c.handle_seconds)).where(
+            handoffs.c.state == HandoffState.COMPLETED.value, handoffs.c.ended_at >= since
+        )
+        mean = (await self._conn.execute(stmt)).scalar()
+        return None if mean is None else timedelta(seconds=float(mean))
+
+    async def count_in_state(self, state: HandoffState) -> int:
+        stmt = sa.select(sa.func.count()).where(handoffs.c.state == state.value)
+        return int((await self._conn.execute(stmt)).scalar_one())
+
+
+# --- offers -------------------------------------------------------------------------------
+
+
+def _offer(row: sa.Row[Any]) -> Offer:
+    m = row._mapping
+    return Offer(
+        id=m["id"],
+        handoff_id=m["handoff_id"],
+        agent_id=m["agent_id"],
+        state=OfferState(m["state"]),
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        decided_at=m["decided_at"],
+        decline_reason=DeclineReason(m["decline_reason"]) if m["decline_reason"] else None,
+        rescind_reason=RescindReason(m["rescind_reason"]) if m["rescind_reason"] else None,
+    )
+
+
+class SqlOfferRepository:
+    """Offers on SQL."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, offer_id: str) -> Offer | None:
+        row = (await self._conn.execute(sa.select(offers).where(offers.c.id == offer_id))).first()
+        return _offer(row) if row else None
+
+    async def insert(self, offer: Offer) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(
+                    sa.insert(offers).values(
+                        id=offer.id,
+                        handoff_id=offer.handoff_id,
+                        agent_id=offer.agent_id,
+                        state=offer.state.value,
+                        created_at=offer.created_at,
+                        expires_at=offer.expires_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise DuplicateKey(offer.handoff_id) from exc
+
+    async def _transition(
+        self, offer_id: str, where: list[sa.ColumnElement[bool]], **values: Any
+    ) -> Offer | None:
+        stmt = (
+            sa.update(offers)
+            .where(offers.c.id == offer_id, *where)
+            .values(**values)
+            .returning(*offers.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        return _offer(row) if row else None
+
+    async def accept(self, offer_id: str, agent_id: str, now: datetime) -> Offer | None:
+        return await self._transition(
+            offer_id,
+            [
+                offers.c.agent_id == agent_id,
+                offers.c.state == OfferState.PENDING.value,
+                offers.c.expires_at > now,
+            ],
+            state=OfferState.ACCEPTED.value,
+            decided_at=now,
+        )
+
+    async def decline(
+        self, offer_id: str, agent_id: str, reason: DeclineReason, now: datetime
+    ) -> Offer | None:
+        return await self._transition(
+            offer_id,
+            [offers.c.agent_id == agent_id, offers.c.state == OfferState.PENDING.value],
+            state=OfferState.DECLINED.value,
+            decided_at=now,
+            ended_at=now,
+            decline_reason=reason.value,
+        )
+
+    async def expire(self, offer_id: str, now: datetime) -> Offer | None:
+        return await self._transition(
+            offer_id,
+            [offers.c.state == OfferState.PENDING.value, offers.c.expires_at <= now],
+            state=OfferState.EXPIRED.value,
+            ended_at=now,
+            rescind_reason=RescindReason.EXPIRED.value,
+        )
+
+    async def rescind(self, offer_id: str, reason: RescindReason, now: datetime) -> Offer | None:
+        return await self._transition(
+            offer_id,
+            [offers.c.state == OfferState.PENDING.value],
+            state=OfferState.RESCINDED.value,
+            ended_at=now,
+            rescind_reason=reason.value,
+        )
+
+    async def finish(self, offer_id: str, state: OfferState, now: datetime) -> Offer | None:
+        return await self._transition(
+            offer_id,
+            [offers.c.state == OfferState.ACCEPTED.value],
+            state=state.value,
+            ended_at=now,
+        )
+
+    async def _for_agent(self, agent_id: str, state: OfferState) -> list[Offer]:
+        stmt = (
+            sa.select(offers)
+            .where(offers.c.agent_id == agent_id, offers.c.state == state.value)
+            .order_by(offers.c.created_at, offers.c.id)
+        )
+        return [_offer(r) for r in await self._conn.execute(stmt)]
+
+    async def pending_for_agent(self, agent_id: str) -> list[Offer]:
+        return await self._for_agent(agent_id, OfferState.PENDING)
+
+    async def accepted_for_agent(self, agent_id: str) -> list[Offer]:
+        return await self._for_agent(agent_id, OfferState.ACCEPTED)
+
+    async def due_to_expire(self, now: datetime, limit: int) -> list[Offer]:
+        stmt = (
+            sa.select(offers)
+            .where(offers.c.state == OfferState.PENDING.value, offers.c.expires_at <= now)
+            .order_by(offers.c.expires_at)
+            .limit(limit)
+        )
+        return [_offer(r) for r in await self._conn.execute(stmt)]
+
+    async def next_expiry(self) -> datetime | None:
+        stmt = sa.select(sa.func.min(offers.c.expires_at)).where(
+            offers.c.state == OfferState.PENDING.value
+        )
+        value: datetime | None = (await self._conn.execute(stmt)).scalar()
+        return value
+
+    async def excluded_agents(self, handoff_id: str) -> set[str]:
+        stmt = sa.select(offers.c.agent_id).where(
+            offers.c.handoff_id == handoff_id, offers.c.state.in_(_MISSED)
+        )
+        return set((await self._conn.execute(stmt)).scalars())
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+def _session(row: sa.Row[Any]) -> Session:
+    m = row._mapping
+    return Session(
+        id=m["id"],
+        agent_id=m["agent_id"],
+        state=SessionState(m["state"]),
+        token_hash=m["token_hash"],
+        replica_id=m["replica_id"],
+        connection_id=m["connection_id"],
+        created_at=m["created_at"],
+        disconnected_at=m["disconnected_at"],
+        grace_expires_at=m["grace_expires_at"],
+        ended_at=m["ended_at"],
+        end_reason=SessionEndReason(m["end_reason"]) if m["end_reason"] else None,
+    )
+
+
+class SqlSessionRepository:
+    """Agent sessions on SQL."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def _one(self, *where: sa.ColumnElement[bool]) -> Session | None:
+        row = (await self._conn.execute(sa.select(sessions).where(*where))).first()
+        return _session(row) if row else None
+
+    async def get(self, session_id: str) -> Session | None:
+        return await self._one(sessions.c.id == session_id)
+
+    async def get_by_token_hash(self, token_hash: str) -> Session | None:
+        return await self._one(sessions.c.token_hash == token_hash)
+
+    async def live_for_agent(self, agent_id: str) -> Session | None:
+        return await self._one(
+            sessions.c.agent_id == agent_id, sessions.c.state != SessionState.ENDED.value
+        )
+
+    async def insert(self, session: Session) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(
+                    sa.insert(sessions).values(
+                        id=session.id,
+                        agent_id=session.agent_id,
+                        state=session.state.value,
+                        token_hash=session.token_hash,
+                        replica_id=session.replica_id,
+                        connection_id=session.connection_id,
+                        created_at=session.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise DuplicateKey(session.agent_id) from exc
+
+    async def _transition(
+        self, session_id: str, where: list[sa.ColumnElement[bool]], **values: Any
+    ) -> Session | None:
+        stmt = (
+            sa.update(sessions)
+            .where(sessions.c.id == session_id, *where)
+            .values(**values)
+            .returning(*sessions.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        return _session(row) if row else None
+
+    async def reconnect(
+        self, session_id: str, replica_id: str, connection_id: str
+    ) -> Session | None:
+        return await self._transition(
+            session_id,
+            [sessions.c.state != SessionState.ENDED.value],
+            state=SessionState.CONNECTED.value,
+            replica_id=replica_id,
+            connection_id=connection_id,
+            disconnected_at=None,
+            grace_expires_at=None,
+        )
+
+    async def disconnect(
+        self, session_id: str, connection_id: str, now: datetime, grace_expires_at: datetime
+    ) -> Session | None:
+        return await self._transition(
+            session_id,
+            [
+                sessions.c.state == SessionState.CONNECTED.value,
+                sessions.c.connection_id == connection_id,
+            ],
+            state=SessionState.DISCONNECTED.value,
+            disconnected_at=now,
+            grace_expires_at=grace_expires_at,
+        )
+
+    async def end(self, session_id: str, reason: SessionEndReason, now: datetime) -> Session | None:
+        return await self._transition(
+            session_id,
+            [sessions.c.state != SessionState.ENDED.value],
+            state=SessionState.ENDED.value,
+            ended_at=now,
+            end_reason=reason.value,
+        )
+
+    async def grace_expired(self, now: datetime, limit: int) -> list[Session]:
+        stmt = (
+            sa.select(sessions)
+            .where(
+                sessions.c.state == SessionState.DISCONNECTED.value,
+                sessions.c.grace_expires_at <= now,
+            )
+            .order_by(sessions.c.grace_expires_at)
+            .limit(limit)
+        )
+        return [_session(r) for r in await self._conn.execute(stmt)]
+
+    async def next_grace_expiry(self) -> datetime | None:
+        stmt = sa.select(sa.func.min(sessions.c.grace_expires_at)).where(
+            sessions.c.state == SessionState.DISCONNECTED.value
+        )
+        value: datetime | None = (await self._conn.execute(stmt)).scalar()
+        return value
+
+    async def connected_elsewhere(self, replica_id: str) -> list[Session]:
+        stmt = sa.select(sessions).where(
+            sessions.c.state == SessionState.CONNECTED.value, sessions.c.replica_id != replica_id
+        )
+        return [_session(r) for r in await self._conn.execute(stmt)]
+
+    async def in_state(self, state: SessionState) -> list[Session]:
+        stmt = sa.select(sessions).where(sessions.c.state == state.value)
+        return [_session(r) for r in await self._conn.execute(stmt)]
+
+
+# --- pool ---------------------------------------------------------------------------------
+
+
+class SqlPoolQueries:
+    """Aggregates for GetPoolStatus."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def snapshot(self) -> PoolSnapshot:
+        by_state: dict[AgentState, int] = {}
+        for state in AgentState:
+            stmt = sa.select(sa.func.count()).where(_LIVE_AGENT, agent_state_clause(state))
+            by_state[state] = int((await self._conn.execute(stmt)).scalar_one())
+
+        online = sa.and_(
+            _LIVE_AGENT,
+            agents.c.status == AgentStatus.AVAILABLE.value,
+            agents.c.connected.is_(True),
+        )
+        free = agents.c.capacity - agents.c.load
+        ready = sa.func.sum(sa.case((agents.c.load < agents.c.capacity, 1), else_=0))
+
+        async def capacity(index: sa.Table, key: sa.Column[Any]) -> list[Capacity]:
+            stmt = (
+                sa.select(key, ready, sa.func.sum(free))
+                .select_from(index.join(agents, agents.c.id == index.c.agent_id))
+                .where(online)
+                .group_by(key)
+                .order_by(key)
+            )
+            return [Capacity(k, int(n), int(f)) for k, n, f in await self._conn.execute(stmt)]
+
+        waiting = handoffs.c.state.in_(_WAITING)
+        urgency_rows = await self._conn.execute(
+            sa.select(handoffs.c.urgency, sa.func.count())
+            .where(waiting)
+            .group_by(handoffs.c.urgency)
+        )
+        by_urgency = dict.fromkeys(Urgency, 0)
+        for urgency, count in urgency_rows:
+            by_urgency[Urgency(urgency)] = int(count)
+        type_rows = await self._conn.execute(
+            sa.select(handoffs.c.interaction_type, sa.func.count())
+            .where(waiting)
+            .group_by(handoffs.c.interaction_type)
+            .order_by(handoffs.c.interaction_type)
+        )
+        oldest = (
+            await self._conn.execute(
+                sa.select(handoffs.c.created_at)
+                .where(waiting)
+                .order_by(handoffs.c.created_at)
+                .limit(1)
+            )
+        ).scalar()
+        return PoolSnapshot(
+            agents_by_state=by_state,
+            skills=await capacity(agent_skills, agent_skills.c.skill),
+            languages=await capacity(agent_languages, agent_languages.c.language),
+            queue_by_urgency=by_urgency,
+            queue_by_type={t: int(c) for t, c in type_rows},
+            oldest_created_at=oldest,
+        )

@@ -1,0 +1,284 @@
+"""The schema, as SQLModel table classes; Alembic migrations create it, these describe it.
+
+Integrity the database enforces by itself, whatever the code above does:
+- one PENDING offer per handoff and one ACCEPTED offer per handoff (partial unique indexes),
+  so an interaction is offered to at most one agent and assigned at most once;
+- an agent's load never exceeds its capacity, nor drops below zero (check constraint);
+- one live (not ENDED) session per agent (partial unique index);
+- one handoff per idempotency key (unique request_id).
+
+Skills and languages are stored twice on purpose: as JSON on the row, to load an entity in
+one read, and as rows of their own, indexed for the matching queries. Only
+`store.sql.repositories` writes them, always both in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import JSON, CheckConstraint, Index, Table, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+JSON_TYPE = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes everywhere: `timestamptz` on PostgreSQL, naive UTC text
+    (which sorts correctly) on SQLite. Refuses naive datetimes on the way in."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _states(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+AGENT_STATUSES = ("OFFLINE", "AVAILABLE", "AWAY")
+HANDOFF_STATES = ("QUEUED", "OFFERED", "ASSIGNED", "COMPLETED", "CANCELLED")
+OFFER_STATES = ("PENDING", "ACCEPTED", "DECLINED", "EXPIRED", "RESCINDED", "COMPLETED", "REVOKED")
+SESSION_STATES = ("CONNECTED", "DISCONNECTED", "ENDED")
+
+
+class AgentRow(SQLModel, table=True):
+    """An agent: profile plus live dispatch state (status, connection, load)."""
+
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint("capacity >= 1", name="ck_agents_capacity_positive"),
+        CheckConstraint("load >= 0 AND load <= capacity", name="ck_agents_load_within_capacity"),
+        _states("status", AGENT_STATUSES, "ck_agents_status"),
+        Index(
+            "ix_agents_ready",
+            "last_assigned_at",
+            sqlite_where=text("status = 'AVAILABLE' AND connected AND load < capacity"),
+            postgresql_where=text("status = 'AVAILABLE' AND connected AND load < capacity"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    display_name: str = Field(max_length=100)
+    skills: dict[str, int] = Field(sa_type=JSON_TYPE)
+    languages: list[str] = Field(sa_type=JSON_TYPE)
+    capacity: int
+    load: int = 0
+    status: str = Field(max_length=16)
+    connected: bool = False
+    consecutive_misses: int = 0
+    last_assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AgentSkillRow(SQLModel, table=True):
+    """Index of agents by skill and proficiency, for matching."""
+
+    __tablename__ = "agent_skills"
+    __table_args__ = (
+        CheckConstraint("proficiency BETWEEN 1 AND 5", name="ck_agent_skills_proficiency"),
+        Index("ix_agent_skills_skill", "skill", "proficiency", "agent_id"),
+    )
+
+    agent_id: str = Field(primary_key=True, foreign_key="agents.id", ondelete="CASCADE")
+    skill: str = Field(primary_key=True, max_length=64)
+    proficiency: int
+
+
+class AgentLanguageRow(SQLModel, table=True):
+    """Index of agents by language, for matching."""
+
+    __tablename__ = "agent_languages"
+    __table_args__ = (Index("ix_agent_languages_language", "language", "agent_id"),)
+
+    agent_id: str = Field(primary_key=True, foreign_key="agents.id", ondelete="CASCADE")
+    language: str = Field(primary_key=True, max_length=35)
+
+
+class HandoffRow(SQLModel, table=True):
+    """A handoff: the bot's request and its lifecycle."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        _states("state", HANDOFF_STATES, "ck_handoffs_state"),
+        CheckConstraint("urgency BETWEEN 1 AND 4", name="ck_handoffs_urgency"),
+        Index(
+            "ix_handoffs_queue",
+            "deadline",
+            "created_at",
+            "id",
+            sqlite_where=text("state = 'QUEUED'"),
+            postgresql_where=text("state = 'QUEUED'"),
+        ),
+        Index(
+            "ix_handoffs_waiting",
+            "deadline",
+            "created_at",
+            "id",
+            sqlite_where=text("state IN ('QUEUED', 'OFFERED')"),
+            postgresql_where=text("state IN ('QUEUED', 'OFFERED')"),
+        ),
+        Index(
+            "ix_handoffs_held",
+            "agent_id",
+            sqlite_where=text("state = 'ASSIGNED'"),
+            postgresql_where=text("state = 'ASSIGNED'"),
+        ),
+        Index(
+            "ix_handoffs_completed",
+            "ended_at",
+            sqlite_where=text("state = 'COMPLETED'"),
+            postgresql_where=text("state = 'COMPLETED'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    request_id: str = Field(unique=True, max_length=36)
+    fingerprint: str = Field(max_length=64)
+    conversation_id: str = Field(max_length=128)
+    customer_id: str = Field(max_length=128)
+    interaction_type: str = Field(max_length=64)
+    required_skills: list[list[Any]] = Field(sa_type=JSON_TYPE)
+    language: str | None = Field(default=None, max_length=35)
+    urgency: int
+    reason: str = Field(max_length=32)
+    summary: str
+    state: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    deadline: datetime = Field(sa_type=UTCDateTime)
+    requeue_count: int = 0
+    agent_id: str | None = Field(default=None, foreign_key="agents.id")
+    offer_id: str | None = Field(default=None, max_length=36)
+    assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    outcome: str | None = Field(default=None, max_length=32)
+    disposition_code: str = Field(default="", max_length=64)
+    notes: str = ""
+    completion_fingerprint: str | None = Field(default=None, max_length=64)
+    handle_seconds: float | None = None
+
+
+class HandoffSkillRow(SQLModel, table=True):
+    """A handoff's required skills as rows, for the agent-side matching query."""
+
+    __tablename__ = "handoff_skills"
+
+    handoff_id: str = Field(primary_key=True, foreign_key="handoffs.id", ondelete="CASCADE")
+    skill: str = Field(primary_key=True, max_length=64)
+    min_proficiency: int
+
+
+class OfferRow(SQLModel, table=True):
+    """An offer of a handoff to an agent; ACCEPTED means a live interaction."""
+
+    __tablename__ = "offers"
+    __table_args__ = (
+        _states("state", OFFER_STATES, "ck_offers_state"),
+        Index(
+            "uq_offers_one_pending_per_handoff",
+            "handoff_id",
+            unique=True,
+            sqlite_where=text("state = 'PENDING'"),
+            postgresql_where=text("state = 'PENDING'"),
+        ),
+        Index(
+            "uq_offers_one_accepted_per_handoff",
+            "handoff_id",
+            unique=True,
+            sqlite_where=text("state = 'ACCEPTED'"),
+            postgresql_where=text("state = 'ACCEPTED'"),
+        ),
+        Index("ix_offers_handoff_agent", "handoff_id", "agent_id"),
+        Index("ix_offers_agent_state", "agent_id", "state"),
+        Index(
+            "ix_offers_pending_expiry",
+            "expires_at",
+            sqlite_where=text("state = 'PENDING'"),
+            postgresql_where=text("state = 'PENDING'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    handoff_id: str = Field(foreign_key="handoffs.id")
+    agent_id: str = Field(foreign_key="agents.id")
+    state: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decline_reason: str | None = Field(default=None, max_length=32)
+    rescind_reason: str | None = Field(default=None, max_length=32)
+
+
+class SessionRow(SQLModel, table=True):
+    """An agent session (presence lease)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        _states("state", SESSION_STATES, "ck_sessions_state"),
+        Index(
+            "uq_sessions_one_live_per_agent",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("state <> 'ENDED'"),
+            postgresql_where=text("state <> 'ENDED'"),
+        ),
+        Index(
+            "ix_sessions_grace",
+            "grace_expires_at",
+            sqlite_where=text("state = 'DISCONNECTED'"),
+            postgresql_where=text("state = 'DISCONNECTED'"),
+        ),
+        Index(
+            "ix_sessions_replica",
+            "replica_id",
+            sqlite_where=text("state = 'CONNECTED'"),
+            postgresql_where=text("state = 'CONNECTED'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    agent_id: str = Field(foreign_key="agents.id")
+    state: str = Field(max_length=16)
+    token_hash: str = Field(unique=True, max_length=64)
+    replica_id: str = Field(max_length=64)
+    connection_id: str = Field(max_length=36)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    disconnected_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    grace_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str | None = Field(default=None, max_length=32)
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table behind a SQLModel class, for SQL expressions."""
+    result: Table = model.__table__  # type: ignore[attr-defined]
+    return result
+
+
+agents = table(AgentRow)
+agent_skills = table(AgentSkillRow)
+agent_languages = table(AgentLanguageRow)
+handoffs = table(HandoffRow)
+handoff_skills = table(HandoffSkillRow)
+offers = table(OfferRow)
+sessions = table(SessionRow)
+metadata = SQLModel.metadata

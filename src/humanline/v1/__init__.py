@@ -1,0 +1,1 @@
+"""Generated from protos/humanline/v1 by `make proto`. Do not edit."""

@@ -1,0 +1,132 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Urgency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    URGENCY_UNSPECIFIED: _ClassVar[Urgency]
+    URGENCY_LOW: _ClassVar[Urgency]
+    URGENCY_NORMAL: _ClassVar[Urgency]
+    URGENCY_HIGH: _ClassVar[Urgency]
+    URGENCY_CRITICAL: _ClassVar[Urgency]
+
+class HandoffState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HANDOFF_STATE_UNSPECIFIED: _ClassVar[HandoffState]
+    HANDOFF_STATE_QUEUED: _ClassVar[HandoffState]
+    HANDOFF_STATE_OFFERED: _ClassVar[HandoffState]
+    HANDOFF_STATE_ASSIGNED: _ClassVar[HandoffState]
+    HANDOFF_STATE_COMPLETED: _ClassVar[HandoffState]
+    HANDOFF_STATE_CANCELLED: _ClassVar[HandoffState]
+
+class HandoffReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HANDOFF_REASON_UNSPECIFIED: _ClassVar[HandoffReason]
+    HANDOFF_REASON_CUSTOMER_REQUEST: _ClassVar[HandoffReason]
+    HANDOFF_REASON_LOW_CONFIDENCE: _ClassVar[HandoffReason]
+    HANDOFF_REASON_POLICY_EXCEPTION: _ClassVar[HandoffReason]
+    HANDOFF_REASON_TOOL_FAILURE: _ClassVar[HandoffReason]
+    HANDOFF_REASON_REPEATED_CONTACT: _ClassVar[HandoffReason]
+    HANDOFF_REASON_OTHER: _ClassVar[HandoffReason]
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    OUTCOME_RESOLVED: _ClassVar[Outcome]
+    OUTCOME_UNRESOLVED: _ClassVar[Outcome]
+    OUTCOME_TRANSFERRED: _ClassVar[Outcome]
+    OUTCOME_FOLLOW_UP_NEEDED: _ClassVar[Outcome]
+URGENCY_UNSPECIFIED: Urgency
+URGENCY_LOW: Urgency
+URGENCY_NORMAL: Urgency
+URGENCY_HIGH: Urgency
+URGENCY_CRITICAL: Urgency
+HANDOFF_STATE_UNSPECIFIED: HandoffState
+HANDOFF_STATE_QUEUED: HandoffState
+HANDOFF_STATE_OFFERED: HandoffState
+HANDOFF_STATE_ASSIGNED: HandoffState
+HANDOFF_STATE_COMPLETED: HandoffState
+HANDOFF_STATE_CANCELLED: HandoffState
+HANDOFF_REASON_UNSPECIFIED: HandoffReason
+HANDOFF_REASON_CUSTOMER_REQUEST: HandoffReason
+HANDOFF_REASON_LOW_CONFIDENCE: HandoffReason
+HANDOFF_REASON_POLICY_EXCEPTION: HandoffReason
+HANDOFF_REASON_TOOL_FAILURE: HandoffReason
+HANDOFF_REASON_REPEATED_CONTACT: HandoffReason
+HANDOFF_REASON_OTHER: HandoffReason
+OUTCOME_UNSPECIFIED: Outcome
+OUTCOME_RESOLVED: Outcome
+OUTCOME_UNRESOLVED: Outcome
+OUTCOME_TRANSFERRED: Outcome
+OUTCOME_FOLLOW_UP_NEEDED: Outcome
+
+class SkillRequirement(_message.Message):
+    __slots__ = ("skill", "min_proficiency")
+    SKILL_FIELD_NUMBER: _ClassVar[int]
+    MIN_PROFICIENCY_FIELD_NUMBER: _ClassVar[int]
+    skill: str
+    min_proficiency: int
+    def __init__(self, skill: _Optional[str] = ..., min_proficiency: _Optional[int] = ...) -> None: ...
+
+class AssignedAgent(_message.Message):
+    __slots__ = ("agent_id", "display_name")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    display_name: str
+    def __init__(self, agent_id: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
+
+class Handoff(_message.Message):
+    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_SKILLS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    URGENCY_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_AGENT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TIME_FIELD_NUMBER: _ClassVar[int]
+    ASSIGN_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_CODE_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    request_id: str
+    conversation_id: str
+    customer_id: str
+    interaction_type: str
+    required_skills: _containers.RepeatedCompositeFieldContainer[SkillRequirement]
+    language: str
+    urgency: Urgency
+    summary: str
+    reason: HandoffReason
+    state: HandoffState
+    queue_position: int
+    estimated_wait: _duration_pb2.Duration
+    assigned_agent: AssignedAgent
+    create_time: _timestamp_pb2.Timestamp
+    target_time: _timestamp_pb2.Timestamp
+    assign_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    requeue_count: int
+    outcome: Outcome
+    disposition_code: str
+    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ...) -> None: ...
