@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -66,7 +67,8 @@ async def served(db_url: str, policy: DispatchPolicy) -> AsyncIterator[Served]:
     """The service on a real gRPC server."""
     s = await serve(db_url, policy)
     yield s
-    await s.stop()
+    async with asyncio.timeout(15):  # a shutdown that hangs is a bug: fail, don't stall
+        await s.stop()
 
 
 @pytest.fixture

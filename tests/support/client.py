@@ -164,7 +164,10 @@ class AgentDriver:
         self.call: Any = None
         self.welcome: ConnectResponse.Welcome | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[ConnectResponse | BaseException] = asyncio.Queue()
         self._commands = 0
+        self._stash: list[ConnectResponse] = []  # read while waiting for a command's answer
 
     async def _requests(self) -> AsyncIterator[ConnectRequest]:
         while True:
@@ -174,10 +177,26 @@ class AgentDriver:
             yield message
 
     def _open(self) -> None:
+        """Opens the stream. A background task reads it: cancelling a read on a grpc.aio
+        call would cancel the whole call, so timeouts apply to the inbox instead."""
         self.call = self.stubs.agents.Connect(self._requests())
+        self._inbox = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(self.call, self._inbox))
 
-    async def hello(self, status: int = 0, *, heartbeat_every: float | None = None
-                    ) -> ConnectResponse.Welcome:
+    @staticmethod
+    async def _read(call: Any, inbox: asyncio.Queue[ConnectResponse | BaseException]) -> None:
+        try:
+            async for message in call:
+                inbox.put_nowait(message)
+            inbox.put_nowait(EOFError("stream ended"))
+        except grpc.aio.AioRpcError as error:
+            inbox.put_nowait(error)
+        except asyncio.CancelledError:
+            inbox.put_nowait(EOFError("stream cancelled"))
+
+    async def hello(
+        self, status: int = 0, *, heartbeat_every: float | None = None
+    ) -> ConnectResponse.Welcome:
         """Logs in; returns the welcome."""
         self._open()
         self.send(hello=ConnectRequest.Hello(agent_id=self.agent_id, initial_status=status))
@@ -221,11 +240,15 @@ class AgentDriver:
 
     async def next(self, timeout: float = 5.0, *, skip_heartbeats: bool = True) -> ConnectResponse:
         """The next message from the server (raises grpc.aio.AioRpcError when the stream ends
-        with an error, EOFError when it ends OK)."""
+        with an error, EOFError when it ends OK, TimeoutError when nothing comes)."""
         while True:
-            message = await asyncio.wait_for(self.call.read(), timeout)
-            if message is grpc.aio.EOF:
-                raise EOFError("stream ended")
+            if self._stash:
+                return self._stash.pop(0)
+            async with asyncio.timeout(timeout):
+                message = await self._inbox.get()
+            if isinstance(message, BaseException):
+                self._inbox.put_nowait(message)  # the stream stays ended for later reads
+                raise message
             if skip_heartbeats and message.HasField("heartbeat"):
                 continue
             return message
@@ -239,11 +262,23 @@ class AgentDriver:
     async def offer(self, timeout: float = 5.0) -> agent_service_pb2.Offer:
         return await self.expect("offer", timeout)
 
+    async def answer(self, command_id: str, timeout: float = 5.0) -> ConnectResponse:
+        """The server's answer to a command; messages that arrive before it are kept for
+        later `next()` calls, in order."""
+        held: list[ConnectResponse] = []
+        try:
+            while True:
+                message = await self.next(timeout)
+                if message.command_id == command_id:
+                    return message
+                held.append(message)
+        finally:
+            self._stash[:0] = held
+
     async def accept(self, offer_id: str) -> agent_service_pb2.Interaction:
         """Accepts and waits for the confirmation."""
         command_id = self.send(accept_offer=ConnectRequest.AcceptOffer(offer_id=offer_id))
-        message = await self.next()
-        assert message.command_id == command_id, message
+        message = await self.answer(command_id)
         assert message.HasField("assignment_confirmed"), message
         return message.assignment_confirmed.interaction
 
@@ -251,19 +286,15 @@ class AgentDriver:
         command_id = self.send(
             decline_offer=ConnectRequest.DeclineOffer(offer_id=offer_id, reason=reason)
         )
-        message = await self.next()
-        assert message.command_id == command_id, message
-        return message
+        return await self.answer(command_id)
 
     async def set_status(self, status: int) -> ConnectResponse:
         command_id = self.send(set_status=ConnectRequest.SetStatus(status=status))
-        message = await self.next()
-        assert message.command_id == command_id, message
-        return message
+        return await self.answer(command_id)
 
     async def quiet(self, seconds: float) -> list[ConnectResponse]:
         """Everything the server says within `seconds` (nothing, ideally)."""
-        seen = []
+        seen: list[ConnectResponse] = []
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 while True:

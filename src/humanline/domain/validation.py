@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 
 from humanline.domain.errors import Violations
-from humanline.domain.model import AgentProfile, HandoffRequest, SkillRequirement
+from humanline.domain.model import HandoffRequest, SkillRequirement
 
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,63}")
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8}){0,3}")
@@ -127,18 +127,22 @@ def check_completion(v: Violations, disposition_code: str, notes: str) -> None:
     check_text(v, "notes", notes, max_len=MAX_NOTES)
 
 
-def check_agent_skills(v: Violations, field: str, skills: Mapping[str, int]) -> None:
-    """An agent's skills: bounded and each valid (names are unique by construction)."""
+def check_agent_skills(v: Violations, field: str, skills: Sequence[tuple[str, int]]) -> None:
+    """An agent's skills as the request lists them: bounded, each valid and named once."""
     if len(skills) > MAX_AGENT_SKILLS:
         v.add(field, f"must list at most {MAX_AGENT_SKILLS} skills")
         return
-    for i, (skill, proficiency) in enumerate(skills.items()):
+    seen: set[str] = set()
+    for i, (skill, proficiency) in enumerate(skills):
         check_identifier(v, f"{field}[{i}].skill", skill)
         check_proficiency(v, f"{field}[{i}].proficiency", proficiency)
+        if skill in seen:
+            v.add(f"{field}[{i}].skill", f"skill {skill!r} is listed twice")
+        seen.add(skill)
 
 
-def check_languages(v: Violations, field: str, languages: Iterable[str]) -> None:
-    """An agent's languages: bounded, each a valid tag."""
+def check_languages(v: Violations, field: str, languages: Sequence[str]) -> None:
+    """An agent's languages as the request lists them: bounded, each a valid tag."""
     items = list(languages)
     if len(items) > MAX_LANGUAGES:
         v.add(field, f"must list at most {MAX_LANGUAGES} languages")
@@ -151,11 +155,3 @@ def check_capacity(v: Violations, field: str, capacity: int) -> None:
     """How many interactions an agent may hold at once."""
     if not MIN_CAPACITY <= capacity <= MAX_CAPACITY:
         v.add(field, f"must be between {MIN_CAPACITY} and {MAX_CAPACITY}")
-
-
-def check_agent_profile(v: Violations, prefix: str, profile: AgentProfile) -> None:
-    """An agent profile as ops set it."""
-    check_text(v, f"{prefix}.display_name", profile.display_name, max_len=MAX_DISPLAY_NAME)
-    check_agent_skills(v, f"{prefix}.skills", profile.skills)
-    check_languages(v, f"{prefix}.languages", profile.languages)
-    check_capacity(v, f"{prefix}.capacity", profile.capacity)

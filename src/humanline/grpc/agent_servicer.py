@@ -76,7 +76,8 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[ConnectResponse]:
         requests = aiter(request_iterator)
         try:
-            first = await asyncio.wait_for(anext(requests), timeout=self._hello_timeout)
+            async with asyncio.timeout(self._hello_timeout):
+                first = await anext(requests)
         except StopAsyncIteration:
             return
         except TimeoutError:

@@ -22,7 +22,6 @@ from humanline.domain.errors import InvalidArgument, Violations
 from humanline.domain.validation import (
     MAX_COMMAND_ID,
     MAX_DISPLAY_NAME,
-    check_agent_profile,
     check_agent_skills,
     check_capacity,
     check_completion,
@@ -196,27 +195,37 @@ def agent_id(field: str, value: str) -> str:
 
 
 def _skills(v: Violations, field: str, skills: Sequence[agent_pb2.AgentSkill]) -> dict[str, int]:
-    result: dict[str, int] = {}
-    for i, s in enumerate(skills):
-        if s.skill in result:
-            v.add(f"{field}[{i}].skill", f"skill {s.skill!r} is listed twice")
-        result[s.skill] = s.proficiency
-    return result
+    """An agent's skills, validated as the request lists them (so indices match)."""
+    check_agent_skills(v, field, [(s.skill, s.proficiency) for s in skills])
+    return {s.skill: s.proficiency for s in skills}
 
 
-def agent_profile(msg: agent_pb2.Agent, prefix: str = "agent") -> model.AgentProfile:
-    """A validated AgentProfile from an Agent message (output-only fields ignored)."""
+def _languages(v: Violations, field: str, tags: Sequence[str]) -> frozenset[str]:
+    """An agent's languages, validated as the request lists them, normalized."""
+    check_languages(v, field, tags)
+    return frozenset(normalize_language(tag) for tag in tags)
+
+
+def create_agent(
+    msg: pool_service_pb2.CreateAgentRequest,
+) -> tuple[str | None, model.AgentProfile]:
+    """CreateAgent's validated id (None: the server chooses) and profile (output-only fields
+    of the Agent message are ignored)."""
     v = Violations()
+    if msg.agent_id:
+        check_identifier(v, "agent_id", msg.agent_id)
+    v.check(msg.HasField("agent"), "agent", "required")
+    agent = msg.agent
+    check_text(v, "agent.display_name", agent.display_name, max_len=MAX_DISPLAY_NAME)
     profile = model.AgentProfile(
-        display_name=msg.display_name,
-        skills=_skills(v, f"{prefix}.skills", msg.skills),
-        languages=frozenset(normalize_language(tag) for tag in msg.languages),
-        capacity=msg.capacity or 1,
+        display_name=agent.display_name,
+        skills=_skills(v, "agent.skills", agent.skills),
+        languages=_languages(v, "agent.languages", agent.languages),
+        capacity=agent.capacity or 1,
     )
-    check_agent_profile(v, prefix, profile)
-    check_languages(v, f"{prefix}.languages", msg.languages)
+    check_capacity(v, "agent.capacity", profile.capacity)
     v.raise_if_any()
-    return profile
+    return msg.agent_id or None, profile
 
 
 UPDATABLE = ("display_name", "skills", "languages", "capacity")
@@ -231,33 +240,24 @@ def profile_update(msg: pool_service_pb2.UpdateAgentRequest) -> model.ProfileUpd
         if path not in UPDATABLE:
             v.add(f"update_mask.paths[{i}]", f"must be one of {', '.join(UPDATABLE)}")
     if not paths:
-        paths = [
-            field
-            for field, present in (
-                ("display_name", bool(agent.display_name)),
-                ("skills", bool(agent.skills)),
-                ("languages", bool(agent.languages)),
-                ("capacity", bool(agent.capacity)),
-            )
-            if present
-        ]
+        set_fields = {
+            "display_name": bool(agent.display_name),
+            "skills": bool(agent.skills),
+            "languages": bool(agent.languages),
+            "capacity": bool(agent.capacity),
+        }
+        paths = [field for field, present in set_fields.items() if present]
         v.check(bool(paths), "update_mask", "nothing to update")
+    if "display_name" in paths:
+        check_text(v, "agent.display_name", agent.display_name, max_len=MAX_DISPLAY_NAME)
     update = model.ProfileUpdate(
         display_name=agent.display_name if "display_name" in paths else None,
         skills=_skills(v, "agent.skills", agent.skills) if "skills" in paths else None,
         languages=(
-            frozenset(normalize_language(tag) for tag in agent.languages)
-            if "languages" in paths
-            else None
+            _languages(v, "agent.languages", agent.languages) if "languages" in paths else None
         ),
         capacity=(agent.capacity or 1) if "capacity" in paths else None,
     )
-    if update.display_name is not None:
-        check_text(v, "agent.display_name", update.display_name, max_len=MAX_DISPLAY_NAME)
-    if update.skills is not None:
-        check_agent_skills(v, "agent.skills", update.skills)
-    if update.languages is not None:
-        check_languages(v, "agent.languages", agent.languages)
     if update.capacity is not None:
         check_capacity(v, "agent.capacity", update.capacity)
     v.raise_if_any()

@@ -6,7 +6,6 @@ from typing import Any
 
 import grpc
 
-from humanline.domain.errors import FieldViolation, InvalidArgument
 from humanline.grpc import converters
 from humanline.grpc.errors import unary
 from humanline.service.app import Humanline
@@ -26,10 +25,7 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
     async def CreateAgent(
         self, request: pb.CreateAgentRequest, context: Context
     ) -> pb.CreateAgentResponse:
-        if not request.HasField("agent"):
-            raise InvalidArgument([FieldViolation("agent", "required")])
-        agent_id = converters.agent_id("agent_id", request.agent_id) if request.agent_id else None
-        profile = converters.agent_profile(request.agent)
+        agent_id, profile = converters.create_agent(request)
         agent = await self._app.pool.create_agent(agent_id, profile)
         return pb.CreateAgentResponse(agent=converters.agent_pb(agent))
 
@@ -43,9 +39,7 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
         return pb.UpdateAgentResponse(agent=converters.agent_pb(agent))
 
     @unary
-    async def GetAgent(
-        self, request: pb.GetAgentRequest, context: Context
-    ) -> pb.GetAgentResponse:
+    async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
         agent = await self._app.pool.get_agent(converters.agent_id("agent_id", request.agent_id))
         return pb.GetAgentResponse(agent=converters.agent_pb(agent))
 

@@ -217,8 +217,11 @@ class Dispatcher:
             if self._timers:
                 due_in = (self._timers[0] - self._clock.now()).total_seconds()
                 timeout = max(0.0, min(timeout, due_in))
+            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation that
+            # arrives while it times out, and stop() would wait for this task forever.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
                 self._wake.clear()
                 continue  # a new timer: recompute the sleep
             except TimeoutError:

@@ -152,7 +152,8 @@ class HandoffWatch:
         call (checked every `interval` seconds). Raises ServiceClosing on shutdown."""
         while True:
             try:
-                return await asyncio.wait_for(self._snapshots.get(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    return await self._snapshots.get()
             except TimeoutError:
                 if self._hub.closing:
                     raise ServiceClosing() from None
