@@ -1,0 +1,263 @@
+"""The store's matching SQL against the domain's specification, on random pools and queues.
+
+`SqlAgentRepository.candidates_for` and `SqlHandoffRepository.queued_for_agent` narrow the
+candidates in SQL for speed; `humanline.domain.matching` says what is right. Hypothesis
+generates agents (skills, languages, capacity, load, status, connection, last assignment),
+handoffs (skills, language, state, deadlines) and declines/misses, and every query must
+return exactly what the pure functions compute. The derived agent state is checked the same
+way (ListAgents' filter and GetPoolStatus count in SQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from humanline.domain.clock import FakeClock
+from humanline.domain.matching import agent_rank_key, is_eligible, queue_key
+from humanline.domain.model import (
+    Agent,
+    AgentProfile,
+    AgentState,
+    AgentStatus,
+    Handoff,
+    HandoffReason,
+    HandoffRequest,
+    HandoffState,
+    SkillRequirement,
+    Urgency,
+)
+from humanline.store.sql import tables
+from humanline.store.sql.store import SqlStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SKILLS = ["billing", "fraud", "orders"]
+LANGUAGES = ["en", "de"]
+
+agent_ids = iter(f"agent-{i:05d}" for i in range(10**6))
+
+
+@st.composite
+def agents(draw: st.DrawFn) -> Agent:
+    capacity = draw(st.integers(1, 3))
+    skills = draw(st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 5), max_size=3))
+    status = draw(st.sampled_from(list(AgentStatus)))
+    return Agent(
+        id=next(agent_ids),
+        profile=AgentProfile(
+            display_name="x",
+            skills=skills,
+            languages=frozenset(draw(st.sets(st.sampled_from(LANGUAGES), max_size=2))),
+            capacity=capacity,
+        ),
+        status=status,
+        connected=status is not AgentStatus.OFFLINE and draw(st.booleans()),
+        load=draw(st.integers(0, capacity)),
+        consecutive_misses=0,
+        last_assigned_at=draw(
+            st.none() | st.integers(0, 5).map(lambda m: T0 + timedelta(minutes=m))
+        ),
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+@st.composite
+def handoffs(draw: st.DrawFn) -> Handoff:
+    created = T0 + timedelta(seconds=draw(st.integers(0, 30)))
+    requirements = draw(st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 5), max_size=2))
+    request = HandoffRequest(
+        request_id=str(uuid.uuid4()),
+        conversation_id="c",
+        customer_id="u",
+        interaction_type="t",
+        required_skills=tuple(SkillRequirement(s, m) for s, m in requirements.items()),
+        language=draw(st.none() | st.sampled_from(LANGUAGES)),
+        urgency=Urgency.NORMAL,
+        summary="",
+        reason=HandoffReason.UNSPECIFIED,
+    )
+    return Handoff(
+        id=str(uuid.uuid4()),
+        request=request,
+        fingerprint=request.fingerprint(),
+        state=draw(st.sampled_from([HandoffState.QUEUED] * 3 + [HandoffState.ASSIGNED])),
+        created_at=created,
+        deadline=created + timedelta(seconds=draw(st.sampled_from([30, 60, 120]))),
+        requeue_count=0,
+        agent_id=None,
+        offer_id=None,
+        assigned_at=None,
+        ended_at=None,
+        completion=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.Runner, SqlStore]]:
+    path: Path = tmp_path_factory.mktemp("matching") / "m.db"
+    store = SqlStore(f"sqlite+aiosqlite:///{path}", FakeClock(T0))
+    with asyncio.Runner() as loop:
+        loop.run(store.open())
+        yield loop, store
+        loop.run(store.close())
+
+
+async def load(
+    store: SqlStore,
+    pool: list[Agent],
+    queue: list[Handoff],
+    declines: list[tuple[int, int]],
+) -> set[tuple[str, str]]:
+    """Replaces the store's content; returns the (handoff, agent) pairs declined or missed."""
+    excluded: set[tuple[str, str]] = set()
+    async with store.write() as uow:
+        conn = uow.agents._conn  # type: ignore[attr-defined]
+        for table in (
+            "offers",
+            "handoff_skills",
+            "handoffs",
+            "agent_skills",
+            "agent_languages",
+            "agents",
+        ):
+            await conn.execute(sa.text(f"DELETE FROM {table}"))
+        for agent in pool:
+            await uow.agents.insert(agent.id, agent.profile, T0)
+            await conn.execute(
+                sa.update(tables.agents)
+                .where(tables.agents.c.id == agent.id)
+                .values(
+                    status=agent.status.value,
+                    connected=agent.connected,
+                    load=agent.load,
+                    last_assigned_at=agent.last_assigned_at,
+                )
+            )
+        for handoff in queue:
+            await uow.handoffs.insert(handoff)
+            await conn.execute(
+                sa.update(tables.handoffs)
+                .where(tables.handoffs.c.id == handoff.id)
+                .values(state=handoff.state.value)
+            )
+        for h, a in declines:
+            if not pool or not queue:
+                break
+            handoff, agent = queue[h % len(queue)], pool[a % len(pool)]
+            excluded.add((handoff.id, agent.id))
+            await conn.execute(
+                sa.insert(tables.offers).values(
+                    id=str(uuid.uuid4()),
+                    handoff_id=handoff.id,
+                    agent_id=agent.id,
+                    state="DECLINED" if (h + a) % 2 else "EXPIRED",
+                    created_at=T0,
+                    expires_at=T0,
+                )
+            )
+    return excluded
+
+
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@settings(SETTINGS, max_examples=200)
+@given(
+    pool=st.lists(agents(), max_size=8),
+    queue=st.lists(handoffs(), max_size=8),
+    declines=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=6),
+)
+def test_matching_sql_equals_the_domain_rules(
+    runner: tuple[asyncio.Runner, SqlStore],
+    pool: list[Agent],
+    queue: list[Handoff],
+    declines: list[tuple[int, int]],
+) -> None:
+    loop, store = runner
+
+    async def check() -> None:
+        excluded = await load(store, pool, queue, declines)
+        async with store.read() as uow:
+            for handoff in queue:
+                if handoff.state is not HandoffState.QUEUED:
+                    continue
+                out = {a for h, a in excluded if h == handoff.id}
+                expected = sorted(
+                    (a for a in pool if is_eligible(a, handoff, out)),
+                    key=lambda a: agent_rank_key(a, handoff),
+                )
+                got = await uow.agents.candidates_for(handoff, limit=100)
+                assert [a.id for a in got] == [a.id for a in expected]
+                for limit in (1, 2):  # the LIMIT keeps the best ones
+                    top = await uow.agents.candidates_for(handoff, limit=limit)
+                    assert [a.id for a in top] == [a.id for a in expected[:limit]]
+            for agent in pool:
+                mine = {h for h, a in excluded if a == agent.id}
+                expected_h = sorted(
+                    (
+                        h
+                        for h in queue
+                        if h.state is HandoffState.QUEUED
+                        and h.id not in mine
+                        and is_eligible(_ready(agent), h)
+                    ),
+                    key=queue_key,
+                )
+                got_h = await uow.handoffs.queued_for_agent(agent, limit=100)
+                assert [h.id for h in got_h] == [h.id for h in expected_h]
+
+    loop.run(check())
+
+
+def _ready(agent: Agent) -> Agent:
+    """The agent as if it were free now: queued_for_agent asks what it *could* take."""
+    return Agent(
+        id=agent.id,
+        profile=agent.profile,
+        status=AgentStatus.AVAILABLE,
+        connected=True,
+        load=0,
+        consecutive_misses=0,
+        last_assigned_at=agent.last_assigned_at,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+    )
+
+
+@settings(SETTINGS, max_examples=150)
+@given(pool=st.lists(agents(), max_size=10))
+def test_state_filter_and_counts_equal_the_derived_state(
+    runner: tuple[asyncio.Runner, SqlStore], pool: list[Agent]
+) -> None:
+    loop, store = runner
+
+    async def check() -> None:
+        await load(store, pool, [], [])
+        async with store.read() as uow:
+            snapshot = await uow.pool.snapshot()
+            for state in AgentState:
+                listed = await uow.agents.page(limit=100, after_id=None, state=state, skill=None)
+                expected = sorted(a.id for a in pool if a.state is state)
+                assert [a.id for a in listed] == expected
+                assert snapshot.agents_by_state[state] == len(expected)
+            for capacity in snapshot.skills:
+                holders = [
+                    a
+                    for a in pool
+                    if capacity.key in a.profile.skills
+                    and a.status is AgentStatus.AVAILABLE
+                    and a.connected
+                ]
+                assert capacity.available_agents == sum(a.free_capacity > 0 for a in holders)
+                assert capacity.free_capacity == sum(a.free_capacity for a in holders)
+
+    loop.run(check())
