@@ -10,7 +10,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from humanline.domain.clock import SystemClock
 from humanline.domain.rules import DispatchPolicy
+from humanline.store.port import StoreError
+from humanline.store.sql.store import SqlStore
 from humanline.v1 import agent_pb2, handoff_pb2
 from tests.conftest import Served, serve
 from tests.support.client import Stubs
@@ -91,3 +94,14 @@ async def test_store_failure_is_unavailable_not_internal(client: Stubs, served: 
         await client.request_handoff()
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     await served.app.store.open()
+
+
+async def test_a_second_process_cannot_open_the_same_sqlite_file(db_url: str) -> None:
+    first = SqlStore(db_url, SystemClock())
+    await first.open()
+    second = SqlStore(db_url, SystemClock())
+    with pytest.raises(StoreError, match="another humanline process"):
+        await second.open()
+    await first.close()
+    await second.open()  # free again once the first has closed
+    await second.close()

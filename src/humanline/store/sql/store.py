@@ -5,11 +5,17 @@ single connection guarded by an asyncio lock and open with `BEGIN IMMEDIATE`, so
 transaction never upgrades from a read lock and never meets SQLITE_BUSY from its own
 process; reads use a small pool of their own and see WAL snapshots. `synchronous=FULL`
 makes every commit durable before the call that caused it returns.
+
+One process per SQLite file: the store holds an exclusive lock on `<file>.lock` while open, so a
+second process (which would run a second dispatcher and take the first one's agents for dead)
+refuses to start. Several replicas need PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -59,6 +65,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _exclusive_lock(path: Path) -> int:
+    """Holds an exclusive lock on `path` for this process; StoreError if another has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"another humanline process is using {path.with_suffix('')}; one process per "
+            "SQLite file (use PostgreSQL for several replicas)"
+        ) from None
+    return fd
+
+
 class SqlStore:
     """The store on SQLite or PostgreSQL through SQLAlchemy's async engine."""
 
@@ -68,6 +88,7 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
+        self._lock_fd: int | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -90,6 +111,7 @@ class SqlStore:
         database = self.url.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _exclusive_lock(Path(f"{database}.lock"))
         writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
         reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
         for engine, begin in ((writer, "BEGIN IMMEDIATE"), (reader, "BEGIN")):
@@ -114,6 +136,9 @@ class SqlStore:
             if engine is not None:
                 await engine.dispose()
         self._writer = self._reader = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the lock
+            self._lock_fd = None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqlUnitOfWork]:
