@@ -89,8 +89,8 @@ def plan_matches(
     time: afterwards no queued handoff has an eligible agent with free capacity.
     """
     exclusions = exclusions or {}
-    remaining = {a.id: a.free_capacity for a in agents}
-    pool = {a.id: a for a in agents}
+    pool = {a.id: a for a in agents}  # one pass: `agents` may be a one-shot iterator
+    remaining = {a.id: a.free_capacity for a in pool.values()}
     plan: list[tuple[str, str]] = []
     for handoff in sorted(handoffs, key=queue_key):
         excluded = exclusions.get(handoff.id, ())

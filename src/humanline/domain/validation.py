@@ -17,7 +17,8 @@ from humanline.domain.model import HandoffRequest, SkillRequirement
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,63}")
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8}){0,3}")
 DISPOSITION = re.compile(r"[A-Za-z0-9_./\-]{0,64}")
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 and C1 controls and DEL (U+009B starts terminal escapes); tab, LF, CR and NEL stay.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
 MAX_EXTERNAL_ID = 128
 MAX_SUMMARY = 4000

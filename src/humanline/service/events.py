@@ -180,6 +180,8 @@ class EventHub:
         self._no_agents.clear()
         if old is not None and old is not channel:
             old.close(CLOSE_REPLACED)
+        if self.closing:  # a log-in that finished after shutdown began ends at once
+            channel.close(CLOSE_SHUTDOWN)
 
     def detach(self, channel: AgentChannel) -> bool:
         """Removes `channel` if it is still the agent's stream; returns whether it was."""
