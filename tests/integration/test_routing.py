@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+from humanline.domain.model import Handoff, HandoffReason, HandoffRequest, HandoffState, Urgency
 from humanline.v1 import handoff_pb2, handoff_service_pb2
+from tests.conftest import Served
 from tests.support.client import Stubs
 
 U = handoff_pb2
@@ -129,3 +132,40 @@ async def test_watch_follows_every_state_and_the_queue(client: Stubs) -> None:
     assert not any(u.HasField("estimated_wait") for u in queued)
     offered = next(u for u in updates if u.state == U.HANDOFF_STATE_OFFERED)
     assert offered.estimated_wait.ToTimedelta().total_seconds() == 0
+
+
+async def test_the_fallback_sweep_recovers_a_lost_wake_up(client: Stubs, served: Served) -> None:
+    await client.create_agent("ann", {"general": 3})
+    ann = client.agent("ann")
+    await ann.hello()
+    # A handoff that reaches the store without telling the dispatcher: a lost wake-up.
+    request = HandoffRequest(
+        request_id=str(uuid.uuid4()),
+        conversation_id="c",
+        customer_id="u",
+        interaction_type="order_lookup",
+        required_skills=(),
+        language=None,
+        urgency=Urgency.NORMAL,
+        summary="",
+        reason=HandoffReason.UNSPECIFIED,
+    )
+    async with served.app.store.write() as uow:
+        handoff = Handoff(
+            id=str(uuid.uuid4()),
+            request=request,
+            fingerprint=request.fingerprint(),
+            state=HandoffState.QUEUED,
+            created_at=uow.now,
+            deadline=uow.now,
+            requeue_count=0,
+            agent_id=None,
+            offer_id=None,
+            assigned_at=None,
+            ended_at=None,
+            completion=None,
+        )
+        await uow.handoffs.insert(handoff)
+    # The sweep (every 0.25 s here, at most 1 s in production) finds it anyway.
+    offer = await ann.offer(timeout=3)
+    assert offer.details.handoff_id == handoff.id

@@ -8,7 +8,7 @@ side, so the backlog drains by itself, earliest deadline first.
 
 Time-driven work (offer expiry, end of a grace period) is scheduled precisely when the offer
 or drop happens; a sweep at least every `sweep_interval` seconds also catches anything a lost
-wake-up would otherwise delay, and nudges matching for the queue head and ready agents.
+wake-up would otherwise delay, and nudges ready agents to look for work.
 """
 
 from __future__ import annotations
@@ -235,20 +235,18 @@ class Dispatcher:
                 log.exception("sweep_failed")
 
     async def sweep(self) -> None:
-        """Expires due offers and grace periods, then nudges matching as a fallback."""
+        """Expires due offers and grace periods, then, as the fallback for a lost wake-up,
+        asks every ready agent to look for work while anything is queued. (Every possible
+        match involves a ready agent, so nudging the agents is enough; a backlog with nobody
+        free costs two cheap queries.)"""
         await self._each_due(self._expire_offers)
         await self._each_due(self._expire_graces)
         async with self._store.read() as uow:
-            head = await uow.handoffs.queued_head(self._batch)
-            ready = (
-                await uow.agents.page(
+            ready = []
+            if await uow.handoffs.queued_head(1):
+                ready = await uow.agents.page(
                     limit=self._batch, after_id=None, state=AgentState.AVAILABLE, skill=None
                 )
-                if head
-                else []
-            )
-        for handoff in head:
-            self._enqueue("handoff", handoff.id)
         for agent in ready:
             self._enqueue("agent", agent.id)
 
