@@ -6,8 +6,14 @@ import argparse
 import asyncio
 import sys
 
+from pydantic import ValidationError
+
 from humanline import __version__
 from humanline.config import Settings
+
+
+class UsageError(Exception):
+    """Bad configuration or a refused start: reported in one line, exit status 2."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -16,21 +22,32 @@ def _settings(args: argparse.Namespace) -> Settings:
         for key, value in (("listen", args.listen), ("database_url", args.database_url))
         if value is not None
     }
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"HUMANLINE_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise UsageError(f"invalid settings: {problems}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
     from humanline import logs
-    from humanline.grpc.server import serve
+    from humanline.grpc.server import StartupError, serve
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from humanline.domain.clock import SystemClock
+    from humanline.store.port import StoreError
     from humanline.store.sql import migrations
     from humanline.store.sql.store import SqlStore
 
@@ -44,7 +61,10 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    revision = asyncio.run(run())
+    try:
+        revision = asyncio.run(run())
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
     print(f"database at revision {revision} (newest: {migrations.head()})")
     return 0
 
@@ -68,7 +88,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `humanline` command."""
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"humanline: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

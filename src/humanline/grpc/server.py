@@ -26,6 +26,7 @@ from humanline.grpc.handoff_servicer import HandoffServicer
 from humanline.grpc.pool_servicer import PoolServicer
 from humanline.service.app import Humanline
 from humanline.store import create_store
+from humanline.store.port import StoreError
 from humanline.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -44,13 +45,20 @@ SERVICE_NAMES = (
 # Agent apps hold streams for hours over mobile networks: the server pings idle connections
 # to notice dead ones, and lets clients ping every 10 s (the default would refuse pings
 # more often than every 5 minutes and close the connection).
-KEEPALIVE_OPTIONS = [
+SERVER_OPTIONS = [
+    # grpc turns SO_REUSEPORT on by default: a second server on a port in use would share it
+    # and split clients between two stores. Refuse to start instead.
+    ("grpc.so_reuseport", 0),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+class StartupError(Exception):
+    """The server cannot start (the address is taken, the store is in use)."""
 
 
 @dataclass
@@ -77,7 +85,7 @@ async def create_server(
     hello_timeout: float = 10.0,
 ) -> RunningServer:
     """A started server for `app` on `listen` (host:port; port 0 picks a free one)."""
-    server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(app, hello_timeout=hello_timeout), server
     )
@@ -91,7 +99,10 @@ async def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {listen}: is it in use? ({exc})") from exc
     await server.start()
     return RunningServer(server, port, health_servicer)
 
@@ -122,19 +133,26 @@ Stop with Ctrl-C (SIGINT) or SIGTERM: nothing queued or assigned is lost.
 
 
 async def serve(settings: Settings) -> None:
-    """Runs the service until SIGTERM or SIGINT."""
-    app = app_from_settings(settings)
-    await app.start()
-    running = await create_server(
-        app,
-        settings.listen,
-        reflect=settings.reflection,
-        hello_timeout=settings.hello_timeout_seconds,
-    )
-    print(_banner(settings, running.port), file=sys.stderr, flush=True)
+    """Runs the service until SIGTERM or SIGINT (also one that arrives while starting)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    app = app_from_settings(settings)
+    try:
+        await app.start()
+    except StoreError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        running = await create_server(
+            app,
+            settings.listen,
+            reflect=settings.reflection,
+            hello_timeout=settings.hello_timeout_seconds,
+        )
+    except BaseException:
+        await app.stop()
+        raise
+    print(_banner(settings, running.port), file=sys.stderr, flush=True)
     await stop.wait()
     await running.stop(app, settings.shutdown_grace_seconds)

@@ -1,0 +1,1 @@
+"""End-to-end tests: `humanline serve` runs as a separate OS process, driven over the network."""
