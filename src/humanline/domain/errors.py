@@ -53,6 +53,13 @@ class NotFound(DomainError):
 
     default_reason = "NOT_FOUND"
 
+    @classmethod
+    def of(cls, kind: str, key: str) -> NotFound:
+        """`no such agent`, reason AGENT_NOT_FOUND, metadata {"agent_id": key}."""
+        return cls(
+            f"no such {kind}", reason=f"{kind.upper()}_NOT_FOUND", metadata={f"{kind}_id": key}
+        )
+
 
 class AlreadyExists(DomainError):
     """The resource, or the idempotency key with other content, already exists."""
@@ -76,6 +83,15 @@ class Aborted(DomainError):
     """The operation lost a race with a concurrent one; the caller may retry."""
 
     default_reason = "ABORTED"
+
+    @classmethod
+    def changed(cls, kind: str, key: str) -> Aborted:
+        """`the offer changed meanwhile`, reason OFFER_CHANGED, metadata {"offer_id": key}."""
+        return cls(
+            f"the {kind} changed meanwhile; retry",
+            reason=f"{kind.upper()}_CHANGED",
+            metadata={f"{kind}_id": key},
+        )
 
 
 class Unavailable(DomainError):

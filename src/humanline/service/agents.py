@@ -52,6 +52,7 @@ from humanline.service.transitions import (
     expire_grace,
     grace_over,
     interactions_of,
+    start_grace,
     withdraw_pending_offers,
 )
 from humanline.store.port import DuplicateKey, Store, UnitOfWork
@@ -194,11 +195,7 @@ class AgentSessions:
             await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
         resumed = await uow.sessions.reconnect(session.id, self._replica_id, channel.connection_id)
         if resumed is None:
-            raise Aborted(
-                "the session changed meanwhile; retry",
-                reason="SESSION_CHANGED",
-                metadata={"agent_id": session.agent_id},
-            )
+            raise Aborted.changed("session", session.id)
         current = await self._agent(uow, session.agent_id)
         agent = await uow.agents.set_presence(
             session.agent_id, status=current.status, connected=True
@@ -231,27 +228,20 @@ class AgentSessions:
                 or session.connection_id != channel.connection_id
             ):
                 return  # taken over or ended meanwhile: the newer connection owns it
-            await withdraw_pending_offers(uow, channel.agent_id, RescindReason.SESSION_ENDED, fx)
-            agent = await uow.agents.get(channel.agent_id)
             holding = await uow.offers.accepted_for_agent(channel.agent_id)
             if clean and not holding:
+                await withdraw_pending_offers(
+                    uow, channel.agent_id, RescindReason.SESSION_ENDED, fx
+                )
                 await uow.sessions.end(session.id, SessionEndReason.LOGGED_OUT, uow.now)
                 await uow.agents.set_presence(
                     channel.agent_id, status=AgentStatus.OFFLINE, connected=False
                 )
                 fx.log("agent_logged_out", agent_id=channel.agent_id, session_id=session.id)
             else:
-                grace_end = uow.now + self._policy.grace_period
-                await uow.sessions.disconnect(session.id, channel.connection_id, uow.now, grace_end)
-                status = agent.status if agent is not None else AgentStatus.AVAILABLE
-                await uow.agents.set_presence(channel.agent_id, status=status, connected=False)
-                fx.wake(grace_end)
-                fx.log(
-                    "agent_disconnected",
-                    agent_id=channel.agent_id,
-                    session_id=session.id,
-                    interactions=len(holding),
-                    reason="logged_out_with_work" if clean else "stream_lost",
+                reason = "logged_out_with_work" if clean else "stream_lost"
+                await start_grace(
+                    uow, session, channel.connection_id, self._policy, fx, reason=reason
                 )
         self._dispatcher.apply(fx)
 
@@ -302,11 +292,7 @@ class AgentSessions:
                 accepted = await uow.offers.accept(offer_id, agent_id, uow.now)
                 handoff = await uow.handoffs.assign(offer.handoff_id, offer_id, uow.now)
                 if accepted is None or handoff is None:
-                    raise Aborted(
-                        "the offer changed meanwhile; retry",
-                        reason="OFFER_CHANGED",
-                        metadata={"offer_id": offer_id},
-                    )
+                    raise Aborted.changed("offer", offer_id)
                 await uow.agents.record_assignment(agent_id, uow.now)
                 interaction = Interaction(accepted, handoff)
                 fx.changed(handoff, moved=True)
@@ -329,11 +315,7 @@ class AgentSessions:
             declined = await uow.offers.decline(offer_id, agent_id, reason, uow.now)
             handoff = await uow.handoffs.return_to_queue(offer.handoff_id, offer_id)
             if declined is None or handoff is None:
-                raise Aborted(
-                    "the offer changed meanwhile; retry",
-                    reason="OFFER_CHANGED",
-                    metadata={"offer_id": offer_id},
-                )
+                raise Aborted.changed("offer", offer_id)
             await uow.agents.release(agent_id)
             await uow.agents.set_misses(agent_id, 0)
             fx.changed(handoff)
@@ -358,11 +340,7 @@ class AgentSessions:
         async with self._store.write() as uow:
             offer = await uow.offers.get(interaction_id)
             if offer is None:
-                raise NotFound(
-                    "no such interaction",
-                    reason="INTERACTION_NOT_FOUND",
-                    metadata={"interaction_id": interaction_id},
-                )
+                raise NotFound.of("interaction", interaction_id)
             if offer.agent_id != agent_id:
                 raise PermissionDenied(
                     "the interaction is held by another agent",
@@ -401,11 +379,7 @@ class AgentSessions:
             )
             finished = await uow.offers.finish(offer.id, OfferState.COMPLETED, uow.now)
             if completed is None or finished is None:
-                raise Aborted(
-                    "the interaction changed meanwhile; retry",
-                    reason="INTERACTION_CHANGED",
-                    metadata={"interaction_id": interaction_id},
-                )
+                raise Aborted.changed("interaction", interaction_id)
             await uow.agents.release(agent_id)
             fx.changed(completed)
             fx.match_agent(agent_id)
@@ -425,18 +399,14 @@ class AgentSessions:
     async def _agent(uow: UnitOfWork, agent_id: str) -> Agent:
         agent = await uow.agents.get(agent_id)
         if agent is None:
-            raise NotFound(
-                "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
-            )
+            raise NotFound.of("agent", agent_id)
         return agent
 
     @staticmethod
     async def _own_offer(uow: UnitOfWork, agent_id: str, offer_id: str) -> Offer:
         offer = await uow.offers.get(offer_id)
         if offer is None:
-            raise NotFound(
-                "no such offer", reason="OFFER_NOT_FOUND", metadata={"offer_id": offer_id}
-            )
+            raise NotFound.of("offer", offer_id)
         if offer.agent_id != agent_id:
             raise PermissionDenied(
                 "the offer was made to another agent",

@@ -36,6 +36,7 @@ from humanline.service.transitions import (
     LostRace,
     expire_grace,
     make_offer,
+    start_grace,
     withdraw_pending_offers,
 )
 from humanline.store.port import Store, UnitOfWork
@@ -99,20 +100,8 @@ class Dispatcher:
         fx = Effects()
         async with self._store.write() as uow:
             for session in await uow.sessions.connected_elsewhere(self._replica_id):
-                grace_end = uow.now + self._policy.grace_period
-                await withdraw_pending_offers(
-                    uow, session.agent_id, RescindReason.SESSION_ENDED, fx
-                )
-                await uow.sessions.disconnect(session.id, session.connection_id, uow.now, grace_end)
-                agent = await uow.agents.get(session.agent_id)
-                status = agent.status if agent is not None else AgentStatus.AVAILABLE
-                await uow.agents.set_presence(session.agent_id, status=status, connected=False)
-                fx.wake(grace_end)
-                fx.log(
-                    "agent_disconnected",
-                    agent_id=session.agent_id,
-                    session_id=session.id,
-                    reason="replica_gone",
+                await start_grace(
+                    uow, session, session.connection_id, self._policy, fx, reason="replica_gone"
                 )
         self.apply(fx)
 

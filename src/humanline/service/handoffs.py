@@ -158,9 +158,7 @@ class Handoffs:
     async def _handoff(uow: UnitOfWork, handoff_id: str) -> Handoff:
         handoff = await uow.handoffs.get(handoff_id)
         if handoff is None:
-            raise NotFound(
-                "no such handoff", reason="HANDOFF_NOT_FOUND", metadata={"handoff_id": handoff_id}
-            )
+            raise NotFound.of("handoff", handoff_id)
         return handoff
 
     async def _view(self, uow: UnitOfWork, handoff: Handoff) -> HandoffView:

@@ -99,9 +99,7 @@ class Pool:
         async with self._store.write() as uow:
             current = await uow.agents.get(agent_id)
             if current is None:
-                raise NotFound(
-                    "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
-                )
+                raise NotFound.of("agent", agent_id)
             profile = update.apply(current.profile)
             if not profile.display_name:
                 profile = _named(profile, agent_id)
@@ -128,9 +126,7 @@ class Pool:
         async with self._store.read() as uow:
             agent = await uow.agents.get(agent_id)
         if agent is None:
-            raise NotFound(
-                "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
-            )
+            raise NotFound.of("agent", agent_id)
         return agent
 
     async def list_agents(
@@ -154,9 +150,7 @@ class Pool:
         async with self._store.write() as uow:
             agent = await uow.agents.get(agent_id)
             if agent is None:
-                raise NotFound(
-                    "no such agent", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
-                )
+                raise NotFound.of("agent", agent_id)
             if not await uow.agents.mark_deleted(agent_id, uow.now):
                 raise FailedPrecondition(
                     f"the agent is {agent.state.value.lower()} or holds work; it must be "

@@ -140,6 +140,28 @@ async def requeue_interactions(uow: UnitOfWork, agent_id: str, fx: Effects) -> N
         )
 
 
+async def start_grace(
+    uow: UnitOfWork,
+    session: Session,
+    connection_id: str,
+    policy: DispatchPolicy,
+    fx: Effects,
+    *,
+    reason: str,
+) -> None:
+    """A session lost its stream: its pending offers return to their places in the queue,
+    its agent stops receiving offers, and the grace period starts; accepted work stays."""
+    await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
+    grace_end = uow.now + policy.grace_period
+    if await uow.sessions.disconnect(session.id, connection_id, uow.now, grace_end) is None:
+        raise LostRace(session.id)
+    agent = await uow.agents.get(session.agent_id)
+    status = agent.status if agent is not None else AgentStatus.AVAILABLE
+    await uow.agents.set_presence(session.agent_id, status=status, connected=False)
+    fx.wake(grace_end)
+    fx.log("agent_disconnected", agent_id=session.agent_id, session_id=session.id, reason=reason)
+
+
 async def expire_grace(uow: UnitOfWork, session: Session, fx: Effects) -> bool:
     """A dropped session's grace period is over: the agent goes offline and its accepted work
     returns to the queue. False if the session was resumed or ended meanwhile."""
