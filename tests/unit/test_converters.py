@@ -260,12 +260,12 @@ def test_handoff_request_reports_every_violation_at_once() -> None:
     ]
 
 
-def test_handoff_id_is_validated_and_normalized() -> None:
-    assert c.handoff_id("handoff_id", HANDOFF_ID.upper()) == HANDOFF_ID
-    assert raises_with(c.handoff_id, "handoff_id", "h1") == [
+def test_uuid_ids_are_validated_and_normalized() -> None:
+    assert c.uuid_id("handoff_id", HANDOFF_ID.upper()) == HANDOFF_ID
+    assert raises_with(c.uuid_id, "handoff_id", "h1") == [
         FieldViolation("handoff_id", "must be a UUID")
     ]
-    assert raises_with(c.offer_id, "accept_offer.offer_id", "") == [
+    assert raises_with(c.uuid_id, "accept_offer.offer_id", "") == [
         FieldViolation("accept_offer.offer_id", "required")
     ]
 

@@ -183,12 +183,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                     )
                     await sessions.set_status(channel.agent_id, status, command_id)
                 case "accept_offer":
-                    offer_id = converters.offer_id(
+                    offer_id = converters.uuid_id(
                         "accept_offer.offer_id", request.accept_offer.offer_id
                     )
                     await sessions.accept(channel.agent_id, offer_id, command_id)
                 case "decline_offer":
-                    offer_id = converters.offer_id(
+                    offer_id = converters.uuid_id(
                         "decline_offer.offer_id", request.decline_offer.offer_id
                     )
                     reason = converters.decline_reason(request.decline_offer.reason)
@@ -211,7 +211,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         completion = converters.completion(request)
         interaction = await self._app.sessions.complete(
             request.agent_id,
-            converters.offer_id("interaction_id", request.interaction_id),
+            converters.uuid_id("interaction_id", request.interaction_id),
             completion,
         )
         return agent_service_pb2.CompleteInteractionResponse(

@@ -130,8 +130,8 @@ def handoff_request(msg: handoff_service_pb2.RequestHandoffRequest) -> model.Han
     return request
 
 
-def handoff_id(field: str, value: str) -> str:
-    """A handoff id from a request, validated."""
+def uuid_id(field: str, value: str) -> str:
+    """A server-made id (handoff, offer, interaction) from a request, validated, canonical."""
     v = Violations()
     check_uuid(v, field, value)
     v.raise_if_any()
@@ -374,11 +374,6 @@ def decline_reason(number: int) -> model.DeclineReason:
     )
     v.raise_if_any()
     return reason or model.DeclineReason.UNSPECIFIED
-
-
-def offer_id(field: str, value: str) -> str:
-    """An offer or interaction id from a request."""
-    return handoff_id(field, value)
 
 
 def completion(msg: agent_service_pb2.CompleteInteractionRequest) -> model.Completion:

@@ -34,7 +34,7 @@ class HandoffServicer(handoff_service_pb2_grpc.HandoffServiceServicer):
     async def GetHandoff(
         self, request: pb.GetHandoffRequest, context: Context
     ) -> pb.GetHandoffResponse:
-        handoff_id = converters.handoff_id("handoff_id", request.handoff_id)
+        handoff_id = converters.uuid_id("handoff_id", request.handoff_id)
         view = await self._app.handoffs.get(handoff_id)
         return pb.GetHandoffResponse(handoff=converters.handoff_pb(view))
 
@@ -42,7 +42,7 @@ class HandoffServicer(handoff_service_pb2_grpc.HandoffServiceServicer):
     async def WatchHandoff(
         self, request: pb.WatchHandoffRequest, context: Context
     ) -> AsyncIterator[pb.WatchHandoffResponse]:
-        handoff_id = converters.handoff_id("handoff_id", request.handoff_id)
+        handoff_id = converters.uuid_id("handoff_id", request.handoff_id)
         try:
             async for view in self._app.handoffs.watch(handoff_id):
                 yield pb.WatchHandoffResponse(handoff=converters.handoff_pb(view))
@@ -53,6 +53,6 @@ class HandoffServicer(handoff_service_pb2_grpc.HandoffServiceServicer):
     async def CancelHandoff(
         self, request: pb.CancelHandoffRequest, context: Context
     ) -> pb.CancelHandoffResponse:
-        handoff_id = converters.handoff_id("handoff_id", request.handoff_id)
+        handoff_id = converters.uuid_id("handoff_id", request.handoff_id)
         view = await self._app.handoffs.cancel(handoff_id)
         return pb.CancelHandoffResponse(handoff=converters.handoff_pb(view))
