@@ -24,13 +24,11 @@ from humanline.domain.model import (
     Completion,
     DeclineReason,
     Handoff,
-    HandoffState,
     Offer,
     OfferState,
     RescindReason,
     Session,
     SessionEndReason,
-    SessionState,
     Urgency,
 )
 
@@ -77,10 +75,6 @@ class AgentRepository(Protocol):
 
     async def get(self, agent_id: str) -> Agent | None:
         """The agent, or None if unknown or deleted."""
-        ...
-
-    async def exists_any(self, agent_id: str) -> bool:
-        """True if the id was ever used, by a deleted agent too."""
         ...
 
     async def insert(self, agent_id: str, profile: AgentProfile, now: datetime) -> Agent:
@@ -202,20 +196,12 @@ class HandoffRepository(Protocol):
         """The first queued handoffs in queue order."""
         ...
 
-    async def held_by(self, agent_id: str) -> list[Handoff]:
-        """Handoffs ASSIGNED to the agent."""
-        ...
-
     async def position(self, handoff: Handoff) -> int:
         """1-based place among waiting (queued or offered) handoffs in queue order."""
         ...
 
     async def mean_handle_time(self, since: datetime) -> timedelta | None:
         """Mean accept-to-completion time of handoffs completed since `since`."""
-        ...
-
-    async def count_in_state(self, state: HandoffState) -> int:
-        """Number of handoffs in a state."""
         ...
 
 
@@ -268,14 +254,6 @@ class OfferRepository(Protocol):
         """Pending offers whose expiry has passed, oldest first."""
         ...
 
-    async def next_expiry(self) -> datetime | None:
-        """The earliest expiry among pending offers."""
-        ...
-
-    async def excluded_agents(self, handoff_id: str) -> set[str]:
-        """Agents that declined or missed the handoff."""
-        ...
-
 
 class SessionRepository(Protocol):
     """Agent sessions: the presence lease. Transitions return the session afterwards, or None."""
@@ -317,16 +295,8 @@ class SessionRepository(Protocol):
         """DISCONNECTED sessions whose grace period is over."""
         ...
 
-    async def next_grace_expiry(self) -> datetime | None:
-        """The earliest grace deadline among DISCONNECTED sessions."""
-        ...
-
     async def connected_elsewhere(self, replica_id: str) -> list[Session]:
         """CONNECTED sessions held by other replicas (on one process: left by a crash)."""
-        ...
-
-    async def in_state(self, state: SessionState) -> list[Session]:
-        """Sessions in a state."""
         ...
 
 

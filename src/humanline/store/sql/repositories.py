@@ -119,10 +119,6 @@ class SqlAgentRepository:
         ).first()
         return _agent(row) if row else None
 
-    async def exists_any(self, agent_id: str) -> bool:
-        stmt = sa.select(sa.literal(1)).where(agents.c.id == agent_id)
-        return (await self._conn.execute(stmt)).first() is not None
-
     async def insert(self, agent_id: str, profile: AgentProfile, now: datetime) -> Agent:
         values = {
             "id": agent_id,
@@ -551,14 +547,6 @@ class SqlHandoffRepository:
         )
         return [_handoff(r) for r in await self._conn.execute(stmt)]
 
-    async def held_by(self, agent_id: str) -> list[Handoff]:
-        stmt = (
-            sa.select(handoffs)
-            .where(handoffs.c.agent_id == agent_id, handoffs.c.state == HandoffState.ASSIGNED.value)
-            .order_by(handoffs.c.assigned_at, handoffs.c.id)
-        )
-        return [_handoff(r) for r in await self._conn.execute(stmt)]
-
     async def position(self, handoff: Handoff) -> int:
         key = sa.tuple_(*_QUEUE_ORDER)
         mine = sa.tuple_(
@@ -576,10 +564,6 @@ class SqlHandoffRepository:
         )
         mean = (await self._conn.execute(stmt)).scalar()
         return None if mean is None else timedelta(seconds=float(mean))
-
-    async def count_in_state(self, state: HandoffState) -> int:
-        stmt = sa.select(sa.func.count()).where(handoffs.c.state == state.value)
-        return int((await self._conn.execute(stmt)).scalar_one())
 
 
 # --- offers -------------------------------------------------------------------------------
@@ -711,19 +695,6 @@ class SqlOfferRepository:
         )
         return [_offer(r) for r in await self._conn.execute(stmt)]
 
-    async def next_expiry(self) -> datetime | None:
-        stmt = sa.select(sa.func.min(offers.c.expires_at)).where(
-            offers.c.state == OfferState.PENDING.value
-        )
-        value: datetime | None = (await self._conn.execute(stmt)).scalar()
-        return value
-
-    async def excluded_agents(self, handoff_id: str) -> set[str]:
-        stmt = sa.select(offers.c.agent_id).where(
-            offers.c.handoff_id == handoff_id, offers.c.state.in_(_MISSED)
-        )
-        return set((await self._conn.execute(stmt)).scalars())
-
 
 # --- sessions -----------------------------------------------------------------------------
 
@@ -843,21 +814,10 @@ class SqlSessionRepository:
         )
         return [_session(r) for r in await self._conn.execute(stmt)]
 
-    async def next_grace_expiry(self) -> datetime | None:
-        stmt = sa.select(sa.func.min(sessions.c.grace_expires_at)).where(
-            sessions.c.state == SessionState.DISCONNECTED.value
-        )
-        value: datetime | None = (await self._conn.execute(stmt)).scalar()
-        return value
-
     async def connected_elsewhere(self, replica_id: str) -> list[Session]:
         stmt = sa.select(sessions).where(
             sessions.c.state == SessionState.CONNECTED.value, sessions.c.replica_id != replica_id
         )
-        return [_session(r) for r in await self._conn.execute(stmt)]
-
-    async def in_state(self, state: SessionState) -> list[Session]:
-        stmt = sa.select(sessions).where(sessions.c.state == state.value)
         return [_session(r) for r in await self._conn.execute(stmt)]
 
 

@@ -137,12 +137,6 @@ class HandoffRow(SQLModel, table=True):
             postgresql_where=text("state IN ('QUEUED', 'OFFERED')"),
         ),
         Index(
-            "ix_handoffs_held",
-            "agent_id",
-            sqlite_where=text("state = 'ASSIGNED'"),
-            postgresql_where=text("state = 'ASSIGNED'"),
-        ),
-        Index(
             "ix_handoffs_completed",
             "ended_at",
             sqlite_where=text("state = 'COMPLETED'"),

@@ -129,13 +129,6 @@ def upgrade() -> None:
             postgresql_where=sa.text("state = 'COMPLETED'"),
         )
         batch_op.create_index(
-            "ix_handoffs_held",
-            ["agent_id"],
-            unique=False,
-            sqlite_where=sa.text("state = 'ASSIGNED'"),
-            postgresql_where=sa.text("state = 'ASSIGNED'"),
-        )
-        batch_op.create_index(
             "ix_handoffs_queue",
             ["deadline", "created_at", "id"],
             unique=False,
@@ -306,11 +299,6 @@ def downgrade() -> None:
             "ix_handoffs_queue",
             sqlite_where=sa.text("state = 'QUEUED'"),
             postgresql_where=sa.text("state = 'QUEUED'"),
-        )
-        batch_op.drop_index(
-            "ix_handoffs_held",
-            sqlite_where=sa.text("state = 'ASSIGNED'"),
-            postgresql_where=sa.text("state = 'ASSIGNED'"),
         )
         batch_op.drop_index(
             "ix_handoffs_completed",
