@@ -1,20 +1,34 @@
-"""Fixtures shared by all tests: a database per test, the service, a real gRPC server."""
+"""Fixtures shared by all tests: a database per test, the service, a real gRPC server.
+
+Every test that takes `db_url` runs twice: on the embedded SQLite store and on PostgreSQL.
+The PostgreSQL side uses one database per test run, created with a unique name, emptied
+before each test and dropped at the end. `HUMANLINE_TEST_DATABASE_URL` names the server (any
+database on it; default postgres@127.0.0.1:5432). When it cannot be reached the PostgreSQL
+tests are skipped with one line saying so, and fail instead when CI=true.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from humanline.domain.clock import SystemClock
 from humanline.domain.rules import DispatchPolicy
 from humanline.grpc.server import RunningServer, create_server
 from humanline.service.app import Humanline
 from humanline.store import create_store
+from humanline.store.sql.listener import asyncpg_dsn
+from humanline.store.sql.store import SqlStore
+from humanline.store.sql.tables import metadata
 from tests.support.client import Stubs
 
 # Fast enough for tests, still far above scheduling noise on a loaded 2-core machine.
@@ -50,10 +64,73 @@ async def serve(db_url: str, policy: DispatchPolicy) -> Served:
     return Served(app, running)
 
 
+PG_SERVER = os.environ.get(
+    "HUMANLINE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+TABLES = ", ".join(table.name for table in metadata.sorted_tables)
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(make_url(PG_SERVER)), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database for this test run on the test PostgreSQL server, migrated; dropped after."""
+    name = f"humanline_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = (
+            f"PostgreSQL tests need a server: {make_url(PG_SERVER).render_as_string()} "
+            f"is unreachable ({exc}); start it or set HUMANLINE_TEST_DATABASE_URL"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    url = make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
+
+    async def migrate() -> None:
+        store = SqlStore(url, SystemClock())
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    yield url
+    asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def empty_postgres(url: str) -> None:
+    """Empties every table of a test database (faster than a database per test)."""
+
+    async def truncate() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(make_url(url)), timeout=5)
+        try:
+            await conn.execute(f"TRUNCATE {TABLES} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(truncate())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store the test runs on."""
+    return str(request.param)
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """A fresh embedded database for the test."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'humanline.db'}"
+def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database for the test, on `backend`."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'humanline.db'}"
+    url: str = request.getfixturevalue("postgres_database")
+    empty_postgres(url)
+    return url
 
 
 @pytest.fixture

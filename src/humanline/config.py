@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="time in-flight calls get to finish on SIGTERM"
     )
+    replica_heartbeat_seconds: float = Field(
+        2.0, gt=0, description="how often a replica marks itself alive in the database"
+    )
+    replica_ttl_seconds: float = Field(
+        6.0, gt=0, description="silence after which other replicas declare a replica dead"
+    )
+    notify: bool = Field(
+        True,
+        description="PostgreSQL LISTEN/NOTIFY hints between replicas; false = poll only "
+        "(for PgBouncer transaction pooling)",
+    )
+    db_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per replica")
     reflection: bool = Field(True, description="serve gRPC server reflection")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["json", "console"] = Field("json")
@@ -74,6 +86,8 @@ class Settings(BaseSettings):
         ]
         if targets != sorted(targets):
             raise ValueError("targets must not shrink as urgency drops (critical <= ... <= low)")
+        if self.replica_ttl_seconds < 2 * self.replica_heartbeat_seconds:
+            raise ValueError("replica_ttl_seconds must be at least twice the heartbeat interval")
         return self
 
     def policy(self) -> DispatchPolicy:

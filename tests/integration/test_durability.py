@@ -4,6 +4,9 @@ interaction is lost by a restart. (A SIGKILL of a real process is in tests/e2e.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +19,7 @@ from humanline.store.port import StoreError
 from humanline.store.sql.store import SqlStore
 from humanline.v1 import agent_pb2, handoff_pb2
 from tests.conftest import Served, serve
-from tests.support.client import Stubs
+from tests.support.client import Stubs, error_details
 
 
 async def test_restart_keeps_queued_offered_and_assigned_work(
@@ -88,15 +91,24 @@ async def test_a_handoff_is_stored_when_request_handoff_returns(
     await served.stop()
 
 
-async def test_store_failure_is_unavailable_not_internal(client: Stubs, served: Served) -> None:
-    await served.app.store.close()  # the database goes away under a running server
+async def test_store_failure_is_unavailable_not_internal(
+    client: Stubs, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @contextlib.asynccontextmanager
+    async def down() -> AsyncIterator[None]:
+        raise StoreError("connection refused")  # the database is gone
+        yield
+
+    monkeypatch.setattr(served.app.store, "write", down)
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await client.request_handoff()
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-    await served.app.store.open()
+    assert error_details(failed.value)["reason"] == "STORE_UNAVAILABLE"
 
 
-async def test_a_second_process_cannot_open_the_same_sqlite_file(db_url: str) -> None:
+async def test_a_second_process_cannot_open_the_same_sqlite_file(tmp_path: Path) -> None:
+    # SQLite only: PostgreSQL is there to be shared by replicas.
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'humanline.db'}"
     first = SqlStore(db_url, SystemClock())
     await first.open()
     second = SqlStore(db_url, SystemClock())

@@ -37,6 +37,7 @@ from humanline.domain.model import (
 )
 from humanline.store.sql import tables
 from humanline.store.sql.store import SqlStore
+from tests.conftest import empty_postgres
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SKILLS = ["billing", "fraud", "orders"]
@@ -101,10 +102,18 @@ def handoffs(draw: st.DrawFn) -> Handoff:
     )
 
 
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.Runner, SqlStore]]:
-    path: Path = tmp_path_factory.mktemp("matching") / "m.db"
-    store = SqlStore(f"sqlite+aiosqlite:///{path}", FakeClock(T0))
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def runner(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[asyncio.Runner, SqlStore]]:
+    """A store on each backend, with its own event loop for Hypothesis' synchronous runs."""
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("matching") / "m.db"
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+        empty_postgres(url)
+    store = SqlStore(url, FakeClock(T0))
     with asyncio.Runner() as loop:
         loop.run(store.open())
         yield loop, store

@@ -189,6 +189,7 @@ class Agent:
     last_assigned_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    status_reason: StatusChangeReason = StatusChangeReason.AGENT_REQUEST
 
     @property
     def state(self) -> AgentState:

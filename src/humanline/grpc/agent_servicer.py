@@ -39,11 +39,14 @@ from humanline.service.agents import Connection
 from humanline.service.app import Humanline
 from humanline.service.events import (
     CLOSE_CLIENT,
+    CLOSE_DETACHED,
     CLOSE_HEARTBEAT,
     CLOSE_LOST,
     CLOSE_REPLACED,
+    AgentEvent,
     CommandFailed,
     HeartbeatAck,
+    Reconcile,
     StreamClosing,
 )
 from humanline.store.port import StoreError
@@ -61,6 +64,10 @@ CLOSE_ERRORS: dict[str, DomainError] = {
     ),
     CLOSE_HEARTBEAT: StreamDeadline("no heartbeat within the heartbeat timeout"),
     CLOSE_LOST: Unavailable("the stream broke; reconnect and resume", reason="STREAM_LOST"),
+    CLOSE_DETACHED: Unavailable(
+        "this server lost the session (it was presumed dead); reconnect and resume",
+        reason="SESSION_DETACHED",
+    ),
 }
 
 
@@ -106,19 +113,32 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         clean = False
         try:
             while True:
-                event = await channel.get()
-                if isinstance(event, StreamClosing):
-                    if event.why == CLOSE_CLIENT:
-                        clean = True
-                        return
-                    await abort(context, CLOSE_ERRORS.get(event.why, SHUTTING_DOWN))
-                message = converters.connect_response(event)
-                if message is not None:
-                    yield message
+                events: list[AgentEvent] = [await channel.get()]
+                if isinstance(events[0], Reconcile):
+                    events = await self._reconcile(conn)
+                for event in events:
+                    if isinstance(event, StreamClosing):
+                        if event.why == CLOSE_CLIENT:
+                            clean = True
+                            return
+                        await abort(context, CLOSE_ERRORS.get(event.why, SHUTTING_DOWN))
+                    if channel.admit(event):
+                        message = converters.connect_response(event)
+                        if message is not None:
+                            yield message
         finally:
             reader.cancel()
             watchdog.cancel()
             self._app.sessions.dropped(channel, clean=clean)
+
+    async def _reconcile(self, conn: Connection) -> list[AgentEvent]:
+        """What changed elsewhere, from the store; a store hiccup is retried on the next hint
+        or poll."""
+        try:
+            return await self._app.sessions.reconcile(conn.channel)
+        except StoreError as exc:
+            log.warning("agent_reconcile_failed", agent_id=conn.channel.agent_id, error=str(exc))
+            return []
 
     async def _open(self, first: ConnectRequest) -> Connection:
         sessions = self._app.sessions

@@ -110,12 +110,17 @@ async def create_server(
 def app_from_settings(settings: Settings) -> Humanline:
     """The service as configured."""
     clock = SystemClock()
+    store = create_store(
+        settings.database_url, clock, pool_size=settings.db_pool_size, notify=settings.notify
+    )
     return Humanline(
-        create_store(settings.database_url, clock),
+        store,
         settings.policy(),
         clock=clock,
         sweep_interval=settings.sweep_interval_seconds,
         watch_interval=settings.watch_interval_seconds,
+        replica_heartbeat=settings.replica_heartbeat_seconds,
+        replica_ttl=settings.replica_ttl_seconds,
     )
 
 

@@ -40,18 +40,23 @@ from humanline.domain.model import (
 from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import (
+    CLOSE_DETACHED,
     CLOSE_REPLACED,
     AgentChannel,
+    AgentEvent,
     AssignmentMade,
     Effects,
     EventHub,
+    OfferMade,
     OfferWithdrawn,
     StatusUpdated,
+    StreamClosing,
 )
 from humanline.service.transitions import (
     expire_grace,
     grace_over,
     interactions_of,
+    retry_conflicts,
     start_grace,
     withdraw_pending_offers,
 )
@@ -64,6 +69,20 @@ def _resume_refused(agent_id: str, why: str) -> FailedPrecondition:
         reason="RESUME_TOKEN_INVALID",
         metadata={"agent_id": agent_id},
     )
+
+
+def _withdrawal_reason(offer: Offer) -> RescindReason | None:
+    """Why a once-pending offer is no longer pending, as the agent should hear it; None if
+    the agent accepted it (the answer to its accept says so)."""
+    match offer.state:
+        case OfferState.EXPIRED:
+            return RescindReason.EXPIRED
+        case OfferState.DECLINED:
+            return RescindReason.DECLINED
+        case OfferState.RESCINDED:
+            return offer.rescind_reason or RescindReason.SESSION_ENDED
+        case _:
+            return None
 
 
 def hash_token(token: str) -> str:
@@ -109,13 +128,13 @@ class AgentSessions:
 
     # --- sessions ------------------------------------------------------------------------
 
+    @retry_conflicts
     async def connect(self, agent_id: str, status: AgentStatus) -> Connection:
         """Starts a new session, taking over any earlier session of the agent."""
         channel = AgentChannel(agent_id, str(uuid.uuid4()))
         token = secrets.token_urlsafe(32)
-        fx = Effects()
         try:
-            async with self._store.write() as uow:
+            async with self._dispatcher.transaction() as (uow, fx):
                 agent = await self._agent(uow, agent_id)
                 old = await uow.sessions.live_for_agent(agent_id)
                 if old is not None:
@@ -146,7 +165,7 @@ class AgentSessions:
                 reason="CONCURRENT_LOGIN",
                 metadata={"agent_id": agent_id},
             ) from exc
-        self._dispatcher.apply(fx)
+        channel.status = agent.status
         self._hub.attach(channel)
         return Connection(session, token, agent, interactions, channel, resumed=False)
 
@@ -162,11 +181,11 @@ class AgentSessions:
         fx.close_session(old.agent_id, old.id, CLOSE_REPLACED)
         fx.log("session_replaced", agent_id=old.agent_id, session_id=old.id)
 
+    @retry_conflicts
     async def resume(self, agent_id: str, resume_token: str) -> Connection:
         """Resumes a session within its grace period, with its status and its work."""
-        fx = Effects()
         connection: Connection | None = None
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             await self._agent(uow, agent_id)
             session = await uow.sessions.get_by_token_hash(hash_token(resume_token))
             if (
@@ -179,7 +198,6 @@ class AgentSessions:
                 await expire_grace(uow, session, fx)  # committed: the session is over for good
             else:
                 connection = await self._reattach(uow, session, resume_token, fx)
-        self._dispatcher.apply(fx)
         if connection is None:
             raise _resume_refused(agent_id, "its grace period is over")
         self._hub.attach(connection.channel)
@@ -201,6 +219,7 @@ class AgentSessions:
             session.agent_id, status=current.status, connected=True
         )
         interactions = await interactions_of(uow, session.agent_id)
+        channel.status = agent.status
         fx.match_agent(session.agent_id)
         fx.log("agent_resumed", agent_id=session.agent_id, session_id=session.id)
         return Connection(resumed, resume_token, agent, interactions, channel, resumed=True)
@@ -218,9 +237,9 @@ class AgentSessions:
         while self._drops:
             await asyncio.gather(*list(self._drops), return_exceptions=True)
 
+    @retry_conflicts
     async def _drop(self, channel: AgentChannel, *, clean: bool) -> None:
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             session = await uow.sessions.get(channel.session_id)
             if (
                 session is None
@@ -243,17 +262,46 @@ class AgentSessions:
                 await start_grace(
                     uow, session, channel.connection_id, self._policy, fx, reason=reason
                 )
-        self._dispatcher.apply(fx)
+
+    async def reconcile(self, channel: AgentChannel) -> list[AgentEvent]:
+        """What the stream behind `channel` has not been told yet, by the store: offers made
+        or taken back and status changes made elsewhere, or that the session is no longer this
+        stream's. `channel.admit` drops what the stream already said."""
+        async with self._store.read() as uow:
+            session = await uow.sessions.get(channel.session_id)
+            if session is None or session.connection_id != channel.connection_id:
+                return [StreamClosing(CLOSE_REPLACED)]
+            if session.state is not SessionState.CONNECTED:
+                return [StreamClosing(CLOSE_DETACHED)]
+            events: list[AgentEvent] = []
+            pending = {o.id: o for o in await uow.offers.pending_for_agent(channel.agent_id)}
+            for offer in pending.values():
+                if offer.id not in channel.shown_offers:
+                    handoff = await uow.handoffs.get(offer.handoff_id)
+                    if handoff is not None:
+                        events.append(OfferMade(offer, handoff))
+            for offer_id in channel.shown_offers - pending.keys():
+                gone = await uow.offers.get(offer_id)
+                reason = _withdrawal_reason(gone) if gone is not None else None
+                if reason is not None:
+                    events.append(OfferWithdrawn(offer_id, reason))
+            agent = await uow.agents.get(channel.agent_id)
+            if agent is not None and agent.status is not AgentStatus.OFFLINE:
+                events.append(StatusUpdated(agent.status, agent.status_reason))
+        return events
 
     # --- commands ------------------------------------------------------------------------
 
+    @retry_conflicts
     async def set_status(self, agent_id: str, status: AgentStatus, command_id: str = "") -> Agent:
         """The agent sets itself available or away; going away rescinds pending offers."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             await self._agent(uow, agent_id)
             agent = await uow.agents.set_status(
-                agent_id, status, reset_misses=status is AgentStatus.AVAILABLE
+                agent_id,
+                status,
+                StatusChangeReason.AGENT_REQUEST,
+                reset_misses=status is AgentStatus.AVAILABLE,
             )
             if agent is None:
                 raise FailedPrecondition(
@@ -274,14 +322,13 @@ class AgentSessions:
                 status=status.value,
                 reason="agent_request",
             )
-        self._dispatcher.apply(fx)
         return agent
 
+    @retry_conflicts
     async def accept(self, agent_id: str, offer_id: str, command_id: str = "") -> Interaction:
         """Accepts a pending, unexpired offer of the agent's own. Accepting an offer already
         accepted returns the same interaction."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             offer = await self._own_offer(uow, agent_id, offer_id)
             if offer.state is OfferState.ACCEPTED:
                 handoff = await uow.handoffs.get(offer.handoff_id)
@@ -300,16 +347,15 @@ class AgentSessions:
                     "offer_accepted", offer_id=offer_id, handoff_id=handoff.id, agent_id=agent_id
                 )
             fx.to_agent(agent_id, AssignmentMade(interaction, command_id))
-        self._dispatcher.apply(fx)
         return interaction
 
+    @retry_conflicts
     async def decline(
         self, agent_id: str, offer_id: str, reason: DeclineReason, command_id: str = ""
     ) -> None:
         """Declines a pending offer; the handoff moves on to the next eligible agent and is
         never offered to this agent again."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             offer = await self._own_offer(uow, agent_id, offer_id)
             self._require_pending(offer, uow, allow_expired=True)
             declined = await uow.offers.decline(offer_id, agent_id, reason, uow.now)
@@ -329,16 +375,15 @@ class AgentSessions:
                 agent_id=agent_id,
                 reason=reason.value,
             )
-        self._dispatcher.apply(fx)
 
+    @retry_conflicts
     async def complete(
         self, agent_id: str, interaction_id: str, completion: Completion
     ) -> Interaction:
         """Completes the agent's interaction; the same completion again returns the same
         result, a different one is refused."""
-        fx = Effects()
-        async with self._store.write() as uow:
-            offer = await uow.offers.get(interaction_id)
+        async with self._dispatcher.transaction() as (uow, fx):
+            offer = await uow.offers.get(interaction_id, lock=True)
             if offer is None:
                 raise NotFound.of("interaction", interaction_id)
             if offer.agent_id != agent_id:
@@ -390,7 +435,6 @@ class AgentSessions:
                 agent_id=agent_id,
                 outcome=completion.outcome.value,
             )
-        self._dispatcher.apply(fx)
         return Interaction(finished, completed)
 
     # --- helpers -------------------------------------------------------------------------
@@ -404,7 +448,8 @@ class AgentSessions:
 
     @staticmethod
     async def _own_offer(uow: UnitOfWork, agent_id: str, offer_id: str) -> Offer:
-        offer = await uow.offers.get(offer_id)
+        """The agent's offer, locked for the rest of the transaction."""
+        offer = await uow.offers.get(offer_id, lock=True)
         if offer is None:
             raise NotFound.of("offer", offer_id)
         if offer.agent_id != agent_id:

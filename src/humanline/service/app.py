@@ -14,6 +14,7 @@ from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import EventHub
 from humanline.service.handoffs import Handoffs
 from humanline.service.pool import Pool
+from humanline.service.replicas import ReplicaCoordinator
 from humanline.store.port import Store
 
 log = structlog.get_logger("humanline")
@@ -32,6 +33,8 @@ class Humanline:
         replica_id: str | None = None,
         sweep_interval: float = 1.0,
         watch_interval: float = 0.5,
+        replica_heartbeat: float = 2.0,
+        replica_ttl: float = 6.0,
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -53,10 +56,22 @@ class Humanline:
             store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
         )
         self.pool = Pool(store, self.dispatcher)
+        self.replicas = ReplicaCoordinator(
+            store,
+            self.hub,
+            self.dispatcher,
+            self.policy,
+            replica_id=self.replica_id,
+            heartbeat_interval=replica_heartbeat,
+            ttl=replica_ttl,
+            poll_interval=sweep_interval,
+        )
 
     async def start(self) -> None:
-        """Opens (and migrates) the store, recovers, starts matching."""
-        await self.store.open()
+        """Opens (and migrates) the store, joins the replicas (recovering dead ones), starts
+        matching."""
+        await self.store.open(writer=self.dispatcher.origin)
+        await self.replicas.start()
         await self.dispatcher.start()
         log.info("service_started", replica_id=self.replica_id)
 
@@ -72,5 +87,6 @@ class Humanline:
             log.warning("agent_streams_still_open", count=self.hub.agent_streams)
         await self.sessions.drained()
         await self.dispatcher.stop()
+        await self.replicas.stop()
         await self.store.close()
         log.info("service_stopped", replica_id=self.replica_id)

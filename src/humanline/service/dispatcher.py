@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import structlog
@@ -35,11 +36,11 @@ from humanline.service.events import Effects, EventHub, OfferWithdrawn, StatusUp
 from humanline.service.transitions import (
     LostRace,
     expire_grace,
+    grace_over,
     make_offer,
-    start_grace,
     withdraw_pending_offers,
 )
-from humanline.store.port import Store, UnitOfWork
+from humanline.store.port import Store, StoreConflict, UnitOfWork
 
 log = structlog.get_logger("humanline.dispatcher")
 
@@ -64,6 +65,7 @@ class Dispatcher:
         self._policy = policy
         self._clock = clock
         self._replica_id = replica_id
+        self.origin = replica_id[:8]  # tags this replica's hints, so it can ignore its own
         self._sweep_interval = sweep_interval
         self._candidates = candidates
         self._batch = batch
@@ -78,8 +80,7 @@ class Dispatcher:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recovers what a previous process left behind, then starts worker and sweeper."""
-        await self._recover()
+        """Starts the matching worker and the sweeper."""
         self._tasks = [
             asyncio.create_task(self._run_worker(), name="dispatcher-worker"),
             asyncio.create_task(self._run_sweeper(), name="dispatcher-sweeper"),
@@ -94,18 +95,18 @@ class Dispatcher:
                 await task
         self._tasks = []
 
-    async def _recover(self) -> None:
-        """Sessions left CONNECTED by a process that is gone lose their stream: their pending
-        offers return to the queue and their grace period starts now."""
+    # --- transactions and their effects --------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[UnitOfWork, Effects]]:
+        """A write transaction and the effects it collects. Hints for other replicas go out
+        with the commit itself; local events, logs and matching follow once it has committed.
+        Nothing follows a transaction that rolled back."""
         fx = Effects()
         async with self._store.write() as uow:
-            for session in await uow.sessions.connected_elsewhere(self._replica_id):
-                await start_grace(
-                    uow, session, session.connection_id, self._policy, fx, reason="replica_gone"
-                )
+            yield uow, fx
+            await uow.notify(fx.hints(self.origin))
         self.apply(fx)
-
-    # --- effects -----------------------------------------------------------------------
 
     def apply(self, fx: Effects) -> None:
         """Publishes what a committed transaction wants known, and queues its follow-ups."""
@@ -162,15 +163,14 @@ class Dispatcher:
             try:
                 if not await step(key):
                     return
-            except LostRace:
+            except (LostRace, StoreConflict):
                 continue
         log.warning("matching_gave_up", id=key)
 
     async def _match_handoff(self, handoff_id: str) -> bool:
         """Offers a queued handoff to its best eligible agent. If that agent is eligible for
         an earlier-deadline handoff, that one goes first and this one is tried again."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self.transaction() as (uow, fx):
             handoff = await uow.handoffs.get(handoff_id)
             if handoff is None or handoff.state is not HandoffState.QUEUED:
                 return False
@@ -181,13 +181,11 @@ class Dispatcher:
                 return False
             target = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1)) or handoff
             await make_offer(uow, target, agent, self._policy, fx)
-        self.apply(fx)
         return target.id != handoff.id
 
     async def _match_agent(self, agent_id: str) -> bool:
         """Offers an agent with a free slot the earliest-deadline handoff it can take."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self.transaction() as (uow, fx):
             agent = await uow.agents.get(agent_id)
             if agent is None or agent.state is not AgentState.AVAILABLE:
                 return False
@@ -195,7 +193,6 @@ class Dispatcher:
             if handoff is None:
                 return False
             await make_offer(uow, handoff, agent, self._policy, fx)
-        self.apply(fx)
         return True
 
     # --- time ---------------------------------------------------------------------------
@@ -248,13 +245,9 @@ class Dispatcher:
         async with self._store.read() as uow:
             due = await uow.offers.due_to_expire(uow.now, self._batch)
         for offer in due:
-            fx = Effects()
-            try:
-                async with self._store.write() as uow:
+            with contextlib.suppress(LostRace, StoreConflict):  # someone else got there first
+                async with self.transaction() as (uow, fx):
                     await self._expire_offer(uow, offer.id, fx)
-            except LostRace:
-                continue
-            self.apply(fx)
         return len(due)
 
     async def _expire_offer(self, uow: UnitOfWork, offer_id: str, fx: Effects) -> None:
@@ -277,7 +270,9 @@ class Dispatcher:
         decision = decide_miss(agent, self._policy)
         await uow.agents.set_misses(agent.id, decision.consecutive_misses)
         if decision.set_away:
-            await uow.agents.set_status(agent.id, AgentStatus.AWAY, reset_misses=True)
+            await uow.agents.set_status(
+                agent.id, AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS, reset_misses=True
+            )
             await withdraw_pending_offers(uow, agent.id, RescindReason.AGENT_AWAY, fx)
             fx.to_agent(agent.id, StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
             fx.log("agent_set_away", agent_id=agent.id, reason="missed_offers")
@@ -290,16 +285,9 @@ class Dispatcher:
         async with self._store.read() as uow:
             due = await uow.sessions.grace_expired(uow.now, self._batch)
         for session in due:
-            fx = Effects()
-            try:
-                async with self._store.write() as uow:
+            with contextlib.suppress(LostRace, StoreConflict):  # resumed or ended meanwhile
+                async with self.transaction() as (uow, fx):
                     current = await uow.sessions.get(session.id)
-                    if current is None or current.grace_expires_at is None:
-                        continue
-                    if current.grace_expires_at > uow.now:
-                        continue
-                    await expire_grace(uow, current, fx)
-            except LostRace:
-                continue
-            self.apply(fx)
+                    if current is not None and grace_over(current, uow):
+                        await expire_grace(uow, current, fx)
         return len(due)

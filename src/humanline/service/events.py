@@ -5,6 +5,12 @@ transaction has committed does the dispatcher publish the events, log the state 
 trigger matching (`Dispatcher.apply`). A rolled-back transaction therefore tells nobody
 anything.
 
+Other replicas learn of changes through hints (ids only) sent with the commit: `a:<agent>`,
+`h:<handoff>` and `q` (the queue moved). A hint makes a stream compare itself with the store:
+an agent stream reconciles the offers and status it has shown with the store's, a handoff
+watch reloads its handoff. Each stream remembers what it has said (`AgentChannel.admit`), so
+an event heard twice, directly and through a hint, is sent once.
+
 Agent streams read from an `AgentChannel`; bots' WatchHandoff streams from a `HandoffWatch`.
 Handoff watches receive every post-transition snapshot of their handoff in order, and notice
 queue movement (positions and waits shifting) through a version counter they check at their
@@ -91,11 +97,17 @@ class StreamClosing:
     why: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """Something about the agent changed elsewhere: compare the stream with the store."""
+
+
 CLOSE_REPLACED = "replaced"
 CLOSE_SHUTDOWN = "shutdown"
 CLOSE_HEARTBEAT = "heartbeat_timeout"
 CLOSE_CLIENT = "client_closed"
 CLOSE_LOST = "connection_lost"
+CLOSE_DETACHED = "session_detached"  # the store no longer gives the session to this stream
 
 AgentEvent = (
     OfferMade
@@ -105,6 +117,7 @@ AgentEvent = (
     | HeartbeatAck
     | CommandFailed
     | StreamClosing
+    | Reconcile
 )
 
 
@@ -116,6 +129,28 @@ class AgentChannel:
         self.session_id = session_id
         self.connection_id = str(uuid.uuid4())
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        self.shown_offers: set[str] = set()  # pending offers the app has been told about
+        self.status: AgentStatus | None = None  # the status the app was last told
+
+    def admit(self, event: AgentEvent) -> bool:
+        """Whether to send `event`, given what the stream has said so far; records it. Answers
+        to commands always go out; news the app already has does not."""
+        match event:
+            case OfferMade(offer=offer):
+                if offer.id in self.shown_offers:
+                    return False
+                self.shown_offers.add(offer.id)
+            case OfferWithdrawn(offer_id=offer_id, command_id=command_id):
+                if offer_id not in self.shown_offers and not command_id:
+                    return False
+                self.shown_offers.discard(offer_id)
+            case AssignmentMade(interaction=interaction):
+                self.shown_offers.discard(interaction.offer.id)
+            case StatusUpdated(status=status, command_id=command_id):
+                if status is self.status and not command_id:
+                    return False
+                self.status = status
+        return True
 
     def put(self, event: AgentEvent) -> None:
         """Queues an event for the stream."""
@@ -140,16 +175,17 @@ class HandoffWatch:
     def __init__(self, hub: EventHub, handoff_id: str) -> None:
         self.handoff_id = handoff_id
         self._hub = hub
-        self._snapshots: asyncio.Queue[Handoff] = asyncio.Queue()
+        self._snapshots: asyncio.Queue[Handoff | None] = asyncio.Queue()
         self._seen_moves = hub.queue_version
 
-    def push(self, handoff: Handoff) -> None:
-        """Delivers a post-transition snapshot."""
+    def push(self, handoff: Handoff | None) -> None:
+        """Delivers a post-transition snapshot, or None: reload, it changed elsewhere."""
         self._snapshots.put_nowait(handoff)
 
     async def next(self, interval: float) -> Handoff | None:
-        """The next snapshot of the handoff, or None once the queue has moved since the last
-        call (checked every `interval` seconds). Raises ServiceClosing on shutdown."""
+        """The next snapshot of the handoff, or None when it should be reloaded: it changed
+        on another replica, or the queue has moved since the last call (checked every
+        `interval` seconds). Raises ServiceClosing on shutdown."""
         while True:
             try:
                 async with asyncio.timeout(interval):
@@ -250,6 +286,36 @@ class EventHub:
         """Something entered or left the waiting queue: positions and waits may have shifted."""
         self.queue_version += 1
 
+    # --- hints from other replicas ---------------------------------------------------------
+
+    def hint_agent(self, agent_id: str) -> None:
+        """The agent changed elsewhere: its stream here, if any, reconciles."""
+        channel = self._agents.get(agent_id)
+        if channel is not None:
+            channel.put(Reconcile())
+
+    def hint_handoff(self, handoff_id: str) -> None:
+        """The handoff changed elsewhere: its watches here reload it."""
+        for watch in self._watches.get(handoff_id, ()):
+            watch.push(None)
+
+    def reset(self) -> None:
+        """Hints may have been lost: every stream here looks at the store again."""
+        for channel in list(self._agents.values()):
+            channel.put(Reconcile())
+        for watches in list(self._watches.values()):
+            for watch in watches:
+                watch.push(None)
+        self.queue_moved()
+
+    def local_agents(self) -> set[str]:
+        """Agents with a stream in this process."""
+        return set(self._agents)
+
+    def watched_handoffs(self) -> set[str]:
+        """Handoffs watched from this process."""
+        return set(self._watches)
+
 
 # --- effects of a transaction ---------------------------------------------------------------
 
@@ -295,3 +361,12 @@ class Effects:
     def log(self, event: str, **fields: Any) -> None:
         """Logs a state change: snake_case event name, ids only, never customer text."""
         self.logs.append((event, fields))
+
+    def hints(self, origin: str) -> set[str]:
+        """What other replicas should look at again, tagged with the sender's `origin`."""
+        agents = {agent_id for agent_id, _, _ in self.agent_events}
+        agents |= {agent_id for agent_id, _, _ in self.closed_sessions}
+        hints = {f"a:{a}" for a in agents} | {f"h:{h.id}" for h in self.handoffs}
+        if self.queue_moved:
+            hints.add("q")
+        return {f"{origin}/{hint}" for hint in hints}

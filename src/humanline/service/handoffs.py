@@ -12,8 +12,8 @@ from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
 from humanline.domain.rules import DispatchPolicy, estimate_wait
 from humanline.service.dispatcher import Dispatcher
-from humanline.service.events import Effects, EventHub
-from humanline.service.transitions import withdraw_offer
+from humanline.service.events import EventHub
+from humanline.service.transitions import retry_conflicts, withdraw_offer
 from humanline.store.port import DuplicateKey, Store, UnitOfWork
 
 HANDLE_TIME_WINDOW = timedelta(hours=1)
@@ -50,11 +50,11 @@ class Handoffs:
         self._watch_interval = watch_interval
         self._handle_time: tuple[float, timedelta] | None = None
 
+    @retry_conflicts
     async def request(self, request: HandoffRequest) -> HandoffView:
         """Queues a handoff, durably, or returns the one already made under its request id."""
         fingerprint = request.fingerprint()
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             existing = await uow.handoffs.get_by_request_id(request.request_id)
             if existing is None:
                 handoff = Handoff(
@@ -95,7 +95,6 @@ class Handoffs:
                     )
                 handoff = existing
             view = await self._view(uow, handoff)
-        self._dispatcher.apply(fx)
         return view
 
     async def get(self, handoff_id: str) -> HandoffView:
@@ -103,10 +102,10 @@ class Handoffs:
         async with self._store.read() as uow:
             return await self._view(uow, await self._handoff(uow, handoff_id))
 
+    @retry_conflicts
     async def cancel(self, handoff_id: str) -> HandoffView:
         """Cancels a waiting handoff (the customer left); a pending offer is rescinded."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             handoff = await self._handoff(uow, handoff_id)
             if handoff.state is not HandoffState.CANCELLED:
                 if not handoff.state.waiting:
@@ -132,7 +131,6 @@ class Handoffs:
                 fx.changed(handoff, moved=True)
                 fx.log("handoff_cancelled", handoff_id=handoff_id)
             view = await self._view(uow, handoff)
-        self._dispatcher.apply(fx)
         return view
 
     async def watch(self, handoff_id: str) -> AsyncIterator[HandoffView]:

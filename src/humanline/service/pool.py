@@ -18,7 +18,7 @@ from humanline.domain.errors import (
 )
 from humanline.domain.model import Agent, AgentProfile, AgentState, ProfileUpdate
 from humanline.service.dispatcher import Dispatcher
-from humanline.service.events import Effects
+from humanline.service.transitions import retry_conflicts
 from humanline.store.port import DuplicateKey, PoolSnapshot, Store
 
 DEFAULT_PAGE_SIZE = 50
@@ -70,12 +70,12 @@ class Pool:
         self._store = store
         self._dispatcher = dispatcher
 
+    @retry_conflicts
     async def create_agent(self, agent_id: str | None, profile: AgentProfile) -> Agent:
         """Creates an offline agent; the id is generated when not given."""
         agent_id = agent_id or str(uuid.uuid4())
         profile = profile if profile.display_name else _named(profile, agent_id)
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             try:
                 agent = await uow.agents.insert(agent_id, profile, uow.now)
             except DuplicateKey as exc:
@@ -90,13 +90,12 @@ class Pool:
                 capacity=profile.capacity,
                 skills=sorted(profile.skills),
             )
-        self._dispatcher.apply(fx)
         return agent
 
+    @retry_conflicts
     async def update_agent(self, agent_id: str, update: ProfileUpdate) -> Agent:
         """Changes an agent's profile; new skills or capacity may make it eligible for work."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             current = await uow.agents.get(agent_id)
             if current is None:
                 raise NotFound.of("agent", agent_id)
@@ -118,7 +117,6 @@ class Pool:
                 capacity=profile.capacity,
                 skills=sorted(profile.skills),
             )
-        self._dispatcher.apply(fx)
         return agent
 
     async def get_agent(self, agent_id: str) -> Agent:
@@ -144,10 +142,10 @@ class Pool:
         token = _encode_token(agents[-1].id, state, skill) if more else ""
         return AgentPage(agents, token)
 
+    @retry_conflicts
     async def delete_agent(self, agent_id: str) -> None:
         """Deletes an offline agent holding no work."""
-        fx = Effects()
-        async with self._store.write() as uow:
+        async with self._dispatcher.transaction() as (uow, fx):
             agent = await uow.agents.get(agent_id)
             if agent is None:
                 raise NotFound.of("agent", agent_id)
@@ -159,7 +157,6 @@ class Pool:
                     metadata={"agent_id": agent_id, "state": agent.state.value},
                 )
             fx.log("agent_deleted", agent_id=agent_id)
-        self._dispatcher.apply(fx)
 
     async def status(self) -> PoolStatus:
         """Agents by state, capacity per skill and language, the queue."""

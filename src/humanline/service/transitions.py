@@ -7,7 +7,12 @@ The decisions themselves come from `humanline.domain`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import random
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from humanline.domain.model import (
     Agent,
@@ -22,11 +27,37 @@ from humanline.domain.model import (
 )
 from humanline.domain.rules import DispatchPolicy, requeue_deadline
 from humanline.service.events import Effects, OfferMade, OfferWithdrawn
-from humanline.store.port import DuplicateKey, UnitOfWork
+from humanline.store.port import DuplicateKey, StoreConflict, UnitOfWork
 
 
 class LostRace(Exception):
     """A conditional write did not apply: someone else changed the row first."""
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+CONFLICT_RETRIES = 8
+
+
+def retry_conflicts(
+    use_case: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Runs a use case again when the database aborted its transaction over a conflict with a
+    concurrent one (a deadlock). Safe: nothing of the aborted attempt was written or published,
+    as effects follow only a commit."""
+
+    @functools.wraps(use_case)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return await use_case(*args, **kwargs)
+            except StoreConflict:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 async def make_offer(

@@ -11,6 +11,7 @@ from success and roll back; the database's constraints refuse the impossible bes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from humanline.domain.model import (
     RescindReason,
     Session,
     SessionEndReason,
+    StatusChangeReason,
     Urgency,
 )
 
@@ -39,6 +41,12 @@ class StoreError(Exception):
 
 class DuplicateKey(StoreError):
     """An insert hit a unique constraint."""
+
+
+class StoreConflict(StoreError):
+    """The database aborted the transaction to resolve a conflict with a concurrent one
+    (a deadlock or a serialization failure). Nothing was written; running the whole
+    operation again is safe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +118,9 @@ class AgentRepository(Protocol):
         ...
 
     async def set_status(
-        self, agent_id: str, status: AgentStatus, *, reset_misses: bool
+        self, agent_id: str, status: AgentStatus, reason: StatusChangeReason, *, reset_misses: bool
     ) -> Agent | None:
-        """Sets AVAILABLE or AWAY for a connected, online agent; None otherwise."""
+        """Sets AVAILABLE or AWAY (and why) for a connected, online agent; None otherwise."""
         ...
 
     async def reserve(self, agent_id: str) -> bool:
@@ -129,6 +137,10 @@ class AgentRepository(Protocol):
 
     async def set_misses(self, agent_id: str, misses: int) -> None:
         """Stores the count of consecutive missed offers."""
+        ...
+
+    async def changed_since(self, since: datetime) -> list[str]:
+        """Ids of agents other replicas wrote in transactions started at or after `since`."""
         ...
 
 
@@ -204,6 +216,10 @@ class HandoffRepository(Protocol):
         """Mean accept-to-completion time of handoffs completed since `since`."""
         ...
 
+    async def changed_since(self, since: datetime) -> list[str]:
+        """Ids of handoffs other replicas wrote in transactions started at or after `since`."""
+        ...
+
 
 class OfferRepository(Protocol):
     """Offers: each handoff's offers to agents; accepted offers are interactions.
@@ -211,8 +227,9 @@ class OfferRepository(Protocol):
     Transitions are conditional and return the offer as it is afterwards, or None.
     """
 
-    async def get(self, offer_id: str) -> Offer | None:
-        """The offer, or None."""
+    async def get(self, offer_id: str, *, lock: bool = False) -> Offer | None:
+        """The offer, or None. With `lock`, nobody else can change it until this transaction
+        ends, so what the caller decides from it stays true."""
         ...
 
     async def insert(self, offer: Offer) -> None:
@@ -295,8 +312,37 @@ class SessionRepository(Protocol):
         """DISCONNECTED sessions whose grace period is over."""
         ...
 
-    async def connected_elsewhere(self, replica_id: str) -> list[Session]:
-        """CONNECTED sessions held by other replicas (on one process: left by a crash)."""
+    async def connected_on(self, replica_id: str) -> list[Session]:
+        """CONNECTED sessions whose stream a replica holds."""
+        ...
+
+
+class ReplicaRepository(Protocol):
+    """The replicas serving the database, alive while they heartbeat."""
+
+    async def register(self, replica_id: str, host: str, pid: int) -> None:
+        """Records a starting replica."""
+        ...
+
+    async def heartbeat(self, replica_id: str) -> bool:
+        """Marks the replica alive now; False if others already declared it dead."""
+        ...
+
+    async def revive(self, replica_id: str) -> None:
+        """A replica declared dead that is still running takes its place again."""
+        ...
+
+    async def stop(self, replica_id: str) -> None:
+        """Records a replica that stopped gracefully."""
+        ...
+
+    async def reap(self, silent_since: datetime, keep: str) -> list[str]:
+        """Declares dead every live replica (but `keep`) silent since `silent_since`; returns
+        their ids. Each dead replica is returned to exactly one caller."""
+        ...
+
+    async def live(self) -> list[str]:
+        """Replicas not declared stopped or dead."""
         ...
 
 
@@ -341,12 +387,23 @@ class UnitOfWork(Protocol):
         """Pool aggregates in this transaction."""
         ...
 
+    @property
+    def replicas(self) -> ReplicaRepository:
+        """Replicas in this transaction."""
+        ...
+
+    async def notify(self, hints: Collection[str]) -> None:
+        """Tells the other replicas, when this transaction commits, what it changed (ids only,
+        as hints). Nothing to do with one process."""
+        ...
+
 
 class Store(Protocol):
     """Persistence for the dispatch service."""
 
-    async def open(self) -> None:
-        """Connects and migrates the schema to the newest version."""
+    async def open(self, writer: str = "") -> None:
+        """Connects and migrates the schema to the newest version. `writer` tags the rows
+        this process writes, so that other replicas' change feeds can tell them apart."""
         ...
 
     async def close(self) -> None:
@@ -361,6 +418,28 @@ class Store(Protocol):
         """A read-only snapshot."""
         ...
 
+    @property
+    def exclusive(self) -> bool:
+        """True when this process is the only one that can use the database (SQLite, under
+        its file lock): every other replica on record is dead."""
+        ...
+
+    def listener(
+        self, on_hint: Callable[[str], None], on_reset: Callable[[], None]
+    ) -> Listener | None:
+        """A listener for other replicas' hints (None where there is nobody to listen to)."""
+        ...
+
+
+class Listener(Protocol):
+    """Receives other replicas' hints on a connection of its own. Hints are lost while it is
+    disconnected; `on_reset` is called after every (re)connection so that callers can look
+    at everything again."""
+
+    async def run(self) -> None:
+        """Listens until cancelled, reconnecting with backoff."""
+        ...
+
 
 __all__ = [
     "AgentRepository",
@@ -368,11 +447,14 @@ __all__ = [
     "DuplicateKey",
     "EligibleSupply",
     "HandoffRepository",
+    "Listener",
     "OfferRepository",
     "PoolQueries",
     "PoolSnapshot",
+    "ReplicaRepository",
     "SessionRepository",
     "Store",
+    "StoreConflict",
     "StoreError",
     "UnitOfWork",
 ]

@@ -34,6 +34,7 @@ from humanline.domain.model import (
     SessionEndReason,
     SessionState,
     SkillRequirement,
+    StatusChangeReason,
     Urgency,
 )
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
@@ -44,6 +45,7 @@ from humanline.store.sql.tables import (
     handoff_skills,
     handoffs,
     offers,
+    replicas,
     sessions,
 )
 
@@ -69,6 +71,7 @@ def _agent(row: sa.Row[Any]) -> Agent:
             capacity=m["capacity"],
         ),
         status=AgentStatus(m["status"]),
+        status_reason=StatusChangeReason(m["status_reason"]),
         connected=bool(m["connected"]),
         load=m["load"],
         consecutive_misses=m["consecutive_misses"],
@@ -110,8 +113,14 @@ def agent_state_clause(state: AgentState) -> sa.ColumnElement[bool]:
 class SqlAgentRepository:
     """Agents on SQL."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
+        self._now = now
+        self._writer = writer  # tags what this replica writes, for the others' change feed
+
+    def _update(self) -> sa.Update:
+        """An UPDATE of agents that stamps `changed_at`, for the replicas' change feed."""
+        return sa.update(agents).values(changed_at=self._now, changed_by=self._writer)
 
     async def get(self, agent_id: str) -> Agent | None:
         row = (
@@ -132,6 +141,8 @@ class SqlAgentRepository:
             "consecutive_misses": 0,
             "created_at": now,
             "updated_at": now,
+            "changed_at": now,
+            "changed_by": self._writer,
         }
         try:
             async with self._conn.begin_nested():
@@ -169,7 +180,7 @@ class SqlAgentRepository:
         self, agent_id: str, profile: AgentProfile, now: datetime
     ) -> Agent | None:
         stmt = (
-            sa.update(agents)
+            self._update()
             .where(agents.c.id == agent_id, _LIVE_AGENT, agents.c.load <= profile.capacity)
             .values(
                 display_name=profile.display_name,
@@ -188,7 +199,7 @@ class SqlAgentRepository:
 
     async def mark_deleted(self, agent_id: str, now: datetime) -> bool:
         stmt = (
-            sa.update(agents)
+            self._update()
             .where(
                 agents.c.id == agent_id,
                 _LIVE_AGENT,
@@ -272,19 +283,17 @@ class SqlAgentRepository:
         values: dict[str, Any] = {"status": status.value, "connected": connected}
         if status is AgentStatus.OFFLINE:
             values["consecutive_misses"] = 0
-        stmt = (
-            sa.update(agents).where(agents.c.id == agent_id).values(**values).returning(*agents.c)
-        )
+        stmt = self._update().where(agents.c.id == agent_id).values(**values).returning(*agents.c)
         return _agent((await self._conn.execute(stmt)).one())
 
     async def set_status(
-        self, agent_id: str, status: AgentStatus, *, reset_misses: bool
+        self, agent_id: str, status: AgentStatus, reason: StatusChangeReason, *, reset_misses: bool
     ) -> Agent | None:
-        values: dict[str, Any] = {"status": status.value}
+        values: dict[str, Any] = {"status": status.value, "status_reason": reason.value}
         if reset_misses:
             values["consecutive_misses"] = 0
         stmt = (
-            sa.update(agents)
+            self._update()
             .where(
                 agents.c.id == agent_id,
                 agents.c.status != AgentStatus.OFFLINE.value,
@@ -298,7 +307,7 @@ class SqlAgentRepository:
 
     async def reserve(self, agent_id: str) -> bool:
         stmt = (
-            sa.update(agents)
+            self._update()
             .where(agents.c.id == agent_id, _LIVE_AGENT, _READY)
             .values(load=agents.c.load + 1)
         )
@@ -306,19 +315,25 @@ class SqlAgentRepository:
 
     async def release(self, agent_id: str, slots: int = 1) -> None:
         # No clamping: releasing more than was reserved is a bug the check constraint refuses.
-        stmt = sa.update(agents).where(agents.c.id == agent_id).values(load=agents.c.load - slots)
+        stmt = self._update().where(agents.c.id == agent_id).values(load=agents.c.load - slots)
         await self._conn.execute(stmt)
 
     async def record_assignment(self, agent_id: str, now: datetime) -> None:
         await self._conn.execute(
-            sa.update(agents)
+            self._update()
             .where(agents.c.id == agent_id)
             .values(consecutive_misses=0, last_assigned_at=now)
         )
 
+    async def changed_since(self, since: datetime) -> list[str]:
+        stmt = sa.select(agents.c.id).where(
+            agents.c.changed_at >= since, agents.c.changed_by != self._writer
+        )
+        return list((await self._conn.execute(stmt)).scalars())
+
     async def set_misses(self, agent_id: str, misses: int) -> None:
         await self._conn.execute(
-            sa.update(agents).where(agents.c.id == agent_id).values(consecutive_misses=misses)
+            self._update().where(agents.c.id == agent_id).values(consecutive_misses=misses)
         )
 
 
@@ -366,8 +381,10 @@ _QUEUE_ORDER = (handoffs.c.deadline, handoffs.c.created_at, handoffs.c.id)
 class SqlHandoffRepository:
     """Handoffs on SQL."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
+        self._now = now
+        self._writer = writer  # tags what this replica writes, for the others' change feed
 
     async def get(self, handoff_id: str) -> Handoff | None:
         row = (
@@ -398,6 +415,8 @@ class SqlHandoffRepository:
             "created_at": handoff.created_at,
             "deadline": handoff.deadline,
             "requeue_count": handoff.requeue_count,
+            "changed_at": self._now,
+            "changed_by": self._writer,
         }
         try:
             async with self._conn.begin_nested():
@@ -423,7 +442,7 @@ class SqlHandoffRepository:
         stmt = (
             sa.update(handoffs)
             .where(handoffs.c.id == handoff_id, *where)
-            .values(**values)
+            .values(changed_at=self._now, changed_by=self._writer, **values)
             .returning(*handoffs.c)
         )
         row = (await self._conn.execute(stmt)).first()
@@ -558,6 +577,12 @@ class SqlHandoffRepository:
         ahead = int((await self._conn.execute(stmt)).scalar_one())
         return ahead + 1
 
+    async def changed_since(self, since: datetime) -> list[str]:
+        stmt = sa.select(handoffs.c.id).where(
+            handoffs.c.changed_at >= since, handoffs.c.changed_by != self._writer
+        )
+        return list((await self._conn.execute(stmt)).scalars())
+
     async def mean_handle_time(self, since: datetime) -> timedelta | None:
         stmt = sa.select(sa.func.avg(handoffs.c.handle_seconds)).where(
             handoffs.c.state == HandoffState.COMPLETED.value, handoffs.c.ended_at >= since
@@ -587,11 +612,16 @@ def _offer(row: sa.Row[Any]) -> Offer:
 class SqlOfferRepository:
     """Offers on SQL."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
+        self._now = now
+        self._writer = writer  # tags what this replica writes, for the others' change feed
 
-    async def get(self, offer_id: str) -> Offer | None:
-        row = (await self._conn.execute(sa.select(offers).where(offers.c.id == offer_id))).first()
+    async def get(self, offer_id: str, *, lock: bool = False) -> Offer | None:
+        stmt = sa.select(offers).where(offers.c.id == offer_id)
+        if lock:
+            stmt = stmt.with_for_update()  # PostgreSQL; SQLite's one writer serializes anyway
+        row = (await self._conn.execute(stmt)).first()
         return _offer(row) if row else None
 
     async def insert(self, offer: Offer) -> None:
@@ -719,8 +749,10 @@ def _session(row: sa.Row[Any]) -> Session:
 class SqlSessionRepository:
     """Agent sessions on SQL."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
+        self._now = now
+        self._writer = writer  # tags what this replica writes, for the others' change feed
 
     async def _one(self, *where: sa.ColumnElement[bool]) -> Session | None:
         row = (await self._conn.execute(sa.select(sessions).where(*where))).first()
@@ -814,11 +846,69 @@ class SqlSessionRepository:
         )
         return [_session(r) for r in await self._conn.execute(stmt)]
 
-    async def connected_elsewhere(self, replica_id: str) -> list[Session]:
+    async def connected_on(self, replica_id: str) -> list[Session]:
         stmt = sa.select(sessions).where(
-            sessions.c.state == SessionState.CONNECTED.value, sessions.c.replica_id != replica_id
+            sessions.c.state == SessionState.CONNECTED.value, sessions.c.replica_id == replica_id
         )
         return [_session(r) for r in await self._conn.execute(stmt)]
+
+
+# --- replicas -----------------------------------------------------------------------------
+
+
+class SqlReplicaRepository:
+    """Replicas and their heartbeats, on the transaction's clock."""
+
+    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+        self._conn = conn
+        self._now = now
+        self._writer = writer  # tags what this replica writes, for the others' change feed
+
+    async def register(self, replica_id: str, host: str, pid: int) -> None:
+        await self._conn.execute(
+            sa.insert(replicas).values(
+                id=replica_id, host=host, pid=pid, started_at=self._now, heartbeat_at=self._now
+            )
+        )
+
+    async def heartbeat(self, replica_id: str) -> bool:
+        stmt = (
+            sa.update(replicas)
+            .where(replicas.c.id == replica_id, replicas.c.stopped_at.is_(None))
+            .values(heartbeat_at=self._now)
+        )
+        return _rowcount(await self._conn.execute(stmt)) == 1
+
+    async def revive(self, replica_id: str) -> None:
+        await self._conn.execute(
+            sa.update(replicas)
+            .where(replicas.c.id == replica_id)
+            .values(heartbeat_at=self._now, stopped_at=None)
+        )
+
+    async def stop(self, replica_id: str) -> None:
+        await self._conn.execute(
+            sa.update(replicas)
+            .where(replicas.c.id == replica_id, replicas.c.stopped_at.is_(None))
+            .values(stopped_at=self._now)
+        )
+
+    async def reap(self, silent_since: datetime, keep: str) -> list[str]:
+        stmt = (
+            sa.update(replicas)
+            .where(
+                replicas.c.stopped_at.is_(None),
+                replicas.c.heartbeat_at < silent_since,
+                replicas.c.id != keep,
+            )
+            .values(stopped_at=self._now)
+            .returning(replicas.c.id)
+        )
+        return list((await self._conn.execute(stmt)).scalars())
+
+    async def live(self) -> list[str]:
+        stmt = sa.select(replicas.c.id).where(replicas.c.stopped_at.is_(None))
+        return list((await self._conn.execute(stmt)).scalars())
 
 
 # --- pool ---------------------------------------------------------------------------------
@@ -827,8 +917,10 @@ class SqlSessionRepository:
 class SqlPoolQueries:
     """Aggregates for GetPoolStatus."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
+        self._now = now
+        self._writer = writer  # tags what this replica writes, for the others' change feed
 
     async def snapshot(self) -> PoolSnapshot:
         by_state: dict[AgentState, int] = {}

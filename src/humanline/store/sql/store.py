@@ -1,58 +1,82 @@
-"""`SqlStore`: engines, transactions and migrations behind the store port.
+"""`SqlStore`: engines, transactions, clock, hints and migrations behind the store port.
 
 SQLite (the embedded default) allows one writer at a time. Writes therefore go through a
 single connection guarded by an asyncio lock and open with `BEGIN IMMEDIATE`, so a write
 transaction never upgrades from a read lock and never meets SQLITE_BUSY from its own
 process; reads use a small pool of their own and see WAL snapshots. `synchronous=FULL`
-makes every commit durable before the call that caused it returns.
+makes every commit durable before the call that caused it returns. One process per SQLite
+file: the store holds an exclusive lock on `<file>.lock` while open, so a second process
+(which would run a second dispatcher and take the first one's agents for dead) refuses to
+start. The process clock is the clock.
 
-One process per SQLite file: the store holds an exclusive lock on `<file>.lock` while open, so a
-second process (which would run a second dispatcher and take the first one's agents for dead)
-refuses to start. Several replicas need PostgreSQL.
+PostgreSQL is the coordination engine for several replicas: transactions run concurrently
+(READ COMMITTED; conditional updates, row locks and constraints guard every claim), the
+database's `now()` is the one clock, a deadlock or serialization failure becomes a
+`StoreConflict` that the service retries whole, and hints for other replicas go out with
+`pg_notify` inside the transaction, so they are delivered only if it commits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from humanline.domain.clock import Clock
-from humanline.store.port import StoreError
+from humanline.store.port import StoreConflict, StoreError
 from humanline.store.sql import migrations
+from humanline.store.sql.listener import CHANNEL, PgListener
 from humanline.store.sql.repositories import (
     SqlAgentRepository,
     SqlHandoffRepository,
     SqlOfferRepository,
     SqlPoolQueries,
+    SqlReplicaRepository,
     SqlSessionRepository,
 )
+
+# SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
+RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', hint) FROM unnest(CAST(:hints AS text[])) AS hint")
 
 
 class SqlUnitOfWork:
     """One transaction on one connection, with its repositories and its time."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+    def __init__(
+        self, conn: AsyncConnection, now: datetime, *, notifies: bool, writer: str
+    ) -> None:
         self.now = now
-        self.agents = SqlAgentRepository(conn)
-        self.handoffs = SqlHandoffRepository(conn)
-        self.offers = SqlOfferRepository(conn)
-        self.sessions = SqlSessionRepository(conn)
-        self.pool = SqlPoolQueries(conn)
+        self.agents = SqlAgentRepository(conn, now, writer)
+        self.handoffs = SqlHandoffRepository(conn, now, writer)
+        self.offers = SqlOfferRepository(conn, now)
+        self.sessions = SqlSessionRepository(conn, now)
+        self.pool = SqlPoolQueries(conn, now)
+        self.replicas = SqlReplicaRepository(conn, now)
+        self._conn = conn
+        self._notifies = notifies
+
+    async def notify(self, hints: Collection[str]) -> None:
+        """Hints for other replicas, delivered when (and only if) this transaction commits."""
+        if self._notifies and hints:
+            await self._conn.execute(NOTIFY, {"hints": sorted(hints)})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy, not the driver, decide where transactions begin (see _begin_* below).
+    # Let SQLAlchemy, not the driver, decide where transactions begin (see _sqlite_engines).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in (
@@ -79,33 +103,57 @@ def _exclusive_lock(path: Path) -> int:
     return fd
 
 
+def _store_error(exc: DBAPIError) -> StoreError:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in RETRYABLE:
+        return StoreConflict(str(exc.orig))
+    return StoreError(str(exc.orig))
+
+
 class SqlStore:
     """The store on SQLite or PostgreSQL through SQLAlchemy's async engine."""
 
-    def __init__(self, url: str, clock: Clock) -> None:
+    def __init__(self, url: str, clock: Clock, *, pool_size: int = 10, notify: bool = True) -> None:
         self.url = make_url(url)
         self._clock = clock
-        self._write_lock = asyncio.Lock()
+        self._pool_size = pool_size
+        self._notify = notify and not self.is_sqlite
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
+        self._tag = ""
 
     @property
     def is_sqlite(self) -> bool:
         """True on the embedded store."""
         return self.url.get_backend_name() == "sqlite"
 
-    async def open(self) -> None:
-        """Connects, then migrates the schema to the newest version."""
+    @property
+    def exclusive(self) -> bool:
+        """SQLite is used by one process at a time (file lock); PostgreSQL is shared."""
+        return self.is_sqlite
+
+    async def open(self, writer: str = "") -> None:
+        """Connects, then migrates the schema to the newest version. `writer` tags the rows
+        this process writes (see the replicas' change feed)."""
+        self._tag = writer
         if self.is_sqlite:
             self._writer, self._reader = self._sqlite_engines()
         else:
             engine = create_async_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                self.url,
+                pool_size=self._pool_size,
+                max_overflow=self._pool_size,
+                pool_pre_ping=True,
             )
             self._writer = self._reader = engine
-        async with self._writer.connect() as conn:
-            await migrations.upgrade(conn)
+        try:
+            async with self._writer.connect() as conn:
+                await migrations.upgrade(conn)
+        except (OSError, DBAPIError) as exc:
+            await self.close()
+            raise StoreError(f"cannot open the database: {exc}") from exc
 
     def _sqlite_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
         database = self.url.database
@@ -140,25 +188,47 @@ class SqlStore:
             os.close(self._lock_fd)  # closing releases the lock
             self._lock_fd = None
 
+    async def _now(self, conn: AsyncConnection) -> datetime:
+        if self.is_sqlite:
+            return self._clock.now()
+        value: datetime = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
+        return value
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqlUnitOfWork]:
         """A read-write transaction; commits on normal exit, rolls back on exception."""
         if self._writer is None:
             raise StoreError("store is not open")
-        async with self._write_lock:
+        serial = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+        async with serial:
             try:
                 async with self._writer.begin() as conn:
-                    yield SqlUnitOfWork(conn, self._clock.now())
+                    yield SqlUnitOfWork(
+                        conn, await self._now(conn), notifies=self._notify, writer=self._tag
+                    )
             except DBAPIError as exc:
-                raise StoreError(str(exc.orig)) from exc
+                raise _store_error(exc) from exc
+            except OSError as exc:  # the connection itself failed
+                raise StoreError(str(exc)) from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlUnitOfWork]:
-        """A read-only snapshot."""
+        """A read-only snapshot (on PostgreSQL, each statement sees what had committed when
+        it started)."""
         if self._reader is None:
             raise StoreError("store is not open")
         try:
             async with self._reader.connect() as conn, conn.begin():
-                yield SqlUnitOfWork(conn, self._clock.now())
+                yield SqlUnitOfWork(conn, await self._now(conn), notifies=False, writer=self._tag)
         except DBAPIError as exc:
-            raise StoreError(str(exc.orig)) from exc
+            raise _store_error(exc) from exc
+        except OSError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def listener(
+        self, on_hint: Callable[[str], None], on_reset: Callable[[], None]
+    ) -> PgListener | None:
+        """Other replicas' hints, on PostgreSQL unless notifications are off (poll-only)."""
+        if not self._notify:
+            return None
+        return PgListener(self.url, on_hint, on_reset)

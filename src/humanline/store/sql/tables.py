@@ -72,6 +72,7 @@ class AgentRow(SQLModel, table=True):
             sqlite_where=text("status = 'AVAILABLE' AND connected AND load < capacity"),
             postgresql_where=text("status = 'AVAILABLE' AND connected AND load < capacity"),
         ),
+        Index("ix_agents_changed", "changed_at"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -81,12 +82,15 @@ class AgentRow(SQLModel, table=True):
     capacity: int
     load: int = 0
     status: str = Field(max_length=16)
+    status_reason: str = Field(default="AGENT_REQUEST", max_length=32)
     connected: bool = False
     consecutive_misses: int = 0
     last_assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    changed_at: datetime = Field(sa_type=UTCDateTime)
+    changed_by: str = Field(default="", max_length=8)
 
 
 class AgentSkillRow(SQLModel, table=True):
@@ -136,6 +140,7 @@ class HandoffRow(SQLModel, table=True):
             sqlite_where=text("state IN ('QUEUED', 'OFFERED')"),
             postgresql_where=text("state IN ('QUEUED', 'OFFERED')"),
         ),
+        Index("ix_handoffs_changed", "changed_at"),
         Index(
             "ix_handoffs_completed",
             "ended_at",
@@ -168,6 +173,8 @@ class HandoffRow(SQLModel, table=True):
     notes: str = ""
     completion_fingerprint: str | None = Field(default=None, max_length=64)
     handle_seconds: float | None = None
+    changed_at: datetime = Field(sa_type=UTCDateTime)
+    changed_by: str = Field(default="", max_length=8)
 
 
 class HandoffSkillRow(SQLModel, table=True):
@@ -262,6 +269,27 @@ class SessionRow(SQLModel, table=True):
     end_reason: str | None = Field(default=None, max_length=32)
 
 
+class ReplicaRow(SQLModel, table=True):
+    """A humanline process serving this database; alive while it heartbeats."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (
+        Index(
+            "ix_replicas_live",
+            "heartbeat_at",
+            sqlite_where=text("stopped_at IS NULL"),
+            postgresql_where=text("stopped_at IS NULL"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime)
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 def table(model: type[SQLModel]) -> Table:
     """The Core table behind a SQLModel class, for SQL expressions."""
     result: Table = model.__table__  # type: ignore[attr-defined]
@@ -275,4 +303,5 @@ handoffs = table(HandoffRow)
 handoff_skills = table(HandoffSkillRow)
 offers = table(OfferRow)
 sessions = table(SessionRow)
+replicas = table(ReplicaRow)
 metadata = SQLModel.metadata

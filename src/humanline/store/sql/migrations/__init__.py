@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 HERE = Path(__file__).parent
@@ -42,11 +42,25 @@ async def current(conn: AsyncConnection) -> str | None:
     return await conn.run_sync(run)
 
 
+# pg_advisory_lock key: replicas starting at once migrate one after the other.
+MIGRATION_LOCK = int.from_bytes(b"humanlin", "big") >> 1
+
+
 async def upgrade(conn: AsyncConnection, revision: str = "head") -> None:
-    """Migrates the database behind `conn` to `revision` and commits."""
+    """Migrates the database behind `conn` to `revision` and commits. On PostgreSQL under
+    an advisory lock, so that two replicas starting at once do not race."""
 
     def run(sync_conn: Connection) -> None:
         command.upgrade(alembic_config(sync_conn), revision)
 
-    await conn.run_sync(run)
-    await conn.commit()
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        await conn.commit()
+    try:
+        await conn.run_sync(run)
+        await conn.commit()
+    finally:
+        if postgres:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            await conn.commit()
