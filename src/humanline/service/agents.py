@@ -269,9 +269,13 @@ class AgentSessions:
         stream's. `channel.admit` drops what the stream already said."""
         async with self._store.read() as uow:
             session = await uow.sessions.get(channel.session_id)
-            if session is None or session.connection_id != channel.connection_id:
+            if (
+                session is None
+                or session.connection_id != channel.connection_id  # resumed elsewhere
+                or session.state is SessionState.ENDED  # a newer log-in took over
+            ):
                 return [StreamClosing(CLOSE_REPLACED)]
-            if session.state is not SessionState.CONNECTED:
+            if session.state is SessionState.DISCONNECTED:  # others think this replica died
                 return [StreamClosing(CLOSE_DETACHED)]
             events: list[AgentEvent] = []
             pending = {o.id: o for o in await uow.offers.pending_for_agent(channel.agent_id)}

@@ -1,0 +1,247 @@
+"""Several replicas on one PostgreSQL database, in one test process, each behind its own gRPC
+server: any RPC works on any replica, offers reach the agent wherever its stream is, watches
+see changes made elsewhere, a dead replica's agents resume elsewhere with their work, and
+poll-only mode (no LISTEN) still delivers. (Separate processes and SIGKILL: tests/e2e.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from humanline.config import Settings
+from humanline.domain.clock import SystemClock
+from humanline.grpc.server import create_server
+from humanline.service.app import Humanline
+from humanline.store import create_store
+from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2, handoff_service_pb2
+from tests.conftest import FAST, Served, empty_postgres
+from tests.support.client import Stubs, error_details
+
+Start = Callable[..., Awaitable[tuple[Served, Stubs]]]
+# Offers outlive a replica's TTL (1 s) here, so that reaping, not expiry, takes them back.
+REPLICAS = replace(FAST, offer_timeout=timedelta(seconds=10))
+
+
+@pytest.fixture
+async def start_replica(postgres_database: str) -> AsyncIterator[Start]:
+    """Starts replicas on one emptied PostgreSQL database; stops those still running."""
+    await asyncio.to_thread(empty_postgres, postgres_database)
+    running: list[tuple[Served, Stubs]] = []
+
+    async def start(*, notify: bool = True) -> tuple[Served, Stubs]:
+        app = Humanline(
+            create_store(postgres_database, SystemClock(), pool_size=4, notify=notify),
+            REPLICAS,
+            sweep_interval=0.25,
+            watch_interval=0.05,
+            replica_heartbeat=0.3,
+            replica_ttl=1.0,
+        )
+        await app.start()
+        served = Served(app, await create_server(app, "127.0.0.1:0", hello_timeout=2.0))
+        stubs = Stubs.connect(served.target)
+        running.append((served, stubs))
+        return served, stubs
+
+    yield start
+    for served, stubs in running:
+        await stubs.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(15):
+                await served.stop()
+
+
+async def kill(served: Served) -> None:
+    """Stops a replica the way SIGKILL does: no drops recorded, no goodbye, no heartbeat."""
+    served.app.sessions.dropped = lambda channel, clean: None  # type: ignore[method-assign]
+    for task in (*served.app.replicas._tasks, *served.app.dispatcher._tasks):
+        task.cancel()
+    await served.running.server.stop(0)
+    await served.app.store.close()
+
+
+async def test_offers_cancels_and_completions_cross_replicas(start_replica: Start) -> None:
+    _a, at_a = await start_replica()
+    _b, at_b = await start_replica()
+    await at_b.create_agent("ann", {"billing": 4})
+    ann = at_a.agent("ann")  # the agent's stream lands on A
+    await ann.hello()
+
+    handoff = await at_b.request_handoff(skills={"billing": 2})  # the bot calls B
+    offer = await ann.offer()
+    assert offer.details.handoff_id == handoff.handoff_id
+    interaction = await ann.accept(offer.offer_id)
+    await at_b.complete("ann", interaction.interaction_id)  # completion through B
+    assert (await at_a.get_handoff(handoff.handoff_id)).state == (
+        handoff_pb2.HANDOFF_STATE_COMPLETED
+    )
+
+    gone = await at_b.request_handoff(skills={"billing": 2})
+    pending = await ann.offer()
+    await at_b.cancel_handoff(gone.handoff_id)  # the customer leaves, said through B
+    rescinded = await ann.expect("offer_rescinded")
+    assert rescinded.offer_id == pending.offer_id
+    assert rescinded.reason == agent_service_pb2.RESCIND_REASON_HANDOFF_CANCELLED
+    assert (await at_b.get_agent("ann")).load == 0
+
+
+async def test_a_watch_sees_changes_made_on_another_replica(start_replica: Start) -> None:
+    _, at_a = await start_replica()
+    _, at_b = await start_replica()
+    ahead = await at_b.request_handoff(urgency=handoff_pb2.URGENCY_CRITICAL)
+    handoff = await at_b.request_handoff(urgency=handoff_pb2.URGENCY_LOW)
+    stream = at_a.handoffs.WatchHandoff(
+        handoff_service_pb2.WatchHandoffRequest(handoff_id=handoff.handoff_id)
+    )
+    seen: list[handoff_pb2.Handoff] = []
+
+    async def follow() -> None:
+        async for message in stream:
+            seen.append(message.handoff)
+
+    following = asyncio.create_task(follow())
+    async with asyncio.timeout(15):
+        while not seen:
+            await asyncio.sleep(0.02)
+        assert seen[-1].queue_position == 2
+        await at_b.cancel_handoff(ahead.handoff_id)  # the queue moves, on B
+        while seen[-1].queue_position != 1:
+            await asyncio.sleep(0.02)
+        await at_b.create_agent("bob", {"general": 3}, display_name="Bob")
+        bob = at_b.agent("bob")
+        await bob.hello()
+        interaction = await bob.accept((await bob.offer()).offer_id)
+        await at_b.complete("bob", interaction.interaction_id)
+        await following
+    # Across replicas, transitions a few milliseconds apart may arrive as one update, but
+    # what arrives is in lifecycle order and ends with the terminal state.
+    order = [
+        handoff_pb2.HANDOFF_STATE_QUEUED,
+        handoff_pb2.HANDOFF_STATE_OFFERED,
+        handoff_pb2.HANDOFF_STATE_ASSIGNED,
+        handoff_pb2.HANDOFF_STATE_COMPLETED,
+    ]
+    ranks = [order.index(h.state) for h in seen]
+    assert ranks == sorted(ranks)
+    assert seen[-1].state == handoff_pb2.HANDOFF_STATE_COMPLETED
+    assert seen[-1].assigned_agent.display_name == "Bob"
+
+
+async def test_a_login_on_another_replica_takes_the_session_over(start_replica: Start) -> None:
+    _, at_a = await start_replica()
+    _, at_b = await start_replica()
+    await at_a.create_agent("cid")
+    old = at_a.agent("cid")
+    await old.hello()
+    new = at_b.agent("cid")
+    await new.hello()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await old.next(timeout=5)
+    assert ended.value.code() == grpc.StatusCode.ABORTED
+    assert error_details(ended.value)["reason"] == "SESSION_REPLACED"
+
+
+async def test_a_dead_replicas_agents_resume_elsewhere_with_their_work(
+    start_replica: Start,
+) -> None:
+    a, at_a = await start_replica()
+    _b, at_b = await start_replica()
+    await at_b.create_agent("dee", {"general": 3}, capacity=2)
+    dee = at_a.agent("dee")
+    welcome = await dee.hello()
+    held = await at_b.request_handoff()
+    interaction = await dee.accept((await dee.offer()).offer_id)
+    pending = await at_b.request_handoff()
+    await dee.offer()
+
+    await kill(a)
+    # B declares A dead after its TTL: the offer on the dead stream goes back to the queue and
+    # the agent is reconnecting, its accepted work kept.
+    async with asyncio.timeout(10):
+        while (await at_b.get_handoff(pending.handoff_id)).state != (
+            handoff_pb2.HANDOFF_STATE_QUEUED
+        ):
+            await asyncio.sleep(0.1)
+    assert (await at_b.get_agent("dee")).state == agent_pb2.AGENT_STATE_RECONNECTING
+    assert (await at_b.get_handoff(held.handoff_id)).state == handoff_pb2.HANDOFF_STATE_ASSIGNED
+
+    dee = at_b.agent("dee")
+    resumed = await dee.resume(welcome.resume_token)
+    assert [i.interaction_id for i in resumed.active_interactions] == [interaction.interaction_id]
+    assert (await dee.offer()).details.handoff_id == pending.handoff_id
+    await at_b.complete("dee", interaction.interaction_id)
+
+
+async def test_a_dead_replicas_agent_who_never_returns_goes_offline(
+    start_replica: Start,
+) -> None:
+    a, at_a = await start_replica()
+    _, at_b = await start_replica()
+    await at_b.create_agent("eve", {"general": 3})
+    eve = at_a.agent("eve")
+    await eve.hello()
+    held = await at_b.request_handoff()
+    await eve.accept((await eve.offer()).offer_id)
+    await kill(a)
+    # TTL (1 s) plus the grace period (1.5 s): then offline, and the work re-queued.
+    async with asyncio.timeout(15):
+        while (await at_b.get_agent("eve")).state != agent_pb2.AGENT_STATE_OFFLINE:
+            await asyncio.sleep(0.1)
+    requeued = await at_b.get_handoff(held.handoff_id)
+    assert requeued.state == handoff_pb2.HANDOFF_STATE_QUEUED
+    assert requeued.requeue_count == 1
+
+
+async def test_poll_only_replicas_still_deliver(start_replica: Start) -> None:
+    _, at_a = await start_replica(notify=False)
+    _, at_b = await start_replica(notify=False)
+    await at_a.create_agent("fay", {"general": 3})
+    fay = at_a.agent("fay")
+    await fay.hello()
+    handoff = await at_b.request_handoff()
+    offer = await fay.offer(timeout=5)  # found by the change-feed poll, not a NOTIFY
+    assert offer.details.handoff_id == handoff.handoff_id
+    await at_b.cancel_handoff(handoff.handoff_id)
+    assert (await fay.expect("offer_rescinded", timeout=5)).offer_id == offer.offer_id
+
+
+async def test_a_replica_presumed_dead_hands_its_streams_back(start_replica: Start) -> None:
+    a, at_a = await start_replica()
+    b, _ = await start_replica()
+    await at_a.create_agent("gus", {"general": 3})
+    gus = at_a.agent("gus")
+    welcome = await gus.hello(heartbeat_every=5)
+    # A stalls past its TTL (simulated: its heartbeat is set far in the past) and B reaps it.
+    async with a.app.store.write() as uow:
+        conn = uow.agents._conn  # type: ignore[attr-defined]
+        await conn.execute(
+            sa.text("UPDATE replicas SET heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": a.app.replica_id},
+        )
+    assert a.app.replica_id in await b.app.replicas.reap()
+    # A notices at its next heartbeat, takes its place again, and its stream, whose session
+    # B moved into the grace period, ends so that the app resumes.
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await gus.next(timeout=5)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_details(ended.value)["reason"] == "SESSION_DETACHED"
+    again = at_a.agent("gus")
+    assert (await again.resume(welcome.resume_token)).resumed
+    async with asyncio.timeout(5):  # A's next heartbeat puts it back among the living
+        while True:
+            async with a.app.store.read() as uow:
+                if a.app.replica_id in await uow.replicas.live():
+                    break
+            await asyncio.sleep(0.1)
+
+
+def test_replica_settings_refuse_a_ttl_shorter_than_two_heartbeats() -> None:
+    with pytest.raises(ValueError, match="twice the heartbeat"):
+        Settings(replica_heartbeat_seconds=2, replica_ttl_seconds=3)
