@@ -14,15 +14,18 @@ from humanline.service.events import (
     CLOSE_REPLACED,
     CLOSE_SHUTDOWN,
     AgentChannel,
+    AssignmentMade,
     Effects,
     EventHub,
     HeartbeatAck,
+    OfferMade,
     OfferWithdrawn,
+    Reconcile,
     ServiceClosing,
     StatusUpdated,
     StreamClosing,
 )
-from tests.unit.builders import OFFER_ID, T0, at, handoff
+from tests.unit.builders import OFFER_ID, T0, at, completed_interaction, handoff, offer
 
 TICK = 0.01  # a watch's check interval in these tests
 
@@ -415,3 +418,62 @@ def test_effects_are_independent() -> None:
     a, b = Effects(), Effects()
     a.match_agent("ada")
     assert b.match_agents == []
+
+
+# --- what a stream has said, and hints between replicas ------------------------------------
+
+
+def test_admit_sends_each_offer_once_and_withdrawals_only_of_shown_offers() -> None:
+    channel = AgentChannel("ada", "s1")
+    made = OfferMade(offer(), handoff())
+    assert channel.admit(made)
+    assert not channel.admit(made)  # heard again through a hint: not sent twice
+    assert not channel.admit(OfferWithdrawn("never-shown", RescindReason.EXPIRED))
+    assert channel.admit(OfferWithdrawn(OFFER_ID, RescindReason.EXPIRED))
+    assert not channel.admit(OfferWithdrawn(OFFER_ID, RescindReason.EXPIRED))
+    # An answer to a command always goes out, shown or not.
+    assert channel.admit(OfferWithdrawn("never-shown", RescindReason.DECLINED, "cmd-1"))
+
+
+def test_admit_sends_a_status_only_when_it_changes_unless_asked() -> None:
+    channel = AgentChannel("ada", "s1")
+    channel.status = AgentStatus.AVAILABLE
+    assert not channel.admit(StatusUpdated(AgentStatus.AVAILABLE, StatusChangeReason.AGENT_REQUEST))
+    assert channel.admit(StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
+    assert channel.status is AgentStatus.AWAY
+    assert channel.admit(StatusUpdated(AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST, "cmd-2"))
+
+
+def test_an_accepted_offer_is_no_longer_shown() -> None:
+    channel = AgentChannel("ada", "s1")
+    channel.admit(OfferMade(offer(), handoff()))
+    assert channel.admit(AssignmentMade(completed_interaction(accepted=at(1), ended=at(2))))
+    assert OFFER_ID not in channel.shown_offers
+
+
+def test_effects_hints_name_agents_handoffs_and_the_queue_tagged_with_the_origin() -> None:
+    fx = Effects()
+    fx.to_agent("ada", OfferWithdrawn(OFFER_ID, RescindReason.EXPIRED))
+    fx.close_session("bob", "s2", CLOSE_REPLACED)
+    fx.changed(handoff(), moved=True)
+    assert fx.hints("r1") == {"r1/a:ada", "r1/a:bob", f"r1/h:{handoff().id}", "r1/q"}
+    assert Effects().hints("r1") == set()
+
+
+async def test_hints_make_local_streams_reconcile_and_watches_reload() -> None:
+    hub = EventHub()
+    channel = AgentChannel("ada", "s1")
+    hub.attach(channel)
+    hub.hint_agent("ada")
+    hub.hint_agent("nobody-here")  # no stream here: nothing to do
+    assert isinstance(await next_event(channel), Reconcile)
+    with hub.watch(handoff().id) as watch:
+        hub.hint_handoff(handoff().id)
+        assert await watch.next(TICK) is None  # reload: it changed elsewhere
+        version = hub.queue_version
+        hub.reset()  # the listener reconnected: look at everything again
+        assert isinstance(await next_event(channel), Reconcile)
+        assert await watch.next(TICK) is None
+        assert hub.queue_version == version + 1
+    assert hub.local_agents() == {"ada"}
+    assert hub.watched_handoffs() == set()
