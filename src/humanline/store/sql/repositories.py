@@ -8,6 +8,7 @@ Matching queries (`candidates_for`, `queued_for_agent`) implement
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,8 +50,15 @@ from humanline.store.sql.tables import (
     sessions,
 )
 
-_MISSED = (OfferState.DECLINED.value, OfferState.EXPIRED.value)
-_WAITING = (HandoffState.QUEUED.value, HandoffState.OFFERED.value)
+_MISSED = (OfferState.DECLINED, OfferState.EXPIRED)
+_WAITING = (HandoffState.QUEUED, HandoffState.OFFERED)
+
+
+def _const(value: enum.Enum) -> sa.BindParameter[str]:
+    """A state constant written into the SQL text rather than bound: the planner can then
+    match the partial indexes on state (`WHERE state = 'QUEUED'`) in every plan, also a
+    prepared statement's generic one."""
+    return sa.literal(value.value, sa.String(), literal_execute=True)
 
 
 def _rowcount(result: sa.CursorResult[Any]) -> int:
@@ -83,8 +91,8 @@ def _agent(row: sa.Row[Any]) -> Agent:
 
 _LIVE_AGENT = agents.c.deleted_at.is_(None)
 _READY = sa.and_(
-    agents.c.status == AgentStatus.AVAILABLE.value,
-    agents.c.connected.is_(True),
+    agents.c.status == _const(AgentStatus.AVAILABLE),
+    agents.c.connected == sa.true(),
     agents.c.load < agents.c.capacity,
 )
 
@@ -96,16 +104,16 @@ def agent_state_clause(state: AgentState) -> sa.ColumnElement[bool]:
         agents.c.connected,
         agents.c.load >= agents.c.capacity,
     )
-    online = status != AgentStatus.OFFLINE.value
+    online = status != _const(AgentStatus.OFFLINE)
     match state:
         case AgentState.OFFLINE:
-            return status == AgentStatus.OFFLINE.value
+            return status == _const(AgentStatus.OFFLINE)
         case AgentState.RECONNECTING:
-            return sa.and_(online, connected.is_(False))
+            return sa.and_(online, connected == sa.false())
         case AgentState.AWAY:
-            return sa.and_(status == AgentStatus.AWAY.value, connected.is_(True))
+            return sa.and_(status == _const(AgentStatus.AWAY), connected == sa.true())
         case AgentState.BUSY:
-            return sa.and_(status == AgentStatus.AVAILABLE.value, connected.is_(True), full)
+            return sa.and_(status == _const(AgentStatus.AVAILABLE), connected == sa.true(), full)
         case AgentState.AVAILABLE:
             return _READY
 
@@ -203,7 +211,7 @@ class SqlAgentRepository:
             .where(
                 agents.c.id == agent_id,
                 _LIVE_AGENT,
-                agents.c.status == AgentStatus.OFFLINE.value,
+                agents.c.status == _const(AgentStatus.OFFLINE),
                 agents.c.load == 0,
             )
             .values(deleted_at=now, updated_at=now)
@@ -258,7 +266,7 @@ class SqlAgentRepository:
         excluded = sa.exists().where(
             offers.c.handoff_id == handoff.id,
             offers.c.agent_id == agents.c.id,
-            offers.c.state.in_(_MISSED),
+            offers.c.state.in_([_const(s) for s in _MISSED]),
         )
         stmt = (
             stmt.where(_READY, ~excluded)
@@ -270,7 +278,7 @@ class SqlAgentRepository:
     async def supply_for(self, handoff: Handoff) -> EligibleSupply:
         qualified, _ = self._qualified(handoff)
         sub = qualified.where(
-            agents.c.status == AgentStatus.AVAILABLE.value, agents.c.connected.is_(True)
+            agents.c.status == _const(AgentStatus.AVAILABLE), agents.c.connected == sa.true()
         ).subquery()
         stmt = sa.select(
             sa.func.coalesce(sa.func.sum(sub.c.capacity), 0),
@@ -296,8 +304,8 @@ class SqlAgentRepository:
             self._update()
             .where(
                 agents.c.id == agent_id,
-                agents.c.status != AgentStatus.OFFLINE.value,
-                agents.c.connected.is_(True),
+                agents.c.status != _const(AgentStatus.OFFLINE),
+                agents.c.connected == sa.true(),
             )
             .values(**values)
             .returning(*agents.c)
@@ -451,7 +459,7 @@ class SqlHandoffRepository:
     async def offer(self, handoff_id: str, agent_id: str, offer_id: str) -> Handoff | None:
         return await self._transition(
             handoff_id,
-            [handoffs.c.state == HandoffState.QUEUED.value],
+            [handoffs.c.state == _const(HandoffState.QUEUED)],
             state=HandoffState.OFFERED.value,
             agent_id=agent_id,
             offer_id=offer_id,
@@ -460,7 +468,7 @@ class SqlHandoffRepository:
     async def return_to_queue(self, handoff_id: str, offer_id: str) -> Handoff | None:
         return await self._transition(
             handoff_id,
-            [handoffs.c.state == HandoffState.OFFERED.value, handoffs.c.offer_id == offer_id],
+            [handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == offer_id],
             state=HandoffState.QUEUED.value,
             agent_id=None,
             offer_id=None,
@@ -469,7 +477,7 @@ class SqlHandoffRepository:
     async def assign(self, handoff_id: str, offer_id: str, now: datetime) -> Handoff | None:
         return await self._transition(
             handoff_id,
-            [handoffs.c.state == HandoffState.OFFERED.value, handoffs.c.offer_id == offer_id],
+            [handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == offer_id],
             state=HandoffState.ASSIGNED.value,
             assigned_at=now,
         )
@@ -477,7 +485,7 @@ class SqlHandoffRepository:
     async def requeue(self, handoff_id: str, offer_id: str, deadline: datetime) -> Handoff | None:
         return await self._transition(
             handoff_id,
-            [handoffs.c.state == HandoffState.ASSIGNED.value, handoffs.c.offer_id == offer_id],
+            [handoffs.c.state == _const(HandoffState.ASSIGNED), handoffs.c.offer_id == offer_id],
             state=HandoffState.QUEUED.value,
             agent_id=None,
             offer_id=None,
@@ -497,7 +505,7 @@ class SqlHandoffRepository:
     ) -> Handoff | None:
         return await self._transition(
             handoff_id,
-            [handoffs.c.state == HandoffState.ASSIGNED.value, handoffs.c.offer_id == offer_id],
+            [handoffs.c.state == _const(HandoffState.ASSIGNED), handoffs.c.offer_id == offer_id],
             state=HandoffState.COMPLETED.value,
             ended_at=now,
             outcome=completion.outcome.value,
@@ -510,7 +518,7 @@ class SqlHandoffRepository:
     async def cancel(self, handoff_id: str, now: datetime) -> Handoff | None:
         return await self._transition(
             handoff_id,
-            [handoffs.c.state.in_(_WAITING)],
+            [handoffs.c.state.in_([_const(s) for s in _WAITING])],
             state=HandoffState.CANCELLED.value,
             ended_at=now,
         )
@@ -537,7 +545,7 @@ class SqlHandoffRepository:
         excluded = sa.exists().where(
             offers.c.handoff_id == handoffs.c.id,
             offers.c.agent_id == agent.id,
-            offers.c.state.in_(_MISSED),
+            offers.c.state.in_([_const(s) for s in _MISSED]),
         )
         language_ok: sa.ColumnElement[bool] = handoffs.c.language.is_(None)
         if agent.profile.languages:
@@ -547,7 +555,7 @@ class SqlHandoffRepository:
         stmt = (
             sa.select(handoffs)
             .where(
-                handoffs.c.state == HandoffState.QUEUED.value,
+                handoffs.c.state == _const(HandoffState.QUEUED),
                 language_ok,
                 ~sa.exists(unmet),
                 ~excluded,
@@ -560,7 +568,7 @@ class SqlHandoffRepository:
     async def queued_head(self, limit: int) -> list[Handoff]:
         stmt = (
             sa.select(handoffs)
-            .where(handoffs.c.state == HandoffState.QUEUED.value)
+            .where(handoffs.c.state == _const(HandoffState.QUEUED))
             .order_by(*_QUEUE_ORDER)
             .limit(limit)
         )
@@ -573,7 +581,9 @@ class SqlHandoffRepository:
             sa.literal(handoff.created_at, handoffs.c.created_at.type),
             sa.literal(handoff.id),
         )
-        stmt = sa.select(sa.func.count()).where(handoffs.c.state.in_(_WAITING), key < mine)
+        stmt = sa.select(sa.func.count()).where(
+            handoffs.c.state.in_([_const(s) for s in _WAITING]), key < mine
+        )
         ahead = int((await self._conn.execute(stmt)).scalar_one())
         return ahead + 1
 
@@ -585,7 +595,7 @@ class SqlHandoffRepository:
 
     async def mean_handle_time(self, since: datetime) -> timedelta | None:
         stmt = sa.select(sa.func.avg(handoffs.c.handle_seconds)).where(
-            handoffs.c.state == HandoffState.COMPLETED.value, handoffs.c.ended_at >= since
+            handoffs.c.state == _const(HandoffState.COMPLETED), handoffs.c.ended_at >= since
         )
         mean = (await self._conn.execute(stmt)).scalar()
         return None if mean is None else timedelta(seconds=float(mean))
@@ -657,7 +667,7 @@ class SqlOfferRepository:
             offer_id,
             [
                 offers.c.agent_id == agent_id,
-                offers.c.state == OfferState.PENDING.value,
+                offers.c.state == _const(OfferState.PENDING),
                 offers.c.expires_at > now,
             ],
             state=OfferState.ACCEPTED.value,
@@ -669,7 +679,7 @@ class SqlOfferRepository:
     ) -> Offer | None:
         return await self._transition(
             offer_id,
-            [offers.c.agent_id == agent_id, offers.c.state == OfferState.PENDING.value],
+            [offers.c.agent_id == agent_id, offers.c.state == _const(OfferState.PENDING)],
             state=OfferState.DECLINED.value,
             decided_at=now,
             ended_at=now,
@@ -679,7 +689,7 @@ class SqlOfferRepository:
     async def expire(self, offer_id: str, now: datetime) -> Offer | None:
         return await self._transition(
             offer_id,
-            [offers.c.state == OfferState.PENDING.value, offers.c.expires_at <= now],
+            [offers.c.state == _const(OfferState.PENDING), offers.c.expires_at <= now],
             state=OfferState.EXPIRED.value,
             ended_at=now,
             rescind_reason=RescindReason.EXPIRED.value,
@@ -688,7 +698,7 @@ class SqlOfferRepository:
     async def rescind(self, offer_id: str, reason: RescindReason, now: datetime) -> Offer | None:
         return await self._transition(
             offer_id,
-            [offers.c.state == OfferState.PENDING.value],
+            [offers.c.state == _const(OfferState.PENDING)],
             state=OfferState.RESCINDED.value,
             ended_at=now,
             rescind_reason=reason.value,
@@ -697,7 +707,7 @@ class SqlOfferRepository:
     async def finish(self, offer_id: str, state: OfferState, now: datetime) -> Offer | None:
         return await self._transition(
             offer_id,
-            [offers.c.state == OfferState.ACCEPTED.value],
+            [offers.c.state == _const(OfferState.ACCEPTED)],
             state=state.value,
             ended_at=now,
         )
@@ -705,7 +715,7 @@ class SqlOfferRepository:
     async def _for_agent(self, agent_id: str, state: OfferState) -> list[Offer]:
         stmt = (
             sa.select(offers)
-            .where(offers.c.agent_id == agent_id, offers.c.state == state.value)
+            .where(offers.c.agent_id == agent_id, offers.c.state == _const(state))
             .order_by(offers.c.created_at, offers.c.id)
         )
         return [_offer(r) for r in await self._conn.execute(stmt)]
@@ -719,7 +729,7 @@ class SqlOfferRepository:
     async def due_to_expire(self, now: datetime, limit: int) -> list[Offer]:
         stmt = (
             sa.select(offers)
-            .where(offers.c.state == OfferState.PENDING.value, offers.c.expires_at <= now)
+            .where(offers.c.state == _const(OfferState.PENDING), offers.c.expires_at <= now)
             .order_by(offers.c.expires_at)
             .limit(limit)
         )
@@ -766,7 +776,7 @@ class SqlSessionRepository:
 
     async def live_for_agent(self, agent_id: str) -> Session | None:
         return await self._one(
-            sessions.c.agent_id == agent_id, sessions.c.state != SessionState.ENDED.value
+            sessions.c.agent_id == agent_id, sessions.c.state != _const(SessionState.ENDED)
         )
 
     async def insert(self, session: Session) -> None:
@@ -803,7 +813,7 @@ class SqlSessionRepository:
     ) -> Session | None:
         return await self._transition(
             session_id,
-            [sessions.c.state != SessionState.ENDED.value],
+            [sessions.c.state != _const(SessionState.ENDED)],
             state=SessionState.CONNECTED.value,
             replica_id=replica_id,
             connection_id=connection_id,
@@ -817,7 +827,7 @@ class SqlSessionRepository:
         return await self._transition(
             session_id,
             [
-                sessions.c.state == SessionState.CONNECTED.value,
+                sessions.c.state == _const(SessionState.CONNECTED),
                 sessions.c.connection_id == connection_id,
             ],
             state=SessionState.DISCONNECTED.value,
@@ -828,7 +838,7 @@ class SqlSessionRepository:
     async def end(self, session_id: str, reason: SessionEndReason, now: datetime) -> Session | None:
         return await self._transition(
             session_id,
-            [sessions.c.state != SessionState.ENDED.value],
+            [sessions.c.state != _const(SessionState.ENDED)],
             state=SessionState.ENDED.value,
             ended_at=now,
             end_reason=reason.value,
@@ -838,7 +848,7 @@ class SqlSessionRepository:
         stmt = (
             sa.select(sessions)
             .where(
-                sessions.c.state == SessionState.DISCONNECTED.value,
+                sessions.c.state == _const(SessionState.DISCONNECTED),
                 sessions.c.grace_expires_at <= now,
             )
             .order_by(sessions.c.grace_expires_at)
@@ -848,7 +858,7 @@ class SqlSessionRepository:
 
     async def connected_on(self, replica_id: str) -> list[Session]:
         stmt = sa.select(sessions).where(
-            sessions.c.state == SessionState.CONNECTED.value, sessions.c.replica_id == replica_id
+            sessions.c.state == _const(SessionState.CONNECTED), sessions.c.replica_id == replica_id
         )
         return [_session(r) for r in await self._conn.execute(stmt)]
 
@@ -930,8 +940,8 @@ class SqlPoolQueries:
 
         online = sa.and_(
             _LIVE_AGENT,
-            agents.c.status == AgentStatus.AVAILABLE.value,
-            agents.c.connected.is_(True),
+            agents.c.status == _const(AgentStatus.AVAILABLE),
+            agents.c.connected == sa.true(),
         )
         free = agents.c.capacity - agents.c.load
         ready = sa.func.sum(sa.case((agents.c.load < agents.c.capacity, 1), else_=0))
@@ -946,7 +956,7 @@ class SqlPoolQueries:
             )
             return [Capacity(k, int(n), int(f)) for k, n, f in await self._conn.execute(stmt)]
 
-        waiting = handoffs.c.state.in_(_WAITING)
+        waiting = handoffs.c.state.in_([_const(s) for s in _WAITING])
         urgency_rows = await self._conn.execute(
             sa.select(handoffs.c.urgency, sa.func.count())
             .where(waiting)
