@@ -272,10 +272,10 @@ class AgentSessions:
             if (
                 session is None
                 or session.connection_id != channel.connection_id  # resumed elsewhere
-                or session.state is SessionState.ENDED  # a newer log-in took over
+                or session.end_reason is SessionEndReason.REPLACED  # a newer log-in took over
             ):
                 return [StreamClosing(CLOSE_REPLACED)]
-            if session.state is SessionState.DISCONNECTED:  # others think this replica died
+            if session.state is not SessionState.CONNECTED:  # others think this replica died
                 return [StreamClosing(CLOSE_DETACHED)]
             events: list[AgentEvent] = []
             pending = {o.id: o for o in await uow.offers.pending_for_agent(channel.agent_id)}

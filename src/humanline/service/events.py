@@ -326,6 +326,7 @@ class Effects:
 
     agent_events: list[tuple[str, AgentEvent, str | None]] = field(default_factory=list)
     closed_sessions: list[tuple[str, str, str]] = field(default_factory=list)
+    detached_agents: set[str] = field(default_factory=set)
     handoffs: list[Handoff] = field(default_factory=list)
     queue_moved: bool = False
     match_handoffs: list[str] = field(default_factory=list)
@@ -340,6 +341,11 @@ class Effects:
     def close_session(self, agent_id: str, session_id: str, why: str) -> None:
         """Ends the stream of a session."""
         self.closed_sessions.append((agent_id, session_id, why))
+
+    def detached(self, agent_id: str) -> None:
+        """The agent's session lost its stream by the store's account: a stream of it still
+        open on another replica (one presumed dead and revived) must look at the store."""
+        self.detached_agents.add(agent_id)
 
     def changed(self, handoff: Handoff, *, moved: bool = False) -> None:
         """Tells the handoff's watchers; `moved` if it entered or left the waiting queue."""
@@ -366,6 +372,7 @@ class Effects:
         """What other replicas should look at again, tagged with the sender's `origin`."""
         agents = {agent_id for agent_id, _, _ in self.agent_events}
         agents |= {agent_id for agent_id, _, _ in self.closed_sessions}
+        agents |= self.detached_agents
         hints = {f"a:{a}" for a in agents} | {f"h:{h.id}" for h in self.handoffs}
         if self.queue_moved:
             hints.add("q")

@@ -14,7 +14,7 @@ from humanline.domain.rules import DispatchPolicy, estimate_wait
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import EventHub
 from humanline.service.transitions import retry_conflicts, withdraw_offer
-from humanline.store.port import DuplicateKey, Store, UnitOfWork
+from humanline.store.port import DuplicateKey, Store, StoreConflict, UnitOfWork
 
 HANDLE_TIME_WINDOW = timedelta(hours=1)
 HANDLE_TIME_CACHE_SECONDS = 5.0
@@ -114,19 +114,18 @@ class Handoffs:
                         reason="HANDOFF_NOT_CANCELLABLE",
                         metadata={"handoff_id": handoff_id, "state": handoff.state.value},
                     )
-                if handoff.state is HandoffState.OFFERED and handoff.offer_id is not None:
-                    offer = await uow.offers.get(handoff.offer_id)
+                offer_id = handoff.offer_id if handoff.state is HandoffState.OFFERED else None
+                if offer_id is not None:
+                    offer = await uow.offers.get(offer_id)
                     if offer is not None:
                         await withdraw_offer(
                             uow, offer, RescindReason.HANDOFF_CANCELLED, fx, requeue=False
                         )
-                cancelled = await uow.handoffs.cancel(handoff_id, uow.now)
+                # Only as read: an offer made or taken meanwhile (read QUEUED, now OFFERED)
+                # must not be left pending on a cancelled handoff; the retry sees it.
+                cancelled = await uow.handoffs.cancel(handoff_id, offer_id, uow.now)
                 if cancelled is None:
-                    raise FailedPrecondition(
-                        "the handoff changed meanwhile",
-                        reason="HANDOFF_NOT_CANCELLABLE",
-                        metadata={"handoff_id": handoff_id},
-                    )
+                    raise StoreConflict(f"handoff {handoff_id} changed while being cancelled")
                 handoff = cancelled
                 fx.changed(handoff, moved=True)
                 fx.log("handoff_cancelled", handoff_id=handoff_id)

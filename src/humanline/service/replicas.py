@@ -25,9 +25,9 @@ import structlog
 
 from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
-from humanline.service.events import EventHub
+from humanline.service.events import Effects, EventHub
 from humanline.service.transitions import LostRace, retry_conflicts, start_grace
-from humanline.store.port import Store, StoreConflict, StoreError
+from humanline.store.port import Store, StoreConflict, StoreError, UnitOfWork
 
 log = structlog.get_logger("humanline.replicas")
 
@@ -109,31 +109,30 @@ class ReplicaCoordinator:
             log.error("replica_was_declared_dead", replica_id=self.replica_id)
             self._hub.reset()
 
+    @retry_conflicts
     async def reap(self, *, everyone_else: bool = False) -> list[str]:
-        """Declares silent replicas dead and recovers their sessions; returns their ids."""
-        async with self._store.write() as uow:
+        """Declares silent replicas dead and recovers their sessions; returns their ids.
+
+        One transaction: a replica that was only paused and heartbeats again meanwhile waits
+        for it (the row lock on its replica row), so when it learns that it was declared dead
+        its sessions are already in their grace period, and its streams see that."""
+        async with self._dispatcher.transaction() as (uow, fx):
             silent_since = uow.now + timedelta(days=1) if everyone_else else uow.now - self._ttl
             dead = await uow.replicas.reap(silent_since, keep=self.replica_id)
+            for replica_id in dead:
+                await self._recover(uow, fx, replica_id)
         for replica_id in dead:
             log.warning("replica_declared_dead", replica_id=replica_id, by=self.replica_id)
-            await self._recover(replica_id)
         return dead
 
-    @retry_conflicts
-    async def _recover(self, replica_id: str) -> None:
+    async def _recover(self, uow: UnitOfWork, fx: Effects, replica_id: str) -> None:
         """The dead replica's streams are gone: each of its sessions starts its grace period,
         and its pending offers go back to the queue."""
-        async with self._dispatcher.transaction() as (uow, fx):
-            for session in await uow.sessions.connected_on(replica_id):
-                with contextlib.suppress(LostRace):  # resumed elsewhere meanwhile
-                    await start_grace(
-                        uow,
-                        session,
-                        session.connection_id,
-                        self._policy,
-                        fx,
-                        reason="replica_gone",
-                    )
+        for session in await uow.sessions.connected_on(replica_id):
+            with contextlib.suppress(LostRace):  # resumed elsewhere meanwhile
+                await start_grace(
+                    uow, session, session.connection_id, self._policy, fx, reason="replica_gone"
+                )
 
     # --- hints ----------------------------------------------------------------------------
 

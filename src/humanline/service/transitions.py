@@ -182,13 +182,15 @@ async def start_grace(
 ) -> None:
     """A session lost its stream: its pending offers return to their places in the queue,
     its agent stops receiving offers, and the grace period starts; accepted work stays."""
-    await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
     grace_end = uow.now + policy.grace_period
+    # First, so that a session resumed meanwhile loses nothing: LostRace before any write.
     if await uow.sessions.disconnect(session.id, connection_id, uow.now, grace_end) is None:
         raise LostRace(session.id)
+    await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
     agent = await uow.agents.get(session.agent_id)
     status = agent.status if agent is not None else AgentStatus.AVAILABLE
     await uow.agents.set_presence(session.agent_id, status=status, connected=False)
+    fx.detached(session.agent_id)
     fx.wake(grace_end)
     fx.log("agent_disconnected", agent_id=session.agent_id, session_id=session.id, reason=reason)
 

@@ -191,8 +191,9 @@ class HandoffRepository(Protocol):
         """ASSIGNED (by this offer) -> COMPLETED with the completion and its handle time."""
         ...
 
-    async def cancel(self, handoff_id: str, now: datetime) -> Handoff | None:
-        """QUEUED or OFFERED -> CANCELLED."""
+    async def cancel(self, handoff_id: str, offer_id: str | None, now: datetime) -> Handoff | None:
+        """QUEUED (`offer_id` None) or OFFERED by this offer -> CANCELLED; None when the handoff
+        is no longer as the caller saw it."""
         ...
 
     async def completion_fingerprint(self, handoff_id: str) -> str | None:

@@ -515,10 +515,15 @@ class SqlHandoffRepository:
             handle_seconds=handle_time.total_seconds(),
         )
 
-    async def cancel(self, handoff_id: str, now: datetime) -> Handoff | None:
+    async def cancel(self, handoff_id: str, offer_id: str | None, now: datetime) -> Handoff | None:
+        seen = (
+            [handoffs.c.state == _const(HandoffState.QUEUED)]
+            if offer_id is None
+            else [handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == offer_id]
+        )
         return await self._transition(
             handoff_id,
-            [handoffs.c.state.in_([_const(s) for s in _WAITING])],
+            seen,
             state=HandoffState.CANCELLED.value,
             ended_at=now,
         )
