@@ -78,12 +78,13 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A database for this test run on the test PostgreSQL server, migrated; dropped after."""
-    name = f"humanline_test_{uuid.uuid4().hex[:12]}"
+async def create_postgres_database(prefix: str, *, migrate: bool = True) -> str:
+    """Creates a database with a unique name on the test server, migrates it (unless told not
+    to) and returns its URL. When the server cannot be reached, skips the test with one line
+    saying so (fails instead when CI=true)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        await _admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         message = (
             f"PostgreSQL tests need a server: {make_url(PG_SERVER).render_as_string()} "
@@ -93,15 +94,29 @@ def postgres_database() -> Iterator[str]:
             pytest.fail(message)
         pytest.skip(message)
     url = make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
-
-    async def migrate() -> None:
+    if not migrate:
+        return url
+    try:
         store = SqlStore(url, SystemClock())
-        await store.open()
+        await store.open()  # migrates
         await store.close()
+    except BaseException:
+        await drop_postgres_database(url)
+        raise
+    return url
 
-    asyncio.run(migrate())
+
+async def drop_postgres_database(url: str) -> None:
+    """Drops a database made by `create_postgres_database`, disconnecting what is left."""
+    await _admin(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database for this test run on the test PostgreSQL server, migrated; dropped after."""
+    url = asyncio.run(create_postgres_database("humanline_test"))
     yield url
-    asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    asyncio.run(drop_postgres_database(url))
 
 
 def empty_postgres(url: str) -> None:

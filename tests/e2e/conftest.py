@@ -12,19 +12,15 @@ the tail of each server's captured stderr and stdout is printed with the teardow
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from humanline.domain.clock import SystemClock
 from humanline.store.sql.listener import asyncpg_dsn
-from humanline.store.sql.store import SqlStore
-from tests.conftest import PG_SERVER
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.e2e.process import ServerProcess, StartServer, connect, tail
 from tests.support.client import Stubs
 
@@ -119,39 +115,18 @@ class PostgresDatabase:
     dsn: str
 
 
-async def _postgres_admin(sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(make_url(PG_SERVER)), timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def own_postgres() -> AsyncIterator[PostgresDatabase]:
     """A fresh, migrated PostgreSQL database with a unique name, dropped at the end. Request it
     before `start_server`, so that the servers stop before it is dropped. Skips when the server
     (HUMANLINE_TEST_DATABASE_URL, as in tests/conftest.py) is unreachable; fails when CI=true.
     HUMANLINE_E2E_KEEP_DATABASE=1 keeps it for a look afterwards."""
-    name = f"humanline_e2e_{uuid.uuid4().hex[:12]}"
+    url = await create_postgres_database("humanline_e2e")
+    name = str(make_url(url).database)
     try:
-        await _postgres_admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        message = (
-            f"multi-replica tests need PostgreSQL: {make_url(PG_SERVER).render_as_string()} "
-            f"is unreachable ({exc}); start it or set HUMANLINE_TEST_DATABASE_URL"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    url = make_url(PG_SERVER).set(database=name)
-    try:
-        store = SqlStore(url.render_as_string(hide_password=False), SystemClock())
-        await store.open()  # migrates, so that servers starting together need not
-        await store.close()
-        yield PostgresDatabase(name, url.render_as_string(hide_password=False), asyncpg_dsn(url))
+        yield PostgresDatabase(name, url, asyncpg_dsn(make_url(url)))
     finally:
         if os.environ.get("HUMANLINE_E2E_KEEP_DATABASE"):
             print(f"kept database {name}")
         else:
-            await _postgres_admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await drop_postgres_database(url)
