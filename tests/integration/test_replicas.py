@@ -242,6 +242,31 @@ async def test_a_replica_presumed_dead_hands_its_streams_back(start_replica: Sta
             await asyncio.sleep(0.1)
 
 
+async def test_a_revived_replicas_stream_whose_session_ended_meanwhile_starts_over(
+    start_replica: Start,
+) -> None:
+    a, at_a = await start_replica()
+    _, at_b = await start_replica()
+    await at_a.create_agent("hal", {"general": 3})
+    hal = at_a.agent("hal")
+    await hal.hello(heartbeat_every=5)
+    # A freezes (no heartbeat, no hints, no polls); B declares it dead after the TTL (1 s),
+    # and the grace period (1.5 s) of hal's session runs out.
+    for task in a.app.replicas._tasks:
+        task.cancel()
+    async with asyncio.timeout(15):
+        while (await at_b.get_agent("hal")).state != agent_pb2.AGENT_STATE_OFFLINE:
+            await asyncio.sleep(0.1)
+    # A runs again and finds the verdict: the stream ends as detached (start over), not as
+    # taken over by another log-in (which tells an app to stay away).
+    await a.app.replicas.heartbeat()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await hal.next(timeout=5)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_details(ended.value)["reason"] == "SESSION_DETACHED"
+    assert not (await at_b.agent("hal").hello()).resumed
+
+
 def test_replica_settings_refuse_a_ttl_shorter_than_two_heartbeats() -> None:
     with pytest.raises(ValueError, match="twice the heartbeat"):
         Settings(replica_heartbeat_seconds=2, replica_ttl_seconds=3)
