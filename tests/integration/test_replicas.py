@@ -17,8 +17,10 @@ import sqlalchemy as sa
 
 from humanline.config import Settings
 from humanline.domain.clock import SystemClock
+from humanline.domain.model import AgentStatus, StatusChangeReason
 from humanline.grpc.server import create_server
 from humanline.service.app import Humanline
+from humanline.service.events import StatusUpdated
 from humanline.store import create_store
 from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2, handoff_service_pb2
 from tests.conftest import FAST, Served, empty_postgres
@@ -210,6 +212,26 @@ async def test_poll_only_replicas_still_deliver(start_replica: Start) -> None:
     assert offer.details.handoff_id == handoff.handoff_id
     await at_b.cancel_handoff(handoff.handoff_id)
     assert (await fay.expect("offer_rescinded", timeout=5)).offer_id == offer.offer_id
+
+
+async def test_poll_only_replicas_see_a_slow_transaction_that_commits_late(
+    start_replica: Start,
+) -> None:
+    _, at_a = await start_replica(notify=False)
+    b, _ = await start_replica(notify=False)
+    await at_a.create_agent("ivy", {"general": 3})
+    ivy = at_a.agent("ivy")
+    await ivy.hello(heartbeat_every=5)
+    # On B, a transaction stamps ivy's row with its start time, then takes longer than the
+    # polls' overlap (2 s) to commit; A's polls meanwhile move on, yet must still see it.
+    async with b.app.dispatcher.transaction() as (uow, fx):
+        await asyncio.sleep(3.5)
+        assert await uow.agents.set_status(
+            "ivy", AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST, reset_misses=False
+        )
+        fx.to_agent("ivy", StatusUpdated(AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST))
+    changed = await ivy.expect("status_changed", timeout=5)
+    assert changed.status == agent_pb2.AGENT_STATUS_AWAY
 
 
 async def test_a_replica_presumed_dead_hands_its_streams_back(start_replica: Start) -> None:

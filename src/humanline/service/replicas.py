@@ -31,8 +31,10 @@ from humanline.store.port import Store, StoreConflict, StoreError, UnitOfWork
 
 log = structlog.get_logger("humanline.replicas")
 
-# Changes are polled with an overlap: a transaction stamps its rows with its start time, and
-# may commit a little after a poll has moved past that time.
+# A transaction stamps its rows with its start time and may commit long after a poll has
+# moved past that time, so each poll looks again from the start of the oldest transaction
+# still open at the previous one (`oldest_transaction_start`), and this much earlier still,
+# for a database that cannot tell (one where the replicas' sessions are not visible).
 POLL_OVERLAP = timedelta(seconds=2)
 
 
@@ -161,10 +163,13 @@ class ReplicaCoordinator:
                 log.warning("change_poll_failed", error=str(exc))
 
     async def poll(self, since: datetime) -> datetime:
-        """Hints local streams about rows changed since `since`; returns the next `since`."""
+        """Hints local streams about rows changed since `since`; returns the next `since`: now,
+        or the start of the oldest transaction still open, whose rows may not be visible yet."""
         agents, watched = self._hub.local_agents(), self._hub.watched_handoffs()
         async with self._store.read() as uow:
-            now = uow.now
+            # Before the changes are read: what commits later began after this, or is open now.
+            oldest = await uow.replicas.oldest_transaction_start()
+            upto = min(uow.now, oldest) if oldest is not None else uow.now
             start = since - POLL_OVERLAP
             changed_agents = await uow.agents.changed_since(start) if agents else []
             changed_handoffs = await uow.handoffs.changed_since(start)
@@ -174,4 +179,4 @@ class ReplicaCoordinator:
             self._hub.hint_handoff(handoff_id)
         if changed_handoffs:
             self._hub.queue_moved()
-        return now
+        return upto

@@ -346,6 +346,12 @@ class ReplicaRepository(Protocol):
         """Replicas not declared stopped or dead."""
         ...
 
+    async def oldest_transaction_start(self) -> datetime | None:
+        """When the oldest transaction of any replica still open began (each stamps what it
+        writes with that time, and may commit long after); None when the store cannot say or
+        has no other writers."""
+        ...
+
 
 class PoolQueries(Protocol):
     """Aggregates for ops."""

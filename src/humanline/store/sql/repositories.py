@@ -871,6 +871,9 @@ class SqlSessionRepository:
 # --- replicas -----------------------------------------------------------------------------
 
 
+APPLICATION_NAME = "humanline"  # PostgreSQL connections' application_name starts with it
+
+
 class SqlReplicaRepository:
     """Replicas and their heartbeats, on the transaction's clock."""
 
@@ -924,6 +927,18 @@ class SqlReplicaRepository:
     async def live(self) -> list[str]:
         stmt = sa.select(replicas.c.id).where(replicas.c.stopped_at.is_(None))
         return list((await self._conn.execute(stmt)).scalars())
+
+    async def oldest_transaction_start(self) -> datetime | None:
+        if self._conn.dialect.name != "postgresql":
+            return None  # SQLite: one process, whose own writes need no feed
+        stmt = sa.text(
+            "SELECT min(xact_start) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE :name"
+        )
+        oldest: datetime | None = (
+            await self._conn.execute(stmt, {"name": f"{APPLICATION_NAME}%"})
+        ).scalar()
+        return oldest
 
 
 # --- pool ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from humanline.store.port import StoreConflict, StoreError
 from humanline.store.sql import migrations
 from humanline.store.sql.listener import CHANNEL, PgListener
 from humanline.store.sql.repositories import (
+    APPLICATION_NAME,
     SqlAgentRepository,
     SqlHandoffRepository,
     SqlOfferRepository,
@@ -141,11 +142,15 @@ class SqlStore:
         if self.is_sqlite:
             self._writer, self._reader = self._sqlite_engines()
         else:
+            # Named, so that the replicas' change feed can find their transactions (and ops
+            # can tell the replicas apart) in pg_stat_activity.
+            name = f"{APPLICATION_NAME} {writer}".strip()
             engine = create_async_engine(
                 self.url,
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
                 pool_pre_ping=True,
+                connect_args={"server_settings": {"application_name": name}},
             )
             self._writer = self._reader = engine
         try:
