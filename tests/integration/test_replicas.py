@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
+import asyncpg
 import grpc
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from humanline.config import Settings
 from humanline.domain.clock import SystemClock
@@ -22,6 +24,7 @@ from humanline.grpc.server import create_server
 from humanline.service.app import Humanline
 from humanline.service.events import StatusUpdated
 from humanline.store import create_store
+from humanline.store.sql.listener import asyncpg_dsn
 from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2, handoff_service_pb2
 from tests.conftest import FAST, Served, empty_postgres
 from tests.support.client import Stubs, error_details
@@ -179,6 +182,42 @@ async def test_a_dead_replicas_agents_resume_elsewhere_with_their_work(
     assert [i.interaction_id for i in resumed.active_interactions] == [interaction.interaction_id]
     assert (await dee.offer()).details.handoff_id == pending.handoff_id
     await at_b.complete("dee", interaction.interaction_id)
+
+
+async def test_a_slow_recovery_does_not_hold_up_the_reapers_heartbeat(
+    start_replica: Start, postgres_database: str
+) -> None:
+    a, at_a = await start_replica()
+    b, at_b = await start_replica()
+    await at_a.create_agent("jo", {"general": 3})
+    await at_a.agent("jo").hello(heartbeat_every=5)
+    locker = await asyncpg.connect(asyncpg_dsn(make_url(postgres_database)))
+    try:
+        # The recovery of A's sessions waits for a lock on jo's session row, as long as we hold
+        # it; meanwhile B keeps heartbeating (TTL 1 s), so nobody could take B for dead.
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM sessions WHERE agent_id = 'jo' FOR UPDATE")
+            await kill(a)
+            for _ in range(30):  # 3 s, three TTLs
+                await asyncio.sleep(0.1)
+                silent = await locker.fetchval(
+                    "SELECT extract(epoch FROM clock_timestamp() - heartbeat_at) "
+                    "FROM replicas WHERE id = $1",
+                    b.app.replica_id,
+                )
+                assert silent < 1.0, f"B silent for {silent:.1f} s while recovering A"
+            waiting = await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'UPDATE sessions%'"
+            )
+            assert waiting == 1  # the recovery was indeed waiting all along
+    finally:
+        await locker.close()
+    # The recovery completes once the lock is gone. (It began 3 s ago, and the grace period,
+    # counted from then on the transaction's clock, is 1.5 s: jo is offline at once.)
+    async with asyncio.timeout(10):
+        while (await at_b.get_agent("jo")).state != agent_pb2.AGENT_STATE_OFFLINE:
+            await asyncio.sleep(0.1)
 
 
 async def test_a_dead_replicas_agent_who_never_returns_goes_offline(

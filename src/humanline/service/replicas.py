@@ -74,6 +74,7 @@ class ReplicaCoordinator:
         if self._listener is not None:
             self._tasks.append(asyncio.create_task(self._listener.run(), name="replica-listener"))
         if not self._store.exclusive:
+            self._tasks.append(asyncio.create_task(self._run_reaper(), name="replica-reaper"))
             self._tasks.append(asyncio.create_task(self._run_poll(), name="replica-poll"))
 
     async def stop(self) -> None:
@@ -95,9 +96,18 @@ class ReplicaCoordinator:
             await asyncio.sleep(self._heartbeat_interval)
             try:
                 await self.heartbeat()
-                await self.reap()
             except StoreError as exc:
                 log.warning("replica_heartbeat_failed", error=str(exc))
+
+    async def _run_reaper(self) -> None:
+        """Apart from the heartbeat: recovering a dead replica's sessions may take a while
+        (many sessions, row locks), and must not make this replica look dead too."""
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            try:
+                await self.reap()
+            except StoreError as exc:
+                log.warning("replica_reaping_failed", error=str(exc))
 
     async def heartbeat(self) -> None:
         """Marks this replica alive. If others declared it dead meanwhile (a long pause), it
