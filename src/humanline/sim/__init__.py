@@ -1,0 +1,1 @@
+"""`humanline simulate`: gig agents and bots played against a running server."""

@@ -1,0 +1,293 @@
+"""A simulation scenario: who asks for humans, who answers, and how, read from a TOML file.
+
+A scenario names interaction types (Poisson arrivals, an urgency mix, required skills, how long
+a human needs, how long a customer waits before leaving) and groups of gig agents (skills,
+languages, capacity, how fast and how willingly they answer offers, how long they stay logged
+in and away). Times are seconds; every random quantity is a `Distribution`, written either as
+a plain number (always that value) or as a table such as `{ exponential = 20 }`.
+
+Pure: no gRPC here; the simulator plays a scenario against a running server.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+UrgencyName = Literal["LOW", "NORMAL", "HIGH", "CRITICAL"]
+_NORMAL: UrgencyName = "NORMAL"
+ReasonName = Literal[
+    "CUSTOMER_REQUESTED", "LOW_CONFIDENCE", "POLICY_EXCEPTION", "TOOL_FAILURE", "REPEATED_CONTACT"
+]
+DEFAULT_SCENARIO = "default.toml"  # beside this module
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be read or does not describe a valid run; the message names
+    the file and every problem with its place in the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- random quantities ---------------------------------------------------------------------
+
+
+class Constant(_Strict):
+    """Always `constant`."""
+
+    constant: float = Field(ge=0)
+
+    @property
+    def mean(self) -> float:
+        return self.constant
+
+    def sample(self, rng: random.Random) -> float:
+        return self.constant
+
+
+class Exponential(_Strict):
+    """Memoryless, with the given mean (Poisson arrivals, M/M/c service)."""
+
+    exponential: float = Field(gt=0, description="the mean")
+
+    @property
+    def mean(self) -> float:
+        return self.exponential
+
+    def sample(self, rng: random.Random) -> float:
+        return rng.expovariate(1.0 / self.exponential)
+
+
+class Uniform(_Strict):
+    """Anywhere between `uniform[0]` and `uniform[1]`."""
+
+    uniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        low, high = self.uniform
+        if not 0 <= low <= high:
+            raise ValueError("uniform needs 0 <= low <= high")
+        return self
+
+    @property
+    def mean(self) -> float:
+        return sum(self.uniform) / 2
+
+    def sample(self, rng: random.Random) -> float:
+        return rng.uniform(*self.uniform)
+
+
+class LogNormal(_Strict):
+    """Right-skewed, as handle times are: `lognormal` is the mean, `sigma` the spread of the
+    underlying normal."""
+
+    lognormal: float = Field(gt=0, description="the mean")
+    sigma: float = Field(0.5, gt=0, le=3)
+
+    @property
+    def mean(self) -> float:
+        return self.lognormal
+
+    def sample(self, rng: random.Random) -> float:
+        mu = math.log(self.lognormal) - self.sigma**2 / 2
+        return rng.lognormvariate(mu, self.sigma)
+
+
+_KINDS = {
+    "constant": Constant,
+    "exponential": Exponential,
+    "uniform": Uniform,
+    "lognormal": LogNormal,
+}
+
+
+def _kind(value: object) -> str | None:
+    """Which distribution a table describes: the one whose name is among its keys."""
+    if isinstance(value, dict):
+        return next((kind for kind in _KINDS if kind in value), None)
+    return next((kind for kind, cls in _KINDS.items() if isinstance(value, cls)), None)
+
+
+def _number_is_constant(value: object) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"constant": value}
+    return value
+
+
+Distribution = Annotated[
+    Annotated[Constant, Tag("constant")]
+    | Annotated[Exponential, Tag("exponential")]
+    | Annotated[Uniform, Tag("uniform")]
+    | Annotated[LogNormal, Tag("lognormal")],
+    Discriminator(
+        _kind,
+        custom_error_type="distribution",
+        custom_error_message="expected a number or one of { constant = x }, "
+        "{ exponential = mean }, { uniform = [low, high] }, { lognormal = mean, sigma = s }",
+    ),
+    BeforeValidator(_number_is_constant),
+]
+
+
+# --- the scenario --------------------------------------------------------------------------
+
+
+class InteractionType(_Strict):
+    """One kind of handoff the bots send."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    per_minute: float = Field(gt=0, description="mean arrivals per minute (Poisson)")
+    urgency: dict[UrgencyName, float] = Field(
+        default_factory=lambda: {_NORMAL: 1.0}, description="relative weights"
+    )
+    skills: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=dict, description="required skill -> minimum proficiency"
+    )
+    language: str = ""
+    reason: ReasonName = "LOW_CONFIDENCE"
+    handle: Distribution = Field(description="seconds an agent needs once it has accepted")
+    patience: Distribution | None = Field(
+        None, description="seconds a customer waits for an agent before leaving; none: forever"
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> InteractionType:
+        if not self.urgency or any(w < 0 for w in self.urgency.values()):
+            raise ValueError("urgency needs at least one weight, none negative")
+        if sum(self.urgency.values()) <= 0:
+            raise ValueError("urgency weights must not all be zero")
+        return self
+
+
+class AgentGroup(_Strict):
+    """Gig agents alike in skills and habits."""
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
+    count: int = Field(ge=1, le=100_000)
+    skills: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1)
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    capacity: int = Field(1, ge=1, le=10)
+    accept_delay: Distribution = Field(
+        default_factory=lambda: Constant(constant=1.0),
+        description="seconds before answering an offer",
+    )
+    decline: float = Field(0.0, ge=0, le=1, description="share of offers declined")
+    miss: float = Field(0.0, ge=0, le=1, description="share of offers left to expire")
+    handle_factor: float = Field(1.0, gt=0, description="multiplies the types' handle times")
+    online: Distribution | None = Field(
+        None, description="seconds logged in before logging out; none: stays for the run"
+    )
+    offline: Distribution = Field(
+        default_factory=lambda: Exponential(exponential=60.0),
+        description="seconds logged out before logging in again",
+    )
+    online_at_start: float = Field(1.0, ge=0, le=1, description="share logged in at the start")
+
+    @model_validator(mode="after")
+    def _answers(self) -> AgentGroup:
+        if self.decline + self.miss > 1:
+            raise ValueError("decline + miss must not exceed 1")
+        return self
+
+
+class Run(_Strict):
+    """How long and how hard."""
+
+    duration: float = Field(60.0, gt=0, le=86_400, description="seconds of arrivals")
+    drain: float = Field(
+        30.0, ge=0, le=3_600, description="seconds to let the last handoffs finish"
+    )
+    seed: int = 1
+
+
+class Scenario(_Strict):
+    """A whole simulation."""
+
+    name: str = "scenario"
+    description: str = ""
+    run: Run = Field(default_factory=Run)
+    types: list[InteractionType] = Field(min_length=1)
+    agents: list[AgentGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        names = [t.name for t in self.types]
+        if len(set(names)) != len(names):
+            raise ValueError("interaction type names must be unique")
+        groups = [g.name for g in self.agents]
+        if len(set(groups)) != len(groups):
+            raise ValueError("agent group names must be unique")
+        for t in self.types:
+            if not any(_can_take(g, t) for g in self.agents):
+                raise ValueError(f"no agent group can take interaction type {t.name!r}")
+        return self
+
+    @property
+    def agent_count(self) -> int:
+        return sum(g.count for g in self.agents)
+
+    def offered_load(self) -> float:
+        """Mean number of busy agent slots if every handoff were taken at once (Erlangs):
+        arrivals per second times mean handle time, summed over the types."""
+        return sum(t.per_minute / 60 * t.handle.mean for t in self.types)
+
+
+def _can_take(group: AgentGroup, kind: InteractionType) -> bool:
+    skills_ok = all(group.skills.get(s, 0) >= level for s, level in kind.skills.items())
+    return skills_ok and (not kind.language or kind.language in group.languages)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def parse(text: str, source: str = "<scenario>") -> Scenario:
+    """A scenario from TOML text; ScenarioError names every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_place(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ScenarioError(f"{source}: {problems}") from None
+
+
+def _place(loc: tuple[int | str, ...]) -> str:
+    """`types.0.handle.constant` for a location (a distribution's tag, repeated by pydantic
+    before its field, is said once)."""
+    parts: list[str] = []
+    for part in map(str, loc):
+        if not parts or parts[-1] != part:
+            parts.append(part)
+    return ".".join(parts) or "scenario"
+
+
+def load(path: str | Path | None = None) -> Scenario:
+    """The scenario in `path`, or the default one that ships with humanline."""
+    if path is None:
+        text = resources.files("humanline.sim").joinpath(DEFAULT_SCENARIO).read_text()
+        return parse(text, f"(built-in) {DEFAULT_SCENARIO}")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: {exc.strerror}") from None
+    return parse(text, str(path))
