@@ -12,10 +12,11 @@ HUMANLINE_LISTEN       ?= 127.0.0.1:50051
 HUMANLINE_DATABASE_URL ?= sqlite+aiosqlite:///.data/humanline.db
 export HUMANLINE_LISTEN HUMANLINE_DATABASE_URL
 
-.PHONY: help venv run test lint proto proto-check lock clean
+.PHONY: help venv run demo test lint proto proto-check lock clean
 
 help:
 	@echo "make run          install into .venv and serve on $(HUMANLINE_LISTEN) (embedded SQLite store)"
+	@echo "make demo         a server on a fresh embedded store and a one-minute simulated crowd"
 	@echo "make test         run the whole test suite (and check generated code is current)"
 	@echo "make lint         ruff, mypy, buf lint"
 	@echo "make proto        regenerate $(GEN) from protos/"
@@ -32,6 +33,9 @@ venv: $(STAMP)
 run: $(STAMP)
 	@mkdir -p .data
 	$(BIN)/humanline serve
+
+demo: $(STAMP)
+	$(BIN)/humanline demo
 
 test: $(STAMP) proto-check
 	$(BIN)/python -m pytest

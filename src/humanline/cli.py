@@ -1,4 +1,5 @@
-"""The `humanline` command: `serve` the dispatch service, `migrate` its database."""
+"""The `humanline` command: `serve` the dispatch service, `migrate` its database, `simulate`
+agents and bots against a running server."""
 
 from __future__ import annotations
 
@@ -69,6 +70,53 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from humanline.sim import scenario as scenarios
+    from humanline.sim.console import console, progress_bar, tables
+    from humanline.sim.runner import Options, SimulationError, simulate
+
+    try:
+        scenario = scenarios.load(args.scenario)
+    except scenarios.ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    run = scenario.run.model_copy(
+        update={
+            key: value
+            for key, value in (
+                ("duration", args.duration),
+                ("drain", args.drain),
+                ("seed", args.seed),
+            )
+            if value is not None
+        }
+    )
+    scenario = scenario.model_copy(update={"run": run})
+    options = Options(target=args.target, processes=args.processes)
+    out = console(stderr=args.json)
+    try:
+        with progress_bar(out, run.duration, enabled=not args.quiet) as on_progress:
+            summary = simulate(scenario, options, on_progress)
+    except SimulationError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        for table in tables(summary):
+            out.print(table)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from humanline.sim import demo
+
+    try:
+        return demo.run(args.duration)
+    except demo.DemoError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="humanline", description=__doc__)
@@ -82,6 +130,23 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--listen", help="host:port to bind (HUMANLINE_LISTEN)")
         cmd.add_argument("--database-url", help="database URL (HUMANLINE_DATABASE_URL)")
         cmd.set_defaults(func=func)
+    sim = sub.add_parser(
+        "simulate", help="play gig agents and bots from a scenario against a running server"
+    )
+    sim.add_argument("scenario", nargs="?", help="scenario file (TOML); default: the built-in one")
+    sim.add_argument("--target", default="127.0.0.1:50051", help="the server's host:port")
+    sim.add_argument("--duration", type=float, help="seconds of arrivals (overrides the file)")
+    sim.add_argument("--drain", type=float, help="seconds at most for the last handoffs")
+    sim.add_argument("--seed", type=int, help="random seed (overrides the file)")
+    sim.add_argument("--processes", type=int, default=0, help="agent processes (0: automatic)")
+    sim.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=_simulate)
+    demo = sub.add_parser(
+        "demo", help="serve on a fresh embedded store and play the default scenario against it"
+    )
+    demo.add_argument("--duration", type=float, help="seconds of arrivals (default 60)")
+    demo.set_defaults(func=_demo)
     return p
 
 

@@ -32,7 +32,12 @@ from pydantic import (
 UrgencyName = Literal["LOW", "NORMAL", "HIGH", "CRITICAL"]
 _NORMAL: UrgencyName = "NORMAL"
 ReasonName = Literal[
-    "CUSTOMER_REQUESTED", "LOW_CONFIDENCE", "POLICY_EXCEPTION", "TOOL_FAILURE", "REPEATED_CONTACT"
+    "CUSTOMER_REQUEST",
+    "LOW_CONFIDENCE",
+    "POLICY_EXCEPTION",
+    "TOOL_FAILURE",
+    "REPEATED_CONTACT",
+    "OTHER",
 ]
 DEFAULT_SCENARIO = "default.toml"  # beside this module
 

@@ -1,0 +1,117 @@
+"""The simulator in a terminal: a progress bar while it runs, tables at the end (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from humanline.sim.report import ALL, Summary
+from humanline.sim.runner import Progress as RunProgress
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console for the tables; 120 columns wide when not a terminal (a file, a pipe)."""
+    plain = Console(stderr=stderr)
+    return plain if plain.is_terminal else Console(stderr=stderr, width=120)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def tables(summary: Summary) -> list[Table]:
+    """Per interaction type and urgency, then agent occupancy."""
+    handoffs = Table(title=f"{summary.scenario}: handoffs by interaction type and urgency")
+    handoffs.add_column("type / urgency")
+    for header in (
+        "handoffs",
+        "answered",
+        "to agent s\np50/p90/p99",
+        "in\ntarget",
+        "aban-\ndoned",
+        "still\nwaiting",
+        "offers\ndeclined",
+        "offers\nmissed",
+    ):
+        handoffs.add_column(header, justify="right")
+    for row in summary.rows:
+        total = row.urgency == ALL
+        waits = "/".join(
+            _seconds(v)
+            for v in (row.time_to_agent_p50, row.time_to_agent_p90, row.time_to_agent_p99)
+        )
+        handoffs.add_row(
+            row.interaction_type if total else f"  {row.urgency.lower()}",
+            str(row.handoffs),
+            str(row.answered),
+            waits,
+            _share(row.within_target),
+            _share(row.abandoned),
+            str(row.unfinished),
+            str(row.offers_declined),
+            str(row.offers_missed),
+            style="bold" if total else None,
+        )
+    occupancy = Table(title="agent occupancy (busy slot-time over logged-in slot-time)")
+    for header in ("group", "agents", "logged in, agent-minutes", "occupancy"):
+        occupancy.add_column(header, justify="left" if header == "group" else "right")
+    for o in summary.occupancy:
+        occupancy.add_row(
+            o.group,
+            str(o.agents),
+            f"{o.online_seconds / 60:.1f}",
+            _share(o.occupancy),
+            style="bold" if o.group == ALL else None,
+        )
+    result = [handoffs, occupancy]
+    if summary.errors:
+        errors = Table(title="calls that failed")
+        errors.add_column("call")
+        errors.add_column("count", justify="right")
+        for call, count in sorted(summary.errors.items()):
+            errors.add_row(call, str(count))
+        result.append(errors)
+    return result
+
+
+@contextmanager
+def progress_bar(
+    console: Console, duration: float, enabled: bool = True
+) -> Iterator[Callable[[RunProgress], None]]:
+    """A progress bar over the arrivals, then a line for the drain; yields the callback."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        disable=not enabled,
+        transient=True,
+    )
+    task = bar.add_task("arrivals", total=duration, status="")
+
+    def update(p: RunProgress) -> None:
+        sample = p.sample
+        status = f"requested {p.requested}"
+        if sample is not None:
+            status += (
+                f" | queued {sample.queued} | available agents {sample.available_agents}"
+                f" | oldest wait {sample.oldest_wait:.0f} s"
+            )
+        bar.update(
+            task,
+            completed=min(p.elapsed, duration),
+            description="arrivals" if p.phase == "arrivals" else "draining",
+            status=status,
+        )
+
+    with bar:
+        yield update

@@ -1,0 +1,204 @@
+"""What a simulation run observed, and the summary made of it.
+
+Records are plain data (they cross process boundaries); `summarize` turns them into the
+summary: per interaction type and urgency, handoffs, time-to-agent p50/p90/p99, the share
+answered within its target, abandonment, offers declined or missed; and agent occupancy.
+Pure: no I/O, no gRPC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ALL = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRecord:
+    """One handoff, as the server reported it at the end (times in epoch seconds)."""
+
+    handoff_id: str
+    interaction_type: str
+    urgency: str
+    state: str  # the server's final state: COMPLETED, CANCELLED, ASSIGNED, QUEUED, ...
+    created: float
+    assigned: float | None = None
+    target: float | None = None
+    abandoned: bool = False  # the customer's patience ran out (the bot cancelled it)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """One simulated agent's time: logged in, and busy (slot-seconds) while logged in."""
+
+    group: str
+    capacity: int
+    online_seconds: float
+    busy_slot_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSample:
+    """The pool at one moment (seconds since the start of the run)."""
+
+    at: float
+    queued: int
+    available_agents: int
+    oldest_wait: float
+
+
+@dataclass
+class Observations:
+    """Everything a run observed, merged from every process."""
+
+    handoffs: list[HandoffRecord] = field(default_factory=list)
+    agents: list[AgentRecord] = field(default_factory=list)
+    # (interaction type, urgency, "accepted" | "declined" | "missed") -> offers
+    offers: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    samples: list[PoolSample] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)  # calls that failed, by code
+
+    def merge(self, other: Observations) -> None:
+        self.handoffs.extend(other.handoffs)
+        self.agents.extend(other.agents)
+        self.offers.update(other.offers)
+        self.samples.extend(other.samples)
+        self.errors.update(other.errors)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The summary of one interaction type and urgency (or `all` of them)."""
+
+    interaction_type: str
+    urgency: str
+    handoffs: int
+    answered: int  # an agent accepted it
+    time_to_agent_mean: float | None
+    time_to_agent_p50: float | None
+    time_to_agent_p90: float | None
+    time_to_agent_p99: float | None
+    within_target: float | None  # share of the handoffs answered by their target time
+    abandoned: float | None  # share of the handoffs whose customer left first
+    unfinished: int  # still waiting when the run ended
+    offers_accepted: int
+    offers_declined: int
+    offers_missed: int
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """Busy slot-seconds over logged-in slot-seconds, for a group of agents (or `all`)."""
+
+    group: str
+    agents: int
+    online_seconds: float
+    occupancy: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The end-of-run summary; `to_json` gives the same as plain data."""
+
+    scenario: str
+    duration: float
+    rows: list[Row]
+    occupancy: list[Occupancy]
+    errors: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "duration_seconds": self.duration,
+            "by_type_and_urgency": [asdict(r) for r in self.rows],
+            "occupancy": [asdict(o) for o in self.occupancy],
+            "errors": self.errors,
+        }
+
+
+def summarize(scenario: str, duration: float, seen: Observations) -> Summary:
+    """The summary of a run: a row per interaction type and urgency, one per type over all
+    urgencies, and one over everything."""
+    groups: dict[tuple[str, str], list[HandoffRecord]] = defaultdict(list)
+    for handoff in seen.handoffs:
+        for key in (
+            (handoff.interaction_type, handoff.urgency),
+            (handoff.interaction_type, ALL),
+            (ALL, ALL),
+        ):
+            groups[key].append(handoff)
+    rows = [
+        _row(kind, urgency, groups[(kind, urgency)], seen.offers)
+        for kind, urgency in sorted(groups, key=_row_order)
+    ]
+    return Summary(scenario, duration, rows, _occupancy(seen.agents), dict(seen.errors))
+
+
+def _row_order(key: tuple[str, str]) -> tuple[bool, str, bool, int]:
+    kind, urgency = key
+    order = ("LOW", "NORMAL", "HIGH", "CRITICAL")
+    # Each type's total first, then its urgencies; the total over every type last.
+    return (kind == ALL, kind, urgency != ALL, order.index(urgency) if urgency in order else 9)
+
+
+def _row(
+    kind: str, urgency: str, handoffs: list[HandoffRecord], offers: Counter[tuple[str, str, str]]
+) -> Row:
+    waits = [h.assigned - h.created for h in handoffs if h.assigned is not None]
+    in_time = sum(
+        1 for h in handoffs if h.assigned is not None and h.target and h.assigned <= h.target
+    )
+    total = len(handoffs)
+
+    def offered(result: str) -> int:
+        return sum(
+            n
+            for (t, u, r), n in offers.items()
+            if r == result and kind in (ALL, t) and urgency in (ALL, u)
+        )
+
+    return Row(
+        interaction_type=kind,
+        urgency=urgency,
+        handoffs=total,
+        answered=len(waits),
+        time_to_agent_mean=sum(waits) / len(waits) if waits else None,
+        time_to_agent_p50=percentile(waits, 50),
+        time_to_agent_p90=percentile(waits, 90),
+        time_to_agent_p99=percentile(waits, 99),
+        within_target=in_time / total if total else None,
+        abandoned=sum(h.abandoned for h in handoffs) / total if total else None,
+        unfinished=sum(1 for h in handoffs if h.state in ("QUEUED", "OFFERED")),
+        offers_accepted=offered("accepted"),
+        offers_declined=offered("declined"),
+        offers_missed=offered("missed"),
+    )
+
+
+def _occupancy(agents: Iterable[AgentRecord]) -> list[Occupancy]:
+    by_group: dict[str, list[AgentRecord]] = defaultdict(list)
+    for agent in agents:
+        by_group[agent.group].append(agent)
+        by_group[ALL].append(agent)
+
+    def one(group: str, members: list[AgentRecord]) -> Occupancy:
+        online = sum(a.online_seconds for a in members)
+        slots = sum(a.online_seconds * a.capacity for a in members)
+        busy = sum(a.busy_slot_seconds for a in members)
+        return Occupancy(group, len(members), online, busy / slots if slots else None)
+
+    return [one(g, by_group[g]) for g in sorted(by_group, key=lambda g: (g == ALL, g))]
