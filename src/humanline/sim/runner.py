@@ -119,12 +119,14 @@ async def _play(
         context.Process(
             target=_agent_process,
             args=(
-                scenario.model_dump(),
-                options.target,
-                [(agent_id, group.name) for agent_id, group in agents[i::count]],
-                start_at,
-                last_at,
-                scenario.run.seed * 1000 + i,
+                _Shift(
+                    scenario.model_dump(),
+                    options.target,
+                    [(agent_id, group.name) for agent_id, group in agents[i::count]],
+                    start_at,
+                    last_at,
+                    scenario.run.seed * 1000 + i,
+                ),
                 stop,
                 results,
             ),
@@ -210,41 +212,35 @@ async def _bots_and_samples(
 # --- agent processes -----------------------------------------------------------------------
 
 
-def _agent_process(
-    scenario_data: dict[str, Any],
-    target: str,
-    agents: list[tuple[str, str]],
-    start_at: float,
-    last_at: float,
-    seed: int,
-    stop: ProcessEvent,
-    results: Any,
-) -> None:
-    """One process's agents, from `start_at` until told to stop (or `last_at`), by the wall
-    clock; sends its observations back."""
-    scenario = Scenario.model_validate(scenario_data)
+@dataclass(frozen=True)
+class _Shift:
+    """What one agent process plays: its agents (id, group), from `start_at` to `last_at` at
+    the latest, by the wall clock."""
+
+    scenario: dict[str, Any]
+    target: str
+    agents: list[tuple[str, str]]
+    start_at: float
+    last_at: float
+    seed: int
+
+
+def _agent_process(shift: _Shift, stop: ProcessEvent, results: Any) -> None:
+    """One agent process, until told to stop; sends its observations back."""
     seen = Observations()
     try:
-        asyncio.run(_agents(scenario, target, agents, start_at, last_at, seed, stop, seen))
+        asyncio.run(_agents(shift, stop, seen))
     finally:
         results.put(seen)
 
 
-async def _agents(
-    scenario: Scenario,
-    target: str,
-    agents: list[tuple[str, str]],
-    start_at: float,
-    last_at: float,
-    seed: int,
-    stop: ProcessEvent,
-    seen: Observations,
-) -> None:
+async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None:
+    scenario = Scenario.model_validate(shift.scenario)
     groups = {g.name: g for g in scenario.agents}
     types = {t.name: t for t in scenario.types}
-    rng = random.Random(seed)
-    until = time.monotonic() + (last_at - time.time())
-    async with grpc.aio.insecure_channel(target) as channel:
+    rng = random.Random(shift.seed)
+    until = time.monotonic() + (shift.last_at - time.time())
+    async with grpc.aio.insecure_channel(shift.target) as channel:
         stub = agent_service_pb2_grpc.AgentServiceStub(channel)
         players = [
             AgentPlayer(
@@ -256,9 +252,9 @@ async def _agents(
                 seen,
                 until=until,
             )
-            for agent_id, group in agents
+            for agent_id, group in shift.agents
         ]
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await asyncio.sleep(max(0.0, shift.start_at - time.time()))
         playing = asyncio.gather(*(p.run() for p in players))
         while not playing.done() and not stop.is_set():
             await asyncio.wait([playing], timeout=0.2)
