@@ -25,7 +25,7 @@ help:
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev,plot]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -64,7 +64,7 @@ proto-check: $(STAMP)
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
 	.lockenv/bin/python -m pip install --quiet --upgrade pip
-	.lockenv/bin/python -m pip install --quiet '.[dev]'
+	.lockenv/bin/python -m pip install --quiet '.[dev,plot]'
 	{ echo '# Pinned versions for make and deploy/Dockerfile; regenerate with make lock.'; \
 	  .lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^humanline'; } > $(LOCK)
 	rm -rf .lockenv

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -73,6 +74,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     import json
 
+    from humanline.sim import plot
     from humanline.sim import scenario as scenarios
     from humanline.sim.console import console, progress_bar, tables
     from humanline.sim.runner import Options, SimulationError, simulate
@@ -95,10 +97,14 @@ def _simulate(args: argparse.Namespace) -> int:
     scenario = scenario.model_copy(update={"run": run})
     options = Options(target=args.target, processes=args.processes)
     out = console(stderr=args.json)
+    if args.plot:
+        plot.check()  # before the run, not after it
     try:
         with progress_bar(out, run.duration, enabled=not args.quiet) as on_progress:
-            summary = simulate(scenario, options, on_progress)
-    except SimulationError as exc:
+            summary, seen = simulate(scenario, options, on_progress)
+        if args.plot:
+            plot.draw(seen, Path(args.plot), f"{scenario.name}: {args.target}")
+    except (SimulationError, plot.PlotUnavailable, OSError) as exc:
         raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
@@ -140,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="random seed (overrides the file)")
     sim.add_argument("--processes", type=int, default=0, help="agent processes (0: automatic)")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim.add_argument("--plot", metavar="FILE.png", help="draw queue, agents and waits over time")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_simulate)
     demo = sub.add_parser(

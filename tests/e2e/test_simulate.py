@@ -69,8 +69,12 @@ async def test_a_tiny_scenario_counts_what_the_server_saw(
     server = await start_server()
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(TINY)
-    code, out, err = await simulate(str(scenario), "--target", server.target, "--json")
+    picture = tmp_path / "run.png"
+    code, out, err = await simulate(
+        str(scenario), "--target", server.target, "--json", "--plot", str(picture)
+    )
     assert code == 0, err
+    assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     summary = json.loads(out)
     assert set(summary) == {
         "scenario",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from humanline.sim.plot import draw
 from humanline.sim.report import (
     ALL,
     AgentRecord,
     HandoffRecord,
     Observations,
+    PoolSample,
     percentile,
     summarize,
 )
@@ -100,3 +103,17 @@ def test_the_json_has_every_part() -> None:
     assert set(data) == parts
     assert data["errors"] == {"request UNAVAILABLE": 2}
     assert data["by_type_and_urgency"][0]["time_to_agent_p90"] == 1.0
+
+
+def test_the_plot_draws_the_run(tmp_path: Path) -> None:
+    seen = Observations(
+        handoffs=[handoff("fraud", "HIGH", 2.0), handoff("fraud", "HIGH", None)],
+        samples=[
+            PoolSample(at=t, queued=t % 3, available_agents=2, oldest_wait=0.5) for t in range(5)
+        ],
+        started=95.0,
+    )
+    picture = tmp_path / "run.png"
+    draw(seen, picture, "tiny")
+    assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert picture.stat().st_size > 10_000

@@ -80,7 +80,7 @@ def run(duration: float | None = None) -> int:
                 f"an offered load of {scenario.offered_load():.1f} busy agents on average"
             )
             with progress_bar(console, scenario.run.duration) as on_progress:
-                summary = simulate(scenario, Options(target=target), on_progress)
+                summary, _ = simulate(scenario, Options(target=target), on_progress)
         finally:
             server.send_signal(signal.SIGTERM)
             try:

@@ -61,6 +61,7 @@ class Observations:
     offers: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     samples: list[PoolSample] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)  # calls that failed, by code
+    started: float = 0.0  # epoch seconds of the first possible arrival (the samples' zero)
 
     def merge(self, other: Observations) -> None:
         self.handoffs.extend(other.handoffs)
@@ -68,6 +69,7 @@ class Observations:
         self.offers.update(other.offers)
         self.samples.extend(other.samples)
         self.errors.update(other.errors)
+        self.started = self.started or other.started
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -81,14 +81,16 @@ def agent_ids(scenario: Scenario, tag: str) -> list[tuple[str, AgentGroup]]:
 
 def simulate(
     scenario: Scenario, options: Options, on_progress: Callable[[Progress], None] | None = None
-) -> Summary:
-    """Runs `scenario` against the server at `options.target`; blocks until it is over."""
-    return asyncio.run(_simulate(scenario, options, on_progress or (lambda _: None)))
+) -> tuple[Summary, Observations]:
+    """Runs `scenario` against the server at `options.target`; blocks until it is over.
+    Returns the summary and what it was made of."""
+    seen = asyncio.run(_simulate(scenario, options, on_progress or (lambda _: None)))
+    return summarize(scenario.name, scenario.run.duration, seen), seen
 
 
 async def _simulate(
     scenario: Scenario, options: Options, on_progress: Callable[[Progress], None]
-) -> Summary:
+) -> Observations:
     tag = uuid.uuid4().hex[:6]
     agents = agent_ids(scenario, tag)
     seen = Observations()
@@ -99,7 +101,7 @@ async def _simulate(
             seen.merge(await _play(scenario, options, channel, agents, on_progress))
         finally:
             await _delete_agents(pool, agents)
-    return summarize(scenario.name, scenario.run.duration, seen)
+    return seen
 
 
 async def _play(
@@ -172,6 +174,7 @@ async def _bots_and_samples(
     bots = Bots(scenario, handoff_service_pb2_grpc.HandoffServiceStub(channel), rng, seen)
     pool = pool_service_pb2_grpc.PoolServiceStub(channel)
     begun = time.monotonic()
+    seen.started = time.time()
     arrivals_end = begun + scenario.run.duration
     phase = "arrivals"
 
