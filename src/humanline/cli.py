@@ -80,27 +80,20 @@ def _simulate(args: argparse.Namespace) -> int:
     from humanline.sim.runner import Options, SimulationError, simulate
 
     try:
-        scenario = scenarios.load(args.scenario)
+        scenario = scenarios.with_run(
+            scenarios.load(args.scenario),
+            duration=args.duration,
+            drain=args.drain,
+            seed=args.seed,
+        )
     except scenarios.ScenarioError as exc:
         raise UsageError(str(exc)) from None
-    run = scenario.run.model_copy(
-        update={
-            key: value
-            for key, value in (
-                ("duration", args.duration),
-                ("drain", args.drain),
-                ("seed", args.seed),
-            )
-            if value is not None
-        }
-    )
-    scenario = scenario.model_copy(update={"run": run})
     options = Options(target=args.target, processes=args.processes)
     out = console(stderr=args.json)
-    if args.plot:
-        plot.check()  # before the run, not after it
     try:
-        with progress_bar(out, run.duration, enabled=not args.quiet) as on_progress:
+        if args.plot:
+            plot.check()  # before the run, not after it
+        with progress_bar(out, scenario.run.duration, enabled=not args.quiet) as on_progress:
             summary, seen = simulate(scenario, options, on_progress)
         if args.plot:
             plot.draw(seen, Path(args.plot), f"{scenario.name}: {args.target}")
@@ -116,10 +109,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from humanline.sim import demo
+    from humanline.sim.scenario import ScenarioError
 
     try:
         return demo.run(args.duration)
-    except demo.DemoError as exc:
+    except (demo.DemoError, ScenarioError) as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -18,6 +18,7 @@ from humanline.sim.scenario import (
     Uniform,
     load,
     parse,
+    with_run,
 )
 
 MINIMAL = """
@@ -135,3 +136,12 @@ def test_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text(MINIMAL)
     assert isinstance(load(good), Scenario)
+
+
+def test_run_settings_from_the_command_line_are_validated_as_in_a_file() -> None:
+    scenario = parse(MINIMAL)
+    changed = with_run(scenario, duration=5, drain=None, seed=9)
+    assert (changed.run.duration, changed.run.drain, changed.run.seed) == (5, 30, 9)
+    assert changed.types == scenario.types
+    with pytest.raises(ScenarioError, match=r"^--duration: duration: Input should be greater"):
+        with_run(scenario, duration=-1, drain=None)

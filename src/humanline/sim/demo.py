@@ -54,11 +54,7 @@ def _wait_serving(target: str, server: subprocess.Popen[bytes], log: Path) -> No
 def run(duration: float | None = None) -> int:
     """Runs the demo; returns the exit status."""
     console = make_console()
-    scenario = scenarios.load()
-    if duration is not None:
-        scenario = scenario.model_copy(
-            update={"run": scenario.run.model_copy(update={"duration": duration})}
-        )
+    scenario = scenarios.with_run(scenarios.load(), duration=duration)
     with tempfile.TemporaryDirectory(prefix="humanline-demo-") as workdir:
         target = f"127.0.0.1:{_free_port()}"
         log = Path(workdir) / "server.log"

@@ -374,10 +374,6 @@ class Bots:
                 await asyncio.sleep(self.rng.uniform(*RETRY_DELAY))
         return None
 
-    def waiting(self) -> int:
-        """Handoffs requested whose customer is still waiting to be answered or to leave."""
-        return len(self._tasks)
-
     async def finish(self, until: float) -> None:
         """Waits until every handoff sent has ended (answered and completed, or abandoned)
         or `until` (monotonic time), then records each as the server has it."""

@@ -55,7 +55,6 @@ class Progress:
     elapsed: float
     phase: str  # "arrivals" | "drain"
     requested: int
-    waiting_customers: int
     sample: PoolSample | None
 
 
@@ -198,7 +197,7 @@ async def _bots_and_samples(
                     oldest_wait=status.oldest_wait.ToTimedelta().total_seconds(),
                 )
                 seen.samples.append(snapshot)
-            on_progress(Progress(at, phase, bots.requested, bots.waiting(), snapshot))
+            on_progress(Progress(at, phase, bots.requested, snapshot))
 
     sampler = asyncio.create_task(sample())
     try:

@@ -214,7 +214,7 @@ class AgentGroup(_Strict):
 
 
 class Run(_Strict):
-    """How long and how hard."""
+    """How long, and the random seed."""
 
     duration: float = Field(60.0, gt=0, le=86_400, description="seconds of arrivals")
     drain: float = Field(
@@ -274,6 +274,17 @@ def parse(text: str, source: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         problems = "; ".join(f"{_place(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ScenarioError(f"{source}: {problems}") from None
+
+
+def with_run(scenario: Scenario, **overrides: float | int | None) -> Scenario:
+    """The scenario with some `run` settings replaced (None: keep), validated as in a file."""
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    data = {**scenario.run.model_dump(), **changes}
+    try:
+        return scenario.model_copy(update={"run": Run.model_validate(data)})
+    except ValidationError as exc:
+        problems = "; ".join(f"{_place(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ScenarioError(f"--{'/--'.join(changes)}: {problems}") from None
 
 
 def _place(loc: tuple[int | str, ...]) -> str:
