@@ -38,10 +38,14 @@ STOP_TIMEOUT = 30.0
 
 # Client channels reconnect fast (the default backoff grows to minutes) and never share a
 # subchannel, with its backoff state, with another channel to the same address.
+# Fast reconnects after a restart (a refused connection is retried within 100-500 ms), but
+# `min_reconnect_backoff_ms` is also gRPC core's minimum connect timeout: at 100 ms a handshake
+# with a server busy on a loaded machine timed out ("connection attempt timed out before
+# receiving SETTINGS frame") and failed the call.
 CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 5000),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
 
