@@ -113,7 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     try:
         return demo.run(args.duration)
-    except (demo.DemoError, ScenarioError) as exc:
+    except (demo.ServerError, ScenarioError) as exc:
         raise UsageError(str(exc)) from None
 
 

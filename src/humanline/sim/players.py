@@ -50,7 +50,7 @@ def urgency_name(value: int) -> str:
     return handoff_pb2.Urgency.Name(value).removeprefix("URGENCY_")
 
 
-class _Outbox:
+class Outbox:
     """The request side of a Connect stream: commands until `close()` (the log-out)."""
 
     def __init__(self) -> None:
@@ -86,7 +86,7 @@ class AgentPlayer:
     until: float  # monotonic time at which the agent logs out for good
     online_seconds: float = 0.0
     busy_slot_seconds: float = 0.0
-    _outbox: _Outbox | None = None
+    _outbox: Outbox | None = None
     _token: str = ""
     _leaving: bool = False
     _work: set[asyncio.Task[None]] = field(default_factory=set)
@@ -157,7 +157,7 @@ class AgentPlayer:
             self.online_seconds += time.monotonic() - started
 
     async def _stream(self) -> None:
-        outbox = _Outbox()
+        outbox = Outbox()
         first = agent_service_pb2.ConnectRequest()
         if self._token:
             first.resume.agent_id, first.resume.resume_token = self.agent_id, self._token
@@ -196,7 +196,7 @@ class AgentPlayer:
             outbox.close()
             call.cancel()
 
-    async def _heartbeats(self, outbox: _Outbox, every: float) -> None:
+    async def _heartbeats(self, outbox: Outbox, every: float) -> None:
         while True:
             await asyncio.sleep(every)
             outbox.put(

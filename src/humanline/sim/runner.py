@@ -95,7 +95,7 @@ async def _simulate(
     seen = Observations()
     async with grpc.aio.insecure_channel(options.target) as channel:
         pool = pool_service_pb2_grpc.PoolServiceStub(channel)
-        await _create_agents(pool, agents)
+        await create_agents(pool, agents)
         try:
             seen.merge(await _play(scenario, options, channel, agents, on_progress))
         finally:
@@ -270,10 +270,14 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
 # --- the pool ------------------------------------------------------------------------------
 
 
-async def _create_agents(
-    pool: pool_service_pb2_grpc.PoolServiceStub, agents: list[tuple[str, AgentGroup]]
+async def create_agents(
+    pool: pool_service_pb2_grpc.PoolServiceStub,
+    agents: list[tuple[str, AgentGroup]],
+    concurrency: int = 20,
 ) -> None:
-    limit = asyncio.Semaphore(20)
+    """Creates each agent (id, group) with its group's skills, languages and capacity,
+    `concurrency` calls at a time; a failure raises SimulationError."""
+    limit = asyncio.Semaphore(concurrency)
 
     async def create(agent_id: str, group: AgentGroup) -> None:
         request = pool_service_pb2.CreateAgentRequest(
