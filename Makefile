@@ -12,11 +12,12 @@ HUMANLINE_LISTEN       ?= 127.0.0.1:50051
 HUMANLINE_DATABASE_URL ?= sqlite+aiosqlite:///.data/humanline.db
 export HUMANLINE_LISTEN HUMANLINE_DATABASE_URL
 
-.PHONY: help venv run demo test lint proto proto-check lock clean
+.PHONY: help venv run demo bench test lint proto proto-check lock clean
 
 help:
 	@echo "make run          install into .venv and serve on $(HUMANLINE_LISTEN) (embedded SQLite store)"
 	@echo "make demo         a server on a fresh embedded store and a one-minute simulated crowd"
+	@echo "make bench        measure lifecycles/s, time to offer, memory per stream (bench/results.json)"
 	@echo "make test         run the whole test suite (and check generated code is current)"
 	@echo "make lint         ruff, mypy, buf lint"
 	@echo "make proto        regenerate $(GEN) from protos/"
@@ -36,6 +37,10 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/humanline demo
+
+# Several minutes: fresh servers (SQLite, and PostgreSQL when reachable) and a grpc echo ceiling.
+bench: $(STAMP)
+	$(BIN)/humanline bench --out bench/results.json
 
 test: $(STAMP) proto-check
 	$(BIN)/python -m pytest

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +20,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from humanline.bench import postgres as throwaway
 from humanline.domain.clock import SystemClock
 from humanline.domain.rules import DispatchPolicy
 from humanline.grpc.server import RunningServer, create_server
@@ -64,36 +64,23 @@ async def serve(db_url: str, policy: DispatchPolicy) -> Served:
     return Served(app, running)
 
 
-PG_SERVER = os.environ.get(
-    "HUMANLINE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
+PG_SERVER = os.environ.get("HUMANLINE_TEST_DATABASE_URL", throwaway.DEFAULT_SERVER)
 TABLES = ", ".join(table.name for table in metadata.sorted_tables)
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(make_url(PG_SERVER)), timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def create_postgres_database(prefix: str, *, migrate: bool = True) -> str:
     """Creates a database with a unique name on the test server, migrates it (unless told not
     to) and returns its URL. When the server cannot be reached, skips the test with one line
     saying so (fails instead when CI=true)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
-        await _admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        url = await throwaway.create_database(PG_SERVER, prefix)
+    except throwaway.Unreachable as exc:
         message = (
-            f"PostgreSQL tests need a server: {make_url(PG_SERVER).render_as_string()} "
-            f"is unreachable ({exc}); start it or set HUMANLINE_TEST_DATABASE_URL"
+            f"PostgreSQL tests need a server: {exc}; start it or set HUMANLINE_TEST_DATABASE_URL"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    url = make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
     if not migrate:
         return url
     try:
@@ -108,7 +95,7 @@ async def create_postgres_database(prefix: str, *, migrate: bool = True) -> str:
 
 async def drop_postgres_database(url: str) -> None:
     """Drops a database made by `create_postgres_database`, disconnecting what is left."""
-    await _admin(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')
+    await throwaway.drop_database(PG_SERVER, url)
 
 
 @pytest.fixture(scope="session")

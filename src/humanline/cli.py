@@ -1,5 +1,5 @@
 """The `humanline` command: `serve` the dispatch service, `migrate` its database, `simulate`
-agents and bots against a running server."""
+agents and bots against a running server, `demo` both, `bench` its speed."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from humanline import __version__
 from humanline.config import Settings
+
+if TYPE_CHECKING:
+    from humanline.bench.run import Options
 
 
 class UsageError(Exception):
@@ -117,6 +121,67 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _agent_counts(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        counts = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise UsageError(f"--streams: numbers of agents like 1000,5000 (or none), not {text!r}")
+    return counts
+
+
+def _bench_options(args: argparse.Namespace) -> Options:
+    from dataclasses import replace
+
+    from humanline.bench.run import BACKENDS, QUICK, Options
+
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends or set(backends) - set(BACKENDS):
+        raise UsageError(f"--backends: one or more of {','.join(BACKENDS)}, not {args.backends!r}")
+    changes: dict[str, Any] = {"backends": backends}
+    if args.postgres_url:
+        changes["postgres_url"] = args.postgres_url
+    if args.streams is not None:
+        changes["streams"] = _agent_counts(args.streams)
+    for name in ("duration", "warmup", "drain", "rate", "streams_rate", "processes", "concurrency"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if value is not None:
+            changes[name] = value
+    return replace(QUICK if args.quick else Options(), **changes)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from humanline.bench import report
+    from humanline.bench.run import run
+    from humanline.sim.console import console
+
+    options = _bench_options(args)
+    path = Path(args.out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
+    out = console()
+    results = run(options, lambda line: out.print(line, highlight=False))
+    document = results.to_json()
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    out.print(report.table(document))
+    for what, note in document["notes"].items():
+        out.print(f"{what}: {note}", highlight=False)
+    for mismatch in report.count_mismatches(document):
+        out.print(f"[red]count mismatch:[/] {mismatch}", highlight=False)
+    out.print(f"results written to {path}", highlight=False)
+    return 1 if results.failed else 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="humanline", description=__doc__)
@@ -148,6 +213,29 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--duration", type=float, help="seconds of arrivals (default 60)")
     demo.set_defaults(func=_demo)
+    bench = sub.add_parser(
+        "bench",
+        help="measure lifecycles/s, time to offer and memory per stream beside a grpc echo ceiling",
+    )
+    bench.add_argument("--out", default="bench/results.json", help="where to write the JSON")
+    bench.add_argument("--quick", action="store_true", help="short runs and small numbers")
+    bench.add_argument("--backends", default="sqlite,postgres", help="stores to measure")
+    bench.add_argument(
+        "--postgres-url", help="a PostgreSQL server to create throw-away databases on"
+    )
+    bench.add_argument(
+        "--streams", help="idle agents to connect, e.g. 1000,5000,10000 (none: skip)"
+    )
+    bench.add_argument("--duration", type=float, help="seconds measured per phase")
+    bench.add_argument("--warmup", type=float, help="seconds before counting lifecycles")
+    bench.add_argument("--drain", type=float, help="seconds at most for work left at the end")
+    bench.add_argument("--processes", type=int, help="client processes (default 2)")
+    bench.add_argument("--concurrency", type=int, help="bots (and echo calls) per process")
+    bench.add_argument("--rate", type=float, help="handoffs/s for time to offer (default 200)")
+    bench.add_argument(
+        "--streams-rate", type=float, help="handoffs/s with many agents connected (default 50)"
+    )
+    bench.set_defaults(func=_bench)
     return p
 
 

@@ -1,0 +1,70 @@
+"""What the bench reads from the machine: a description of it, and a process's memory."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from humanline import __version__
+
+
+def _first(path: str, key: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _commit() -> str | None:
+    """The checkout's commit, "-dirty" when files differ from it; None outside a checkout."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    return f"{commit}-dirty" if _git("status", "--porcelain", "--untracked-files=no") else commit
+
+
+def machine() -> dict[str, object]:
+    """The machine and the code measured: CPU model and count, memory, Python, date, commit."""
+    memory = _first("/proc/meminfo", "MemTotal")  # "24575000 kB"
+    return {
+        "cpu": _first("/proc/cpuinfo", "model name") or platform.processor() or None,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(memory.split()[0]) / 2**20, 1) if memory else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "humanline": __version__,
+        "commit": _commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def memory_mib(pid: int) -> tuple[float, float] | None:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM) in MiB; None where
+    /proc does not tell (not Linux, or the process is gone)."""
+    rss = _first(f"/proc/{pid}/status", "VmRSS")
+    peak = _first(f"/proc/{pid}/status", "VmHWM")
+    if rss is None or peak is None:
+        return None
+    return int(rss.split()[0]) / 1024, int(peak.split()[0]) / 1024
