@@ -66,7 +66,8 @@ async def start_replica(postgres_database: str) -> AsyncIterator[Start]:
 async def kill(served: Served) -> None:
     """Stops a replica the way SIGKILL does: no drops recorded, no goodbye, no heartbeat."""
     served.app.sessions.dropped = lambda channel, clean: None  # type: ignore[method-assign]
-    for task in (*served.app.replicas._tasks, *served.app.dispatcher._tasks):
+    dispatcher = served.app.dispatcher
+    for task in (*served.app.replicas._tasks, *dispatcher._tasks, *dispatcher._matching):
         task.cancel()
     await served.running.server.stop(0)
     await served.app.store.close()

@@ -1,10 +1,12 @@
 """The dispatcher: runs matching when something changes, and expires what is due.
 
 Matching is event-driven. Committed transactions hand the dispatcher ids to look at (a new or
-returned handoff, an agent with a free slot); a worker takes them one at a time and, in its
-own transaction, offers work by the rules of `humanline.domain.matching`. Each match restores
-the invariant "no queued handoff has an eligible agent with free capacity" for the changed
-side, so the backlog drains by itself, earliest deadline first.
+returned handoff, an agent with a free slot); a worker takes them in order and matches each,
+up to `concurrency` at once, in a transaction of its own, offering work by the rules of
+`humanline.domain.matching` (concurrent matches share commits on the embedded store, whose
+writer groups them; two that pick the same agent or handoff are a lost race, tried again).
+Each match restores the invariant "no queued handoff has an eligible agent with free
+capacity" for the changed side, so the backlog drains by itself, earliest deadline first.
 
 Time-driven work (offer expiry, end of a grace period) is scheduled precisely when the offer
 or drop happens; a sweep at least every `sweep_interval` seconds also catches anything a lost
@@ -18,7 +20,7 @@ import contextlib
 import heapq
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -44,6 +46,8 @@ from humanline.store.port import Store, StoreConflict, UnitOfWork
 
 log = structlog.get_logger("humanline.dispatcher")
 
+STOP_TIMEOUT = 5.0  # seconds for matches under way to finish when the dispatcher stops
+
 
 class Dispatcher:
     """Matching worker, timers and sweeper of one process."""
@@ -59,6 +63,7 @@ class Dispatcher:
         sweep_interval: float = 1.0,
         candidates: int = 16,
         batch: int = 100,
+        concurrency: int = 32,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -71,6 +76,9 @@ class Dispatcher:
         self._batch = batch
         self._work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._matching: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._timers: list[datetime] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +89,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         """Starts the matching worker and the sweeper."""
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._run_worker(), name="dispatcher-worker"),
             asyncio.create_task(self._run_sweeper(), name="dispatcher-sweeper"),
@@ -88,12 +97,20 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stops worker and sweeper; pending work stays in the store for the next start."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        # Matches under way finish their (short) transactions rather than being cut off in
+        # the middle of one; those not yet started return at once.
+        if self._matching:
+            _, late = await asyncio.wait(set(self._matching), timeout=STOP_TIMEOUT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # --- transactions and their effects --------------------------------------------------
 
@@ -145,7 +162,20 @@ class Dispatcher:
     async def _run_worker(self) -> None:
         while True:
             kind, key = await self._work.get()
-            self._queued.discard((kind, key))
+            task = asyncio.create_task(self._match(kind, key), name=f"match-{kind}")
+            self._matching.add(task)
+            task.add_done_callback(self._matched)
+
+    def _matched(self, task: asyncio.Task[None]) -> None:
+        self._matching.discard(task)
+        if not self._matching and self._work.empty():
+            self._idle.set()
+
+    async def _match(self, kind: str, key: str) -> None:
+        async with self._slots:  # first come, first matched
+            if self._stopping:
+                return
+            self._queued.discard((kind, key))  # from now on, a change needs a new look
             try:
                 if kind == "handoff":
                     await self._retrying(self._match_handoff, key)
@@ -153,8 +183,6 @@ class Dispatcher:
                     await self._retrying(self._match_agent, key)
             except Exception:
                 log.exception("matching_failed", kind=kind, id=key)
-            if self._work.empty():
-                self._idle.set()
 
     async def _retrying(self, step: Callable[[str], Awaitable[bool]], key: str) -> None:
         """Runs a matching step until it reports nothing more to do. A lost race is simply
@@ -222,14 +250,17 @@ class Dispatcher:
 
     async def sweep(self) -> None:
         """Expires due offers and grace periods, then, as the fallback for a lost wake-up,
-        asks every ready agent to look for work while anything is queued. (Every possible
-        match involves a ready agent, so nudging the agents is enough; a backlog with nobody
-        free costs two cheap queries.)"""
+        asks every ready agent to look for work while a handoff has been queued for a sweep
+        interval or more. (Every possible match involves a ready agent, so nudging the agents
+        is enough; a backlog with nobody free costs two cheap queries. Handoffs queued for
+        less are being matched by their wake-ups: nudging for them would repeat the matching
+        of a busy queue every second for nothing.)"""
         await self._each_due(self._expire_offers)
         await self._each_due(self._expire_graces)
         async with self._store.read() as uow:
             ready = []
-            if await uow.handoffs.queued_head(1):
+            waited = uow.now - timedelta(seconds=self._sweep_interval)
+            if await uow.handoffs.queued_since(waited):
                 ready = await uow.agents.page(
                     limit=self._batch, after_id=None, state=AgentState.AVAILABLE, skill=None
                 )

@@ -14,10 +14,15 @@ from humanline.domain.rules import DispatchPolicy, estimate_wait
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import EventHub
 from humanline.service.transitions import retry_conflicts, withdraw_offer
-from humanline.store.port import DuplicateKey, Store, StoreConflict, UnitOfWork
+from humanline.store.port import DuplicateKey, EligibleSupply, Store, StoreConflict, UnitOfWork
 
 HANDLE_TIME_WINDOW = timedelta(hours=1)
 HANDLE_TIME_CACHE_SECONDS = 5.0
+# The eligible supply behind a wait estimate is a sum over every agent with the skills; with
+# thousands of agents it cost more than the rest of RequestHandoff. An estimate a second old
+# is as good, so it is kept that long per (skills, language).
+SUPPLY_CACHE_SECONDS = 1.0
+SUPPLY_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,51 +54,51 @@ class Handoffs:
         self._policy = policy
         self._watch_interval = watch_interval
         self._handle_time: tuple[float, timedelta] | None = None
+        self._supply: dict[tuple[object, ...], tuple[float, EligibleSupply]] = {}
 
     @retry_conflicts
     async def request(self, request: HandoffRequest) -> HandoffView:
         """Queues a handoff, durably, or returns the one already made under its request id."""
         fingerprint = request.fingerprint()
         async with self._dispatcher.transaction() as (uow, fx):
-            existing = await uow.handoffs.get_by_request_id(request.request_id)
-            if existing is None:
-                handoff = Handoff(
-                    id=str(uuid.uuid4()),
-                    request=request,
-                    fingerprint=fingerprint,
-                    state=HandoffState.QUEUED,
-                    created_at=uow.now,
-                    deadline=self._policy.deadline(uow.now, request.urgency),
-                    requeue_count=0,
-                    agent_id=None,
-                    offer_id=None,
-                    assigned_at=None,
-                    ended_at=None,
-                    completion=None,
-                )
-                try:
-                    await uow.handoffs.insert(handoff)
-                except DuplicateKey:
-                    existing = await uow.handoffs.get_by_request_id(request.request_id)
-                else:
-                    fx.changed(handoff, moved=True)
-                    fx.match_handoff(handoff.id)
-                    fx.log(
-                        "handoff_queued",
-                        handoff_id=handoff.id,
-                        request_id=request.request_id,
-                        interaction_type=request.interaction_type,
-                        urgency=request.urgency.name,
-                        skills=[r.skill for r in request.required_skills],
-                    )
-            if existing is not None:
+            handoff = Handoff(
+                id=str(uuid.uuid4()),
+                request=request,
+                fingerprint=fingerprint,
+                state=HandoffState.QUEUED,
+                created_at=uow.now,
+                deadline=self._policy.deadline(uow.now, request.urgency),
+                requeue_count=0,
+                agent_id=None,
+                offer_id=None,
+                assigned_at=None,
+                ended_at=None,
+                completion=None,
+            )
+            try:
+                await uow.handoffs.insert(handoff)  # the common case first: one statement
+            except DuplicateKey:
+                existing = await uow.handoffs.get_by_request_id(request.request_id)
+                if existing is None:  # taken by a transaction that then rolled back
+                    raise StoreConflict(f"request_id {request.request_id} in flux") from None
                 if existing.fingerprint != fingerprint:
                     raise AlreadyExists(
                         "request_id was already used for a different handoff",
                         reason="REQUEST_ID_REUSED",
                         metadata={"request_id": request.request_id},
-                    )
+                    ) from None
                 handoff = existing
+            else:
+                fx.changed(handoff, moved=True)
+                fx.match_handoff(handoff.id)
+                fx.log(
+                    "handoff_queued",
+                    handoff_id=handoff.id,
+                    request_id=request.request_id,
+                    interaction_type=request.interaction_type,
+                    urgency=request.urgency.name,
+                    skills=[r.skill for r in request.required_skills],
+                )
             view = await self._view(uow, handoff)
         return view
 
@@ -161,7 +166,7 @@ class Handoffs:
     async def _view(self, uow: UnitOfWork, handoff: Handoff) -> HandoffView:
         if handoff.state.waiting:
             position = await uow.handoffs.position(handoff)
-            supply = await uow.agents.supply_for(handoff)
+            supply = await self._eligible_supply(uow, handoff)
             wait = estimate_wait(
                 position=position,
                 eligible_capacity=supply.capacity,
@@ -174,6 +179,19 @@ class Handoffs:
             agent = await uow.agents.get(handoff.agent_id)
             agent_name = agent.profile.display_name if agent is not None else None
         return HandoffView(handoff, 0, None, agent_name)
+
+    async def _eligible_supply(self, uow: UnitOfWork, handoff: Handoff) -> EligibleSupply:
+        """The agents' capacity for the handoff, cached for a second per kind of handoff."""
+        key = (handoff.request.required_skills, handoff.request.language)
+        cached = self._supply.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < SUPPLY_CACHE_SECONDS:
+            return cached[1]
+        supply = await uow.agents.supply_for(handoff)
+        if len(self._supply) >= SUPPLY_CACHE_SIZE:
+            self._supply.clear()
+        self._supply[key] = (now, supply)
+        return supply
 
     async def _mean_handle_time(self, uow: UnitOfWork) -> timedelta:
         """Mean handle time of the last hour's completions, cached for a few seconds."""

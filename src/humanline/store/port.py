@@ -205,8 +205,8 @@ class HandoffRepository(Protocol):
         in queue order."""
         ...
 
-    async def queued_head(self, limit: int) -> list[Handoff]:
-        """The first queued handoffs in queue order."""
+    async def queued_since(self, moment: datetime) -> bool:
+        """Whether a handoff created at or before `moment` is still queued."""
         ...
 
     async def position(self, handoff: Handoff) -> int:

@@ -9,12 +9,16 @@ Matching queries (`candidates_for`, `queued_for_agent`) implement
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from humanline.domain.model import (
     Agent,
@@ -38,7 +42,9 @@ from humanline.domain.model import (
     StatusChangeReason,
     Urgency,
 )
+from humanline.domain.validation import MAX_REQUIRED_SKILLS
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
+from humanline.store.sql.sqlite import PREPARED
 from humanline.store.sql.tables import (
     agent_languages,
     agent_skills,
@@ -50,18 +56,67 @@ from humanline.store.sql.tables import (
     sessions,
 )
 
+
+class SqlConnection(Protocol):
+    """What the repositories use of a connection: SQLAlchemy's `AsyncConnection`, or the
+    embedded store's in-loop writer (`sqlite.InlineConnection`)."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """The database's dialect."""
+        ...
+
+    async def execute(self, statement: sa.Executable, parameters: Any = None) -> Any:
+        """Runs one statement; its result, a SQLAlchemy `Result` or the in-loop writer's
+        equivalent for the methods used here (first, one, scalar(s), iteration, rowcount)."""
+        ...
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]:
+        """A SAVEPOINT for the block."""
+        ...
+
+
+# Aliases built once: an alias's column collection is costly to set up, and a statement built
+# from the same aliases has the same cache key, so its compiled form is reused.
+_SKILL_MATCH = tuple(agent_skills.alias(f"s{i}") for i in range(MAX_REQUIRED_SKILLS))
+_AGENTS_SKILLS = agent_skills.alias("mine")
+
 _MISSED = (OfferState.DECLINED, OfferState.EXPIRED)
 _WAITING = (HandoffState.QUEUED, HandoffState.OFFERED)
 
 
-def _const(value: enum.Enum) -> sa.BindParameter[str]:
+def _const(value: enum.Enum) -> sa.ColumnElement[str]:
     """A state constant written into the SQL text rather than bound: the planner can then
     match the partial indexes on state (`WHERE state = 'QUEUED'`) in every plan, also a
-    prepared statement's generic one."""
-    return sa.literal(value.value, sa.String(), literal_execute=True)
+    prepared statement's generic one. (Enum values are plain upper-case words.)"""
+    assert str(value.value).isidentifier(), value
+    return sa.literal_column(f"'{value.value}'", sa.String())
 
 
-def _rowcount(result: sa.CursorResult[Any]) -> int:
+S = TypeVar("S", bound=sa.Executable)
+
+
+def _statement(build: Callable[..., S]) -> Callable[..., S]:
+    """Builds a hot-path statement once per shape. `build` takes only the statement's shape
+    (how many skills, with or without a language), never values, which go in as bind
+    parameters; every call then gets the same statement object, whose compiled form
+    SQLAlchemy finds without building or keying it again. That is most of what a statement
+    costs here: a few µs in SQLite, tens to hundreds of µs to build and key."""
+
+    @functools.cache
+    def prepared(*shape: Any, **options: Any) -> S:
+        return build(*shape, **options).execution_options(**{PREPARED: True})
+
+    return prepared
+
+
+def _p(name: str, type_: Any = None) -> sa.BindParameter[Any]:
+    """A named bind parameter (names differ from columns', which SET clauses reserve). Its
+    type comes from the column it is compared with or assigned to, or is given."""
+    return sa.bindparam(f"p_{name}", type_=type_)
+
+
+def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
@@ -118,10 +173,112 @@ def agent_state_clause(state: AgentState) -> sa.ColumnElement[bool]:
             return _READY
 
 
+@_statement
+def _agent_by_id() -> sa.Select[Any]:
+    return sa.select(agents).where(agents.c.id == _p("id"), _LIVE_AGENT)
+
+
+def _stamped_agent_update() -> sa.Update:
+    """An UPDATE of agents that stamps `changed_at`, for the replicas' change feed."""
+    return sa.update(agents).values(changed_at=_p("changed_at"), changed_by=_p("changed_by"))
+
+
+@_statement
+def _reserve_slot() -> sa.Update:
+    return (
+        _stamped_agent_update()
+        .where(agents.c.id == _p("id"), _LIVE_AGENT, _READY)
+        .values(load=agents.c.load + 1)
+    )
+
+
+@_statement
+def _release_slots() -> sa.Update:
+    return (
+        _stamped_agent_update()
+        .where(agents.c.id == _p("id"))
+        .values(load=agents.c.load - _p("slots"))
+    )
+
+
+@_statement
+def _record_assignment() -> sa.Update:
+    return (
+        _stamped_agent_update()
+        .where(agents.c.id == _p("id"))
+        .values(consecutive_misses=0, last_assigned_at=_p("now"))
+    )
+
+
+def _qualified_agents(skills: int, language: bool) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
+    """Agents with a handoff's skills (`p_skill<i>` at `p_min<i>` or better) and language
+    (`p_language`), and their proficiency score."""
+    stmt = sa.select(agents).where(_LIVE_AGENT)
+    score: sa.ColumnElement[Any] = sa.literal(0)
+    for i in range(skills):
+        s = _SKILL_MATCH[i]
+        stmt = stmt.join(
+            s,
+            sa.and_(
+                s.c.agent_id == agents.c.id,
+                s.c.skill == _p(f"skill{i}"),
+                s.c.proficiency >= _p(f"min{i}"),
+            ),
+        )
+        score = score + s.c.proficiency
+    if language:
+        stmt = stmt.where(
+            sa.exists().where(
+                agent_languages.c.agent_id == agents.c.id,
+                agent_languages.c.language == _p("language"),
+            )
+        )
+    return stmt, score
+
+
+def _qualified_params(handoff: Handoff) -> dict[str, Any]:
+    params: dict[str, Any] = {"p_language": handoff.request.language}
+    for i, req in enumerate(handoff.request.required_skills):
+        params[f"p_skill{i}"] = req.skill
+        params[f"p_min{i}"] = req.min_proficiency
+    return params
+
+
+def _shape(handoff: Handoff) -> tuple[int, bool]:
+    return len(handoff.request.required_skills), handoff.request.language is not None
+
+
+@_statement
+def _candidates(skills: int, language: bool) -> sa.Select[Any]:
+    stmt, score = _qualified_agents(skills, language)
+    excluded = sa.exists().where(
+        offers.c.handoff_id == _p("handoff_id"),
+        offers.c.agent_id == agents.c.id,
+        offers.c.state.in_([_const(s) for s in _MISSED]),
+    )
+    return (
+        stmt.where(_READY, ~excluded)
+        .order_by(score.desc(), agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
+        .limit(_p("limit"))
+    )
+
+
+@_statement
+def _supply(skills: int, language: bool) -> sa.Select[Any]:
+    qualified, _ = _qualified_agents(skills, language)
+    sub = qualified.where(
+        agents.c.status == _const(AgentStatus.AVAILABLE), agents.c.connected == sa.true()
+    ).subquery()
+    return sa.select(
+        sa.func.coalesce(sa.func.sum(sub.c.capacity), 0),
+        sa.func.coalesce(sa.func.sum(sub.c.capacity - sub.c.load), 0),
+    )
+
+
 class SqlAgentRepository:
     """Agents on SQL."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
@@ -130,10 +287,14 @@ class SqlAgentRepository:
         """An UPDATE of agents that stamps `changed_at`, for the replicas' change feed."""
         return sa.update(agents).values(changed_at=self._now, changed_by=self._writer)
 
+    async def _stamped(self, stmt: sa.Update, **params: Any) -> Any:
+        """Runs one of the prepared `_stamped_agent_update` statements."""
+        values = {f"p_{k}": v for k, v in params.items()}
+        values.update(p_changed_at=self._now, p_changed_by=self._writer)
+        return await self._conn.execute(stmt, values)
+
     async def get(self, agent_id: str) -> Agent | None:
-        row = (
-            await self._conn.execute(sa.select(agents).where(agents.c.id == agent_id, _LIVE_AGENT))
-        ).first()
+        row = (await self._conn.execute(_agent_by_id(), {"p_id": agent_id})).first()
         return _agent(row) if row else None
 
     async def insert(self, agent_id: str, profile: AgentProfile, now: datetime) -> Agent:
@@ -237,54 +398,13 @@ class SqlAgentRepository:
             )
         return [_agent(r) for r in await self._conn.execute(stmt)]
 
-    def _qualified(self, handoff: Handoff) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
-        """Agents with the handoff's skills and language, and their proficiency score."""
-        stmt = sa.select(agents).where(_LIVE_AGENT)
-        score: sa.ColumnElement[Any] = sa.literal(0)
-        for i, req in enumerate(handoff.request.required_skills):
-            s = agent_skills.alias(f"s{i}")
-            stmt = stmt.join(
-                s,
-                sa.and_(
-                    s.c.agent_id == agents.c.id,
-                    s.c.skill == req.skill,
-                    s.c.proficiency >= req.min_proficiency,
-                ),
-            )
-            score = score + s.c.proficiency
-        if handoff.request.language is not None:
-            stmt = stmt.where(
-                sa.exists().where(
-                    agent_languages.c.agent_id == agents.c.id,
-                    agent_languages.c.language == handoff.request.language,
-                )
-            )
-        return stmt, score
-
     async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
-        stmt, score = self._qualified(handoff)
-        excluded = sa.exists().where(
-            offers.c.handoff_id == handoff.id,
-            offers.c.agent_id == agents.c.id,
-            offers.c.state.in_([_const(s) for s in _MISSED]),
-        )
-        stmt = (
-            stmt.where(_READY, ~excluded)
-            .order_by(score.desc(), agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
-            .limit(limit)
-        )
-        return [_agent(r) for r in await self._conn.execute(stmt)]
+        params = _qualified_params(handoff) | {"p_handoff_id": handoff.id, "p_limit": limit}
+        return [_agent(r) for r in await self._conn.execute(_candidates(*_shape(handoff)), params)]
 
     async def supply_for(self, handoff: Handoff) -> EligibleSupply:
-        qualified, _ = self._qualified(handoff)
-        sub = qualified.where(
-            agents.c.status == _const(AgentStatus.AVAILABLE), agents.c.connected == sa.true()
-        ).subquery()
-        stmt = sa.select(
-            sa.func.coalesce(sa.func.sum(sub.c.capacity), 0),
-            sa.func.coalesce(sa.func.sum(sub.c.capacity - sub.c.load), 0),
-        )
-        capacity, free = (await self._conn.execute(stmt)).one()
+        stmt = _supply(*_shape(handoff))
+        capacity, free = (await self._conn.execute(stmt, _qualified_params(handoff))).one()
         return EligibleSupply(capacity=int(capacity), free=int(free))
 
     async def set_presence(self, agent_id: str, *, status: AgentStatus, connected: bool) -> Agent:
@@ -314,24 +434,14 @@ class SqlAgentRepository:
         return _agent(row) if row else None
 
     async def reserve(self, agent_id: str) -> bool:
-        stmt = (
-            self._update()
-            .where(agents.c.id == agent_id, _LIVE_AGENT, _READY)
-            .values(load=agents.c.load + 1)
-        )
-        return _rowcount(await self._conn.execute(stmt)) == 1
+        return _rowcount(await self._stamped(_reserve_slot(), id=agent_id)) == 1
 
     async def release(self, agent_id: str, slots: int = 1) -> None:
         # No clamping: releasing more than was reserved is a bug the check constraint refuses.
-        stmt = self._update().where(agents.c.id == agent_id).values(load=agents.c.load - slots)
-        await self._conn.execute(stmt)
+        await self._stamped(_release_slots(), id=agent_id, slots=slots)
 
     async def record_assignment(self, agent_id: str, now: datetime) -> None:
-        await self._conn.execute(
-            self._update()
-            .where(agents.c.id == agent_id)
-            .values(consecutive_misses=0, last_assigned_at=now)
-        )
+        await self._stamped(_record_assignment(), id=agent_id, now=now)
 
     async def changed_since(self, since: datetime) -> list[str]:
         stmt = sa.select(agents.c.id).where(
@@ -386,23 +496,161 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
 _QUEUE_ORDER = (handoffs.c.deadline, handoffs.c.created_at, handoffs.c.id)
 
 
+@_statement
+def _insert_new(table: sa.Table, dialect: str) -> sa.Insert:
+    """An INSERT that does nothing (no row) where a unique key is taken, so a duplicate
+    costs no savepoint: ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+@_statement
+def _row_by(table: sa.Table, column: str, *, lock: bool = False) -> sa.Select[Any]:
+    stmt = sa.select(table).where(table.c[column] == _p(column))
+    return stmt.with_for_update() if lock else stmt  # PostgreSQL; SQLite ignores it
+
+
+def _handoff_update(*where: sa.ColumnElement[bool], **values: Any) -> sa.Update:
+    """A conditional UPDATE of handoff `p_id` that stamps the change feed."""
+    return (
+        sa.update(handoffs)
+        .where(handoffs.c.id == _p("id"), *where)
+        .values(changed_at=_p("changed_at"), changed_by=_p("changed_by"), **values)
+        .returning(*handoffs.c)
+    )
+
+
+_INSERT_HANDOFF_SKILLS = sa.insert(handoff_skills).execution_options(**{PREPARED: True})
+_IS_QUEUED = handoffs.c.state == _const(HandoffState.QUEUED)
+_OFFERED_AS = sa.and_(
+    handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == _p("offer_id")
+)
+_ASSIGNED_AS = sa.and_(
+    handoffs.c.state == _const(HandoffState.ASSIGNED), handoffs.c.offer_id == _p("offer_id")
+)
+
+
+@_statement
+def _offer_handoff() -> sa.Update:
+    return _handoff_update(
+        _IS_QUEUED,
+        state=HandoffState.OFFERED.value,
+        agent_id=_p("agent_id"),
+        offer_id=_p("new_offer_id"),
+    )
+
+
+@_statement
+def _return_handoff() -> sa.Update:
+    return _handoff_update(
+        _OFFERED_AS, state=HandoffState.QUEUED.value, agent_id=None, offer_id=None
+    )
+
+
+@_statement
+def _assign_handoff() -> sa.Update:
+    return _handoff_update(_OFFERED_AS, state=HandoffState.ASSIGNED.value, assigned_at=_p("now"))
+
+
+@_statement
+def _requeue_handoff() -> sa.Update:
+    return _handoff_update(
+        _ASSIGNED_AS,
+        state=HandoffState.QUEUED.value,
+        agent_id=None,
+        offer_id=None,
+        assigned_at=None,
+        deadline=_p("deadline"),
+        requeue_count=handoffs.c.requeue_count + 1,
+    )
+
+
+@_statement
+def _complete_handoff() -> sa.Update:
+    return _handoff_update(
+        _ASSIGNED_AS,
+        state=HandoffState.COMPLETED.value,
+        ended_at=_p("now"),
+        outcome=_p("outcome"),
+        disposition_code=_p("disposition_code"),
+        notes=_p("notes"),
+        completion_fingerprint=_p("fingerprint"),
+        handle_seconds=_p("handle_seconds"),
+    )
+
+
+@_statement
+def _cancel_handoff(offered: bool) -> sa.Update:
+    return _handoff_update(
+        _OFFERED_AS if offered else _IS_QUEUED,
+        state=HandoffState.CANCELLED.value,
+        ended_at=_p("now"),
+    )
+
+
+@_statement
+def _queued_for(languages: int) -> sa.Select[Any]:
+    """Queued handoffs agent `p_agent_id` may take: all skills met, a language it speaks
+    (`p_language<i>`) or none, not declined or missed by it."""
+    mine = _AGENTS_SKILLS
+    unmet = (
+        sa.select(sa.literal(1))
+        .select_from(handoff_skills)
+        .where(
+            handoff_skills.c.handoff_id == handoffs.c.id,
+            ~sa.exists().where(
+                mine.c.agent_id == _p("agent_id"),
+                mine.c.skill == handoff_skills.c.skill,
+                mine.c.proficiency >= handoff_skills.c.min_proficiency,
+            ),
+        )
+    )
+    excluded = sa.exists().where(
+        offers.c.handoff_id == handoffs.c.id,
+        offers.c.agent_id == _p("agent_id"),
+        offers.c.state.in_([_const(s) for s in _MISSED]),
+    )
+    language_ok: sa.ColumnElement[bool] = handoffs.c.language.is_(None)
+    if languages:
+        spoken = [_p(f"language{i}") for i in range(languages)]
+        language_ok = sa.or_(language_ok, handoffs.c.language.in_(spoken))
+    return (
+        sa.select(handoffs)
+        .where(_IS_QUEUED, language_ok, ~sa.exists(unmet), ~excluded)
+        .order_by(*_QUEUE_ORDER)
+        .limit(_p("limit"))
+    )
+
+
+@_statement
+def _queued_since() -> sa.Select[Any]:
+    return sa.select(sa.exists().where(_IS_QUEUED, handoffs.c.created_at <= _p("moment")))
+
+
+@_statement
+def _queue_position() -> sa.Select[Any]:
+    mine = sa.tuple_(*(_p(c.name, c.type) for c in _QUEUE_ORDER))
+    return sa.select(sa.func.count()).where(
+        handoffs.c.state.in_([_const(s) for s in _WAITING]), sa.tuple_(*_QUEUE_ORDER) < mine
+    )
+
+
 class SqlHandoffRepository:
     """Handoffs on SQL."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
 
     async def get(self, handoff_id: str) -> Handoff | None:
-        row = (
-            await self._conn.execute(sa.select(handoffs).where(handoffs.c.id == handoff_id))
-        ).first()
+        row = (await self._conn.execute(_row_by(handoffs, "id"), {"p_id": handoff_id})).first()
         return _handoff(row) if row else None
 
     async def get_by_request_id(self, request_id: str) -> Handoff | None:
-        stmt = sa.select(handoffs).where(handoffs.c.request_id == request_id)
-        row = (await self._conn.execute(stmt)).first()
+        stmt = _row_by(handoffs, "request_id")
+        row = (await self._conn.execute(stmt, {"p_request_id": request_id})).first()
         return _handoff(row) if row else None
 
     async def insert(self, handoff: Handoff) -> None:
@@ -426,14 +674,12 @@ class SqlHandoffRepository:
             "changed_at": self._now,
             "changed_by": self._writer,
         }
-        try:
-            async with self._conn.begin_nested():
-                await self._conn.execute(sa.insert(handoffs).values(**values))
-        except IntegrityError as exc:
-            raise DuplicateKey(req.request_id) from exc
+        inserted = await self._conn.execute(_insert_new(handoffs, self._conn.dialect.name), values)
+        if _rowcount(inserted) != 1:
+            raise DuplicateKey(req.request_id)
         if req.required_skills:
             await self._conn.execute(
-                sa.insert(handoff_skills),
+                _INSERT_HANDOFF_SKILLS,
                 [
                     {
                         "handoff_id": handoff.id,
@@ -444,54 +690,27 @@ class SqlHandoffRepository:
                 ],
             )
 
-    async def _transition(
-        self, handoff_id: str, where: list[sa.ColumnElement[bool]], **values: Any
-    ) -> Handoff | None:
-        stmt = (
-            sa.update(handoffs)
-            .where(handoffs.c.id == handoff_id, *where)
-            .values(changed_at=self._now, changed_by=self._writer, **values)
-            .returning(*handoffs.c)
-        )
-        row = (await self._conn.execute(stmt)).first()
+    async def _transition(self, stmt: sa.Update, handoff_id: str, **params: Any) -> Handoff | None:
+        """Runs one of the prepared `_handoff_update` statements."""
+        values = {f"p_{k}": v for k, v in params.items()}
+        values.update(p_id=handoff_id, p_changed_at=self._now, p_changed_by=self._writer)
+        row = (await self._conn.execute(stmt, values)).first()
         return _handoff(row) if row else None
 
     async def offer(self, handoff_id: str, agent_id: str, offer_id: str) -> Handoff | None:
         return await self._transition(
-            handoff_id,
-            [handoffs.c.state == _const(HandoffState.QUEUED)],
-            state=HandoffState.OFFERED.value,
-            agent_id=agent_id,
-            offer_id=offer_id,
+            _offer_handoff(), handoff_id, agent_id=agent_id, new_offer_id=offer_id
         )
 
     async def return_to_queue(self, handoff_id: str, offer_id: str) -> Handoff | None:
-        return await self._transition(
-            handoff_id,
-            [handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == offer_id],
-            state=HandoffState.QUEUED.value,
-            agent_id=None,
-            offer_id=None,
-        )
+        return await self._transition(_return_handoff(), handoff_id, offer_id=offer_id)
 
     async def assign(self, handoff_id: str, offer_id: str, now: datetime) -> Handoff | None:
-        return await self._transition(
-            handoff_id,
-            [handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == offer_id],
-            state=HandoffState.ASSIGNED.value,
-            assigned_at=now,
-        )
+        return await self._transition(_assign_handoff(), handoff_id, offer_id=offer_id, now=now)
 
     async def requeue(self, handoff_id: str, offer_id: str, deadline: datetime) -> Handoff | None:
         return await self._transition(
-            handoff_id,
-            [handoffs.c.state == _const(HandoffState.ASSIGNED), handoffs.c.offer_id == offer_id],
-            state=HandoffState.QUEUED.value,
-            agent_id=None,
-            offer_id=None,
-            assigned_at=None,
-            deadline=deadline,
-            requeue_count=handoffs.c.requeue_count + 1,
+            _requeue_handoff(), handoff_id, offer_id=offer_id, deadline=deadline
         )
 
     async def complete(
@@ -504,29 +723,21 @@ class SqlHandoffRepository:
         handle_time: timedelta,
     ) -> Handoff | None:
         return await self._transition(
+            _complete_handoff(),
             handoff_id,
-            [handoffs.c.state == _const(HandoffState.ASSIGNED), handoffs.c.offer_id == offer_id],
-            state=HandoffState.COMPLETED.value,
-            ended_at=now,
+            offer_id=offer_id,
+            now=now,
             outcome=completion.outcome.value,
             disposition_code=completion.disposition_code,
             notes=completion.notes,
-            completion_fingerprint=completion.fingerprint(),
+            fingerprint=completion.fingerprint(),
             handle_seconds=handle_time.total_seconds(),
         )
 
     async def cancel(self, handoff_id: str, offer_id: str | None, now: datetime) -> Handoff | None:
-        seen = (
-            [handoffs.c.state == _const(HandoffState.QUEUED)]
-            if offer_id is None
-            else [handoffs.c.state == _const(HandoffState.OFFERED), handoffs.c.offer_id == offer_id]
-        )
-        return await self._transition(
-            handoff_id,
-            seen,
-            state=HandoffState.CANCELLED.value,
-            ended_at=now,
-        )
+        # Only as seen: queued, or offered with this very offer.
+        stmt = _cancel_handoff(offered=offer_id is not None)
+        return await self._transition(stmt, handoff_id, offer_id=offer_id, now=now)
 
     async def completion_fingerprint(self, handoff_id: str) -> str | None:
         stmt = sa.select(handoffs.c.completion_fingerprint).where(handoffs.c.id == handoff_id)
@@ -534,62 +745,23 @@ class SqlHandoffRepository:
         return value
 
     async def queued_for_agent(self, agent: Agent, limit: int) -> list[Handoff]:
-        mine = agent_skills.alias("mine")
-        unmet = (
-            sa.select(sa.literal(1))
-            .select_from(handoff_skills)
-            .where(
-                handoff_skills.c.handoff_id == handoffs.c.id,
-                ~sa.exists().where(
-                    mine.c.agent_id == agent.id,
-                    mine.c.skill == handoff_skills.c.skill,
-                    mine.c.proficiency >= handoff_skills.c.min_proficiency,
-                ),
-            )
-        )
-        excluded = sa.exists().where(
-            offers.c.handoff_id == handoffs.c.id,
-            offers.c.agent_id == agent.id,
-            offers.c.state.in_([_const(s) for s in _MISSED]),
-        )
-        language_ok: sa.ColumnElement[bool] = handoffs.c.language.is_(None)
-        if agent.profile.languages:
-            language_ok = sa.or_(
-                language_ok, handoffs.c.language.in_(sorted(agent.profile.languages))
-            )
-        stmt = (
-            sa.select(handoffs)
-            .where(
-                handoffs.c.state == _const(HandoffState.QUEUED),
-                language_ok,
-                ~sa.exists(unmet),
-                ~excluded,
-            )
-            .order_by(*_QUEUE_ORDER)
-            .limit(limit)
-        )
-        return [_handoff(r) for r in await self._conn.execute(stmt)]
+        spoken = sorted(agent.profile.languages)
+        params: dict[str, Any] = {"p_agent_id": agent.id, "p_limit": limit}
+        params.update({f"p_language{i}": language for i, language in enumerate(spoken)})
+        rows = await self._conn.execute(_queued_for(len(spoken)), params)
+        return [_handoff(r) for r in rows]
 
-    async def queued_head(self, limit: int) -> list[Handoff]:
-        stmt = (
-            sa.select(handoffs)
-            .where(handoffs.c.state == _const(HandoffState.QUEUED))
-            .order_by(*_QUEUE_ORDER)
-            .limit(limit)
-        )
-        return [_handoff(r) for r in await self._conn.execute(stmt)]
+    async def queued_since(self, moment: datetime) -> bool:
+        found = await self._conn.execute(_queued_since(), {"p_moment": moment})
+        return bool(found.scalar())
 
     async def position(self, handoff: Handoff) -> int:
-        key = sa.tuple_(*_QUEUE_ORDER)
-        mine = sa.tuple_(
-            sa.literal(handoff.deadline, handoffs.c.deadline.type),
-            sa.literal(handoff.created_at, handoffs.c.created_at.type),
-            sa.literal(handoff.id),
-        )
-        stmt = sa.select(sa.func.count()).where(
-            handoffs.c.state.in_([_const(s) for s in _WAITING]), key < mine
-        )
-        ahead = int((await self._conn.execute(stmt)).scalar_one())
+        params = {
+            "p_deadline": handoff.deadline,
+            "p_created_at": handoff.created_at,
+            "p_id": handoff.id,
+        }
+        ahead = int((await self._conn.execute(_queue_position(), params)).scalar_one())
         return ahead + 1
 
     async def changed_since(self, since: datetime) -> list[str]:
@@ -624,106 +796,132 @@ def _offer(row: sa.Row[Any]) -> Offer:
     )
 
 
+def _offer_update(*where: sa.ColumnElement[bool], **values: Any) -> sa.Update:
+    """A conditional UPDATE of offer `p_id`."""
+    return (
+        sa.update(offers)
+        .where(offers.c.id == _p("id"), *where)
+        .values(**values)
+        .returning(*offers.c)
+    )
+
+
+_PENDING = offers.c.state == _const(OfferState.PENDING)
+
+
+@_statement
+def _accept_offer() -> sa.Update:
+    return _offer_update(
+        offers.c.agent_id == _p("agent_id"),
+        _PENDING,
+        offers.c.expires_at > _p("now"),
+        state=OfferState.ACCEPTED.value,
+        decided_at=_p("now"),
+    )
+
+
+@_statement
+def _decline_offer() -> sa.Update:
+    return _offer_update(
+        offers.c.agent_id == _p("agent_id"),
+        _PENDING,
+        state=OfferState.DECLINED.value,
+        decided_at=_p("now"),
+        ended_at=_p("now"),
+        decline_reason=_p("reason"),
+    )
+
+
+@_statement
+def _expire_offer() -> sa.Update:
+    return _offer_update(
+        _PENDING,
+        offers.c.expires_at <= _p("now"),
+        state=OfferState.EXPIRED.value,
+        ended_at=_p("now"),
+        rescind_reason=RescindReason.EXPIRED.value,
+    )
+
+
+@_statement
+def _rescind_offer() -> sa.Update:
+    return _offer_update(
+        _PENDING, state=OfferState.RESCINDED.value, ended_at=_p("now"), rescind_reason=_p("reason")
+    )
+
+
+@_statement
+def _finish_offer() -> sa.Update:
+    return _offer_update(
+        offers.c.state == _const(OfferState.ACCEPTED), state=_p("state"), ended_at=_p("now")
+    )
+
+
+@_statement
+def _offers_of_agent(state: OfferState) -> sa.Select[Any]:
+    return (
+        sa.select(offers)
+        .where(offers.c.agent_id == _p("agent_id"), offers.c.state == _const(state))
+        .order_by(offers.c.created_at, offers.c.id)
+    )
+
+
 class SqlOfferRepository:
     """Offers on SQL."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
 
     async def get(self, offer_id: str, *, lock: bool = False) -> Offer | None:
-        stmt = sa.select(offers).where(offers.c.id == offer_id)
-        if lock:
-            stmt = stmt.with_for_update()  # PostgreSQL; SQLite's one writer serializes anyway
-        row = (await self._conn.execute(stmt)).first()
+        # Locked on PostgreSQL; SQLite's one writer serializes anyway.
+        stmt = _row_by(offers, "id", lock=lock)
+        row = (await self._conn.execute(stmt, {"p_id": offer_id})).first()
         return _offer(row) if row else None
 
     async def insert(self, offer: Offer) -> None:
-        try:
-            async with self._conn.begin_nested():
-                await self._conn.execute(
-                    sa.insert(offers).values(
-                        id=offer.id,
-                        handoff_id=offer.handoff_id,
-                        agent_id=offer.agent_id,
-                        state=offer.state.value,
-                        created_at=offer.created_at,
-                        expires_at=offer.expires_at,
-                    )
-                )
-        except IntegrityError as exc:
-            raise DuplicateKey(offer.handoff_id) from exc
+        values = {
+            "id": offer.id,
+            "handoff_id": offer.handoff_id,
+            "agent_id": offer.agent_id,
+            "state": offer.state.value,
+            "created_at": offer.created_at,
+            "expires_at": offer.expires_at,
+        }
+        inserted = await self._conn.execute(_insert_new(offers, self._conn.dialect.name), values)
+        if _rowcount(inserted) != 1:
+            raise DuplicateKey(offer.handoff_id)
 
-    async def _transition(
-        self, offer_id: str, where: list[sa.ColumnElement[bool]], **values: Any
-    ) -> Offer | None:
-        stmt = (
-            sa.update(offers)
-            .where(offers.c.id == offer_id, *where)
-            .values(**values)
-            .returning(*offers.c)
-        )
-        row = (await self._conn.execute(stmt)).first()
+    async def _transition(self, stmt: sa.Update, offer_id: str, **params: Any) -> Offer | None:
+        """Runs one of the prepared `_offer_update` statements."""
+        values = {f"p_{k}": v for k, v in params.items()}
+        values["p_id"] = offer_id
+        row = (await self._conn.execute(stmt, values)).first()
         return _offer(row) if row else None
 
     async def accept(self, offer_id: str, agent_id: str, now: datetime) -> Offer | None:
-        return await self._transition(
-            offer_id,
-            [
-                offers.c.agent_id == agent_id,
-                offers.c.state == _const(OfferState.PENDING),
-                offers.c.expires_at > now,
-            ],
-            state=OfferState.ACCEPTED.value,
-            decided_at=now,
-        )
+        return await self._transition(_accept_offer(), offer_id, agent_id=agent_id, now=now)
 
     async def decline(
         self, offer_id: str, agent_id: str, reason: DeclineReason, now: datetime
     ) -> Offer | None:
         return await self._transition(
-            offer_id,
-            [offers.c.agent_id == agent_id, offers.c.state == _const(OfferState.PENDING)],
-            state=OfferState.DECLINED.value,
-            decided_at=now,
-            ended_at=now,
-            decline_reason=reason.value,
+            _decline_offer(), offer_id, agent_id=agent_id, now=now, reason=reason.value
         )
 
     async def expire(self, offer_id: str, now: datetime) -> Offer | None:
-        return await self._transition(
-            offer_id,
-            [offers.c.state == _const(OfferState.PENDING), offers.c.expires_at <= now],
-            state=OfferState.EXPIRED.value,
-            ended_at=now,
-            rescind_reason=RescindReason.EXPIRED.value,
-        )
+        return await self._transition(_expire_offer(), offer_id, now=now)
 
     async def rescind(self, offer_id: str, reason: RescindReason, now: datetime) -> Offer | None:
-        return await self._transition(
-            offer_id,
-            [offers.c.state == _const(OfferState.PENDING)],
-            state=OfferState.RESCINDED.value,
-            ended_at=now,
-            rescind_reason=reason.value,
-        )
+        return await self._transition(_rescind_offer(), offer_id, now=now, reason=reason.value)
 
     async def finish(self, offer_id: str, state: OfferState, now: datetime) -> Offer | None:
-        return await self._transition(
-            offer_id,
-            [offers.c.state == _const(OfferState.ACCEPTED)],
-            state=state.value,
-            ended_at=now,
-        )
+        return await self._transition(_finish_offer(), offer_id, state=state.value, now=now)
 
     async def _for_agent(self, agent_id: str, state: OfferState) -> list[Offer]:
-        stmt = (
-            sa.select(offers)
-            .where(offers.c.agent_id == agent_id, offers.c.state == _const(state))
-            .order_by(offers.c.created_at, offers.c.id)
-        )
-        return [_offer(r) for r in await self._conn.execute(stmt)]
+        stmt = _offers_of_agent(state)
+        return [_offer(r) for r in await self._conn.execute(stmt, {"p_agent_id": agent_id})]
 
     async def pending_for_agent(self, agent_id: str) -> list[Offer]:
         return await self._for_agent(agent_id, OfferState.PENDING)
@@ -764,7 +962,7 @@ def _session(row: sa.Row[Any]) -> Session:
 class SqlSessionRepository:
     """Agent sessions on SQL."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
@@ -877,7 +1075,7 @@ APPLICATION_NAME = "humanline"  # PostgreSQL connections' application_name start
 class SqlReplicaRepository:
     """Replicas and their heartbeats, on the transaction's clock."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
@@ -947,7 +1145,7 @@ class SqlReplicaRepository:
 class SqlPoolQueries:
     """Aggregates for GetPoolStatus."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, writer: str = "") -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed

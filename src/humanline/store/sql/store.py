@@ -1,10 +1,11 @@
 """`SqlStore`: engines, transactions, clock, hints and migrations behind the store port.
 
 SQLite (the embedded default) allows one writer at a time. Writes therefore go through a
-single connection guarded by an asyncio lock and open with `BEGIN IMMEDIATE`, so a write
-transaction never upgrades from a read lock and never meets SQLITE_BUSY from its own
-process; reads use a small pool of their own and see WAL snapshots. `synchronous=FULL`
-makes every commit durable before the call that caused it returns. One process per SQLite
+single connection, run on the event loop's thread with commits grouped (`sqlite`), in
+transactions opened with `BEGIN IMMEDIATE`, so a write never upgrades from a read lock and
+never meets SQLITE_BUSY from its own process; reads use a small aiosqlite pool of their own
+and see WAL snapshots. `synchronous=FULL` makes every commit durable before the call that
+caused it returns. One process per SQLite
 file: the store holds an exclusive lock on `<file>.lock` while open, so a second process
 (which would run a second dispatcher and take the first one's agents for dead) refuses to
 start. The process clock is the clock.
@@ -18,8 +19,6 @@ database's `now()` is the one clock, a deadlock or serialization failure becomes
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator, Callable, Collection
@@ -30,9 +29,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from humanline.domain.clock import Clock
 from humanline.store.port import StoreConflict, StoreError
@@ -41,12 +40,14 @@ from humanline.store.sql.listener import CHANNEL, PgListener
 from humanline.store.sql.repositories import (
     APPLICATION_NAME,
     SqlAgentRepository,
+    SqlConnection,
     SqlHandoffRepository,
     SqlOfferRepository,
     SqlPoolQueries,
     SqlReplicaRepository,
     SqlSessionRepository,
 )
+from humanline.store.sql.sqlite import GroupCommitWriter
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
 RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -57,9 +58,7 @@ NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', hint) FROM unnest(CAST(:hints A
 class SqlUnitOfWork:
     """One transaction on one connection, with its repositories and its time."""
 
-    def __init__(
-        self, conn: AsyncConnection, now: datetime, *, notifies: bool, writer: str
-    ) -> None:
+    def __init__(self, conn: SqlConnection, now: datetime, *, notifies: bool, writer: str) -> None:
         self.now = now
         self.agents = SqlAgentRepository(conn, now, writer)
         self.handoffs = SqlHandoffRepository(conn, now, writer)
@@ -119,8 +118,9 @@ class SqlStore:
         self._clock = clock
         self._pool_size = pool_size
         self._notify = notify and not self.is_sqlite
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._writer: AsyncEngine | None = None
+        self._inline_engine: Engine | None = None
+        self._group: GroupCommitWriter | None = None  # SQLite's writer
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
         self._tag = ""
@@ -156,6 +156,8 @@ class SqlStore:
         try:
             async with self._writer.connect() as conn:
                 await migrations.upgrade(conn)
+            if self.is_sqlite:
+                self._group = self._sqlite_writer()
         except (OSError, DBAPIError) as exc:
             await self.close()
             raise StoreError(f"cannot open the database: {exc}") from exc
@@ -176,6 +178,19 @@ class SqlStore:
             )
         return writer, reader
 
+    def _sqlite_writer(self) -> GroupCommitWriter:
+        """The synchronous connection that runs every write (see `sqlite`)."""
+        engine = sa.create_engine(
+            self.url.set(drivername="sqlite"),
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"check_same_thread": False},  # opened here, closed on shutdown
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        self._inline_engine = engine
+        return GroupCommitWriter(engine.connect())
+
     async def revision(self) -> str | None:
         """The schema revision the database is at."""
         if self._reader is None:
@@ -184,7 +199,13 @@ class SqlStore:
             return await migrations.current(conn)
 
     async def close(self) -> None:
-        """Releases connections."""
+        """Commits what is open and releases connections."""
+        if self._group is not None:
+            await self._group.close()
+            self._group = None
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()
+            self._inline_engine = None
         for engine in {self._writer, self._reader}:
             if engine is not None:
                 await engine.dispose()
@@ -193,7 +214,7 @@ class SqlStore:
             os.close(self._lock_fd)  # closing releases the lock
             self._lock_fd = None
 
-    async def _now(self, conn: AsyncConnection) -> datetime:
+    async def _now(self, conn: SqlConnection) -> datetime:
         if self.is_sqlite:
             return self._clock.now()
         value: datetime = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
@@ -204,17 +225,19 @@ class SqlStore:
         """A read-write transaction; commits on normal exit, rolls back on exception."""
         if self._writer is None:
             raise StoreError("store is not open")
-        serial = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
-        async with serial:
-            try:
+        try:
+            if self._group is not None:
+                async with self._group.unit() as inline:
+                    yield SqlUnitOfWork(inline, self._clock.now(), notifies=False, writer=self._tag)
+            else:
                 async with self._writer.begin() as conn:
                     yield SqlUnitOfWork(
                         conn, await self._now(conn), notifies=self._notify, writer=self._tag
                     )
-            except DBAPIError as exc:
-                raise _store_error(exc) from exc
-            except OSError as exc:  # the connection itself failed
-                raise StoreError(str(exc)) from exc
+        except DBAPIError as exc:
+            raise _store_error(exc) from exc
+        except OSError as exc:  # the connection itself failed
+            raise StoreError(str(exc)) from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlUnitOfWork]:
