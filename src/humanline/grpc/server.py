@@ -24,6 +24,7 @@ from humanline.domain.clock import SystemClock
 from humanline.grpc.agent_servicer import AgentServicer
 from humanline.grpc.handoff_servicer import HandoffServicer
 from humanline.grpc.pool_servicer import PoolServicer
+from humanline.heap import HeapFreezer
 from humanline.service.app import Humanline
 from humanline.store import create_store
 from humanline.store.port import StoreError
@@ -158,6 +159,9 @@ async def serve(settings: Settings) -> None:
     except BaseException:
         await app.stop()
         raise
+    heap = HeapFreezer()  # keeps long-lived streams out of the cycle collector's walks
+    heap.start()
     print(_banner(settings, running.port), file=sys.stderr, flush=True)
     await stop.wait()
+    await heap.stop()
     await running.stop(app, settings.shutdown_grace_seconds)
