@@ -7,14 +7,14 @@ from typing import Any
 from rich.table import Table
 
 GOALS: dict[str, float] = {
-    # The README's aim for the store work that comes with the benchmark issue.
-    "lifecycles_per_s_min": 1000,
-    # Proposed: the rest are ours until the issue names numbers.
-    "lifecycle_ratio_min": 0.5,
-    "time_to_offer_p50_ms_max": 20,
-    "time_to_offer_p99_ms_max": 50,
+    # The goals of the benchmark issue, on the 2-core reference machine.
+    "lifecycles_per_s_min_sqlite": 1000,
+    "lifecycles_per_s_min_postgres": 800,
+    "time_to_offer_p99_ms_max": 10,  # at 200 handoffs/s
     "streams_rss_mib_max": 1024,  # for each count measured, up to 10,000 agents
-    "streams_time_to_offer_p99_ms_max": 100,
+    # The time to offer p99 with many agents connected, at most this many times its value
+    # with the fewest (1,000 in a full run).
+    "streams_time_to_offer_p99_growth_max": 2,
 }
 
 
@@ -41,7 +41,7 @@ def table(results: dict[str, Any]) -> Table:
             f"humanline bench: {machine['cpu']}, {machine['cores']} cores, "
             f"Python {machine['python']}, {settings['processes']} client processes"
         ),
-        caption="goals: 1,000 lifecycles/s from the README; the others proposed",
+        caption="goals: the benchmark issue's, on a 2-core machine",
     )
     for header in ("measure", "backend", "measured", "goal", "how"):
         out.add_column(header, justify="right" if header == "measured" else "left")
@@ -61,10 +61,21 @@ def table(results: dict[str, Any]) -> Table:
             out.add_row("everything", backend, "-", "", "not measured (below)")
             continue
         _backend_rows(out, results, backend)
+    drain_ms = settings["drain_s"] * 1000
+    fewest = _fewest_p99(results["streams"])
     for count, streams in results["streams"].items():
-        drain_ms = settings["drain_s"] * 1000
-        _streams_rows(out, results["goals"], drain_ms, int(count), streams)
+        _streams_rows(out, results["goals"], drain_ms, int(count), streams, fewest)
     return out
+
+
+def _fewest_p99(runs: dict[str, Any]) -> tuple[int, float] | None:
+    """The agent count with the fewest agents measured and its time to offer p99, which the
+    others' p99 are held against."""
+    measured = [(int(n), r["time_to_offer_p99_ms"]) for n, r in runs.items() if r is not None]
+    if not measured:
+        return None
+    count, p99 = min(measured)
+    return None if p99 is None else (count, p99)
 
 
 def _backend_rows(out: Table, results: dict[str, Any], backend: str) -> None:
@@ -75,7 +86,7 @@ def _backend_rows(out: Table, results: dict[str, Any], backend: str) -> None:
         "lifecycles/s",
         backend,
         number(rate),
-        _goal(rate, goals["lifecycles_per_s_min"], True),
+        _goal(rate, goals[f"lifecycles_per_s_min_{backend}"], True),
         f"{run['bots']} bots, {run['agents']} agents; {run['counted']:,} in {run['window_s']:g} s"
         if run
         else "failed (below)",
@@ -85,7 +96,7 @@ def _backend_rows(out: Table, results: dict[str, Any], backend: str) -> None:
         "lifecycle ratio",
         backend,
         number(ratio, 3),
-        _goal(ratio, goals["lifecycle_ratio_min"], True, 1),
+        "",
         f"lifecycles/s x {results['rpc_equivalents_per_lifecycle']} RPCs / echo calls/s",
     )
     offer = results["time_to_offer_ms"].get(backend)
@@ -93,15 +104,20 @@ def _backend_rows(out: Table, results: dict[str, Any], backend: str) -> None:
         out.add_row("time to offer", backend, "-", "", "failed (below)")
         return
     drain_ms = results["settings"]["drain_s"] * 1000
-    measured, goal, _ = _quantile(offer, "p50", drain_ms, goals["time_to_offer_p50_ms_max"])
+    measured, _, _ = _quantile(offer, "p50", drain_ms, None)
     how = f"at {offer['rate']:g}/s (achieved {offer['achieved_rate']:g}/s), idle agents"
-    out.add_row("time to offer p50 ms", backend, measured, goal, how)
+    out.add_row("time to offer p50 ms", backend, measured, "", how)
     measured, goal, how = _quantile(offer, "p99", drain_ms, goals["time_to_offer_p99_ms_max"])
     out.add_row("time to offer p99 ms", backend, measured, goal, how)
 
 
 def _streams_rows(
-    out: Table, goals: dict[str, float], drain_ms: float, count: int, streams: dict[str, Any] | None
+    out: Table,
+    goals: dict[str, float],
+    drain_ms: float,
+    count: int,
+    streams: dict[str, Any] | None,
+    fewest: tuple[int, float] | None,
 ) -> None:
     label = f"{count:,} idle agents"
     if streams is None:
@@ -116,26 +132,29 @@ def _streams_rows(
         f" created in {streams['create_s']:g} s, connected in {streams['connect_s']:g} s",
     )
     p99 = {**streams, "p99": streams["time_to_offer_p99_ms"]}
-    bound = goals["streams_time_to_offer_p99_ms_max"]
+    growth = goals["streams_time_to_offer_p99_growth_max"]
+    bound = None if fewest is None or fewest[0] == count else fewest[1] * growth
     measured, goal, how = _quantile(p99, "p99", drain_ms, bound)
+    if bound is not None and fewest is not None:
+        how += f"; goal {growth:g} x the p99 with {fewest[0]:,}"
     out.add_row(
         f"{label}: offer p99 ms", "sqlite", measured, goal, f"at {streams['rate']:g}/s; {how}"
     )
 
 
 def _quantile(
-    offers: dict[str, Any], key: str, drain_ms: float, bound: float
+    offers: dict[str, Any], key: str, drain_ms: float, bound: float | None
 ) -> tuple[str, str, str]:
-    """Measured, goal and how for a time to offer quantile (`key` in `offers`, with its
-    `offered` and `sent`). When it falls among the handoffs never offered by the end, it is
-    unknown, but at least the drain time they waited after the last arrival."""
+    """Measured, goal (if `bound`) and how for a time to offer quantile (`key` in `offers`,
+    with its `offered` and `sent`). When it falls among the handoffs never offered by the
+    end, it is unknown, but at least the drain time they waited after the last arrival."""
     value, offered, sent = offers[key], offers["offered"], offers["sent"]
     text = f"{offered:,} of {sent:,} offered"
     if value is not None or offered == sent:
-        return number(value), _goal(value, bound, False), text
+        return number(value), "" if bound is None else _goal(value, bound, False), text
     return (
         f">= {drain_ms:,.0f}",
-        _goal(drain_ms, bound, False),
+        "" if bound is None else _goal(drain_ms, bound, False),
         f"{text}; the others waited longer than the drain time",
     )
 
