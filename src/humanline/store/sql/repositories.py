@@ -283,12 +283,9 @@ class SqlAgentRepository:
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
 
-    def _update(self) -> sa.Update:
-        """An UPDATE of agents that stamps `changed_at`, for the replicas' change feed."""
-        return sa.update(agents).values(changed_at=self._now, changed_by=self._writer)
-
     async def _stamped(self, stmt: sa.Update, **params: Any) -> Any:
-        """Runs one of the prepared `_stamped_agent_update` statements."""
+        """Runs an UPDATE built on `_stamped_agent_update`, stamped with this transaction's
+        time and writer; `params` fill its other `_p` parameters."""
         values = {f"p_{k}": v for k, v in params.items()}
         values.update(p_changed_at=self._now, p_changed_by=self._writer)
         return await self._conn.execute(stmt, values)
@@ -349,7 +346,7 @@ class SqlAgentRepository:
         self, agent_id: str, profile: AgentProfile, now: datetime
     ) -> Agent | None:
         stmt = (
-            self._update()
+            _stamped_agent_update()
             .where(agents.c.id == agent_id, _LIVE_AGENT, agents.c.load <= profile.capacity)
             .values(
                 display_name=profile.display_name,
@@ -360,7 +357,7 @@ class SqlAgentRepository:
             )
             .returning(*agents.c)
         )
-        row = (await self._conn.execute(stmt)).first()
+        row = (await self._stamped(stmt)).first()
         if row is None:
             return None
         await self._index_profile(agent_id, profile)
@@ -368,7 +365,7 @@ class SqlAgentRepository:
 
     async def mark_deleted(self, agent_id: str, now: datetime) -> bool:
         stmt = (
-            self._update()
+            _stamped_agent_update()
             .where(
                 agents.c.id == agent_id,
                 _LIVE_AGENT,
@@ -377,7 +374,7 @@ class SqlAgentRepository:
             )
             .values(deleted_at=now, updated_at=now)
         )
-        if _rowcount(await self._conn.execute(stmt)) != 1:
+        if _rowcount(await self._stamped(stmt)) != 1:
             return False
         await self._unindex(agent_id)
         return True
@@ -411,8 +408,13 @@ class SqlAgentRepository:
         values: dict[str, Any] = {"status": status.value, "connected": connected}
         if status is AgentStatus.OFFLINE:
             values["consecutive_misses"] = 0
-        stmt = self._update().where(agents.c.id == agent_id).values(**values).returning(*agents.c)
-        return _agent((await self._conn.execute(stmt)).one())
+        stmt = (
+            _stamped_agent_update()
+            .where(agents.c.id == agent_id)
+            .values(**values)
+            .returning(*agents.c)
+        )
+        return _agent((await self._stamped(stmt)).one())
 
     async def set_status(
         self, agent_id: str, status: AgentStatus, reason: StatusChangeReason, *, reset_misses: bool
@@ -421,7 +423,7 @@ class SqlAgentRepository:
         if reset_misses:
             values["consecutive_misses"] = 0
         stmt = (
-            self._update()
+            _stamped_agent_update()
             .where(
                 agents.c.id == agent_id,
                 agents.c.status != _const(AgentStatus.OFFLINE),
@@ -430,7 +432,7 @@ class SqlAgentRepository:
             .values(**values)
             .returning(*agents.c)
         )
-        row = (await self._conn.execute(stmt)).first()
+        row = (await self._stamped(stmt)).first()
         return _agent(row) if row else None
 
     async def reserve(self, agent_id: str) -> bool:
@@ -450,8 +452,8 @@ class SqlAgentRepository:
         return list((await self._conn.execute(stmt)).scalars())
 
     async def set_misses(self, agent_id: str, misses: int) -> None:
-        await self._conn.execute(
-            self._update().where(agents.c.id == agent_id).values(consecutive_misses=misses)
+        await self._stamped(
+            _stamped_agent_update().where(agents.c.id == agent_id).values(consecutive_misses=misses)
         )
 
 
