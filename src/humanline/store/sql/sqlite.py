@@ -29,7 +29,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -119,12 +119,10 @@ class _Plan:
                 return None
             default = prefetched.get(name, _REQUIRED if bind.required else bind.value)
             params.append((name, default, bind.type.dialect_impl(dialect).bind_processor(dialect)))
-        if statement.is_select:
-            columns = list(statement.selected_columns)
-        elif statement.is_dml and statement._returning:
-            columns = list(statement.exported_columns)
-        else:
-            columns = []
+        # A SELECT's columns, or a DML statement's RETURNING columns (none without one).
+        columns = list(
+            statement.selected_columns if statement.is_select else statement.exported_columns
+        )
         row = type("Row", (_Row,), {"__slots__": (), "_keys": tuple(c.key for c in columns)})
         results = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
@@ -218,7 +216,7 @@ class _Batch:
     transaction: RootTransaction
     committed: asyncio.Future[None]
     units: int = 0
-    failed: BaseException | None = field(default=None)
+    failed: BaseException | None = None
 
 
 class GroupCommitWriter:

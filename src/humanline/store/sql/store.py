@@ -89,6 +89,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_setup(engine: Engine, begin: str) -> None:
+    """Pragmas on every new connection, and `begin` as the statement that opens a
+    transaction (`BEGIN IMMEDIATE` for writers, so they never upgrade from a read lock)."""
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+
+
 def _exclusive_lock(path: Path) -> int:
     """Holds an exclusive lock on `path` for this process; StoreError if another has it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -167,15 +174,12 @@ class SqlStore:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _exclusive_lock(Path(f"{database}.lock"))
+        # The async "writer" only migrates the schema (Alembic runs on it at open); writes
+        # afterwards go through `_sqlite_writer`.
         writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
         reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
-        for engine, begin in ((writer, "BEGIN IMMEDIATE"), (reader, "BEGIN")):
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(
-                engine.sync_engine,
-                "begin",
-                lambda conn, statement=begin: conn.exec_driver_sql(statement),
-            )
+        _sqlite_setup(writer.sync_engine, "BEGIN IMMEDIATE")
+        _sqlite_setup(reader.sync_engine, "BEGIN")
         return writer, reader
 
     def _sqlite_writer(self) -> GroupCommitWriter:
@@ -186,8 +190,7 @@ class SqlStore:
             max_overflow=0,
             connect_args={"check_same_thread": False},  # opened here, closed on shutdown
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        _sqlite_setup(engine, "BEGIN IMMEDIATE")
         self._inline_engine = engine
         return GroupCommitWriter(engine.connect())
 
