@@ -242,7 +242,7 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
             },
         )
         handoff = requested.response()["handoff"]
-        assert handoff["state"] == "HANDOFF_STATE_QUEUED"
+        assert handoff["state"] == "HANDOFF_STATE_OFFERED"  # alice was free: offered at once
         handoff_id = handoff["handoffId"]
 
         offer = (await stream.expect("offer"))["offer"]

@@ -13,8 +13,10 @@ async def test_full_lifecycle(client: Stubs) -> None:
     assert welcome.agent.state == agent_pb2.AGENT_STATE_AVAILABLE
 
     handoff = await client.request_handoff(skills={"billing": 3}, urgency=handoff_pb2.URGENCY_HIGH)
-    assert handoff.state == handoff_pb2.HANDOFF_STATE_QUEUED
+    # An eligible agent is free: the offer is made in the request's own transaction.
+    assert handoff.state == handoff_pb2.HANDOFF_STATE_OFFERED
     assert handoff.queue_position == 1
+    assert handoff.estimated_wait.ToTimedelta().total_seconds() == 0
 
     offer = await agent.offer()
     assert offer.details.handoff_id == handoff.handoff_id

@@ -25,6 +25,7 @@ from humanline.domain.errors import (
 )
 from humanline.domain.model import (
     Agent,
+    AgentState,
     AgentStatus,
     Completion,
     DeclineReason,
@@ -53,9 +54,11 @@ from humanline.service.events import (
     StreamClosing,
 )
 from humanline.service.transitions import (
+    LostRace,
     expire_grace,
     grace_over,
     interactions_of,
+    offer_earliest_work,
     retry_conflicts,
     start_grace,
     withdraw_pending_offers,
@@ -429,9 +432,8 @@ class AgentSessions:
             finished = await uow.offers.finish(offer.id, OfferState.COMPLETED, uow.now)
             if completed is None or finished is None:
                 raise Aborted.changed("interaction", interaction_id)
-            await uow.agents.release(agent_id)
+            agent = await uow.agents.release(agent_id)
             fx.changed(completed)
-            fx.match_agent(agent_id)
             fx.log(
                 "interaction_completed",
                 interaction_id=offer.id,
@@ -439,7 +441,26 @@ class AgentSessions:
                 agent_id=agent_id,
                 outcome=completion.outcome.value,
             )
+            if agent is not None:
+                await self._next_offer(uow, agent, fx)
         return Interaction(finished, completed)
+
+    async def _next_offer(self, uow: UnitOfWork, agent: Agent, fx: Effects) -> None:
+        """An agent freed a slot: offers it the earliest handoff it can take in the same
+        transaction, which saves one. Whatever is left is matched again after the commit,
+        unless the store's one writer guarantees nothing changed meanwhile."""
+        if agent.state is not AgentState.AVAILABLE:
+            return  # away or disconnected: nothing to offer, and nothing to look at later
+        try:
+            offered = await offer_earliest_work(uow, agent, self._policy, fx)
+        except LostRace:
+            fx.match_agent(agent.id)
+            return
+        if offered is None:
+            if not uow.serialized:
+                fx.match_agent(agent.id)
+        elif agent.load + 1 < agent.profile.capacity:
+            fx.match_agent(agent.id)  # more slots to fill
 
     # --- helpers -------------------------------------------------------------------------
 

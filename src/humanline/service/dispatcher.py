@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 import structlog
 
 from humanline.domain.clock import Clock
-from humanline.domain.matching import choose_agent, choose_handoff
 from humanline.domain.model import (
     AgentState,
     AgentStatus,
@@ -39,7 +38,8 @@ from humanline.service.transitions import (
     LostRace,
     expire_grace,
     grace_over,
-    make_offer,
+    offer_earliest_work,
+    offer_to_best_agent,
     withdraw_pending_offers,
 )
 from humanline.store.port import Store, StoreConflict, UnitOfWork
@@ -61,7 +61,6 @@ class Dispatcher:
         *,
         replica_id: str,
         sweep_interval: float = 1.0,
-        candidates: int = 16,
         batch: int = 100,
         concurrency: int = 32,
     ) -> None:
@@ -72,7 +71,6 @@ class Dispatcher:
         self._replica_id = replica_id
         self.origin = replica_id[:8]  # tags this replica's hints, so it can ignore its own
         self._sweep_interval = sweep_interval
-        self._candidates = candidates
         self._batch = batch
         self._work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
@@ -202,14 +200,8 @@ class Dispatcher:
             handoff = await uow.handoffs.get(handoff_id)
             if handoff is None or handoff.state is not HandoffState.QUEUED:
                 return False
-            agent = choose_agent(
-                handoff, await uow.agents.candidates_for(handoff, self._candidates)
-            )
-            if agent is None:
-                return False
-            target = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1)) or handoff
-            await make_offer(uow, target, agent, self._policy, fx)
-        return target.id != handoff.id
+            target = await offer_to_best_agent(uow, handoff, self._policy, fx)
+        return target is not None and target.id != handoff.id
 
     async def _match_agent(self, agent_id: str) -> bool:
         """Offers an agent with a free slot the earliest-deadline handoff it can take."""
@@ -217,11 +209,7 @@ class Dispatcher:
             agent = await uow.agents.get(agent_id)
             if agent is None or agent.state is not AgentState.AVAILABLE:
                 return False
-            handoff = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1))
-            if handoff is None:
-                return False
-            await make_offer(uow, handoff, agent, self._policy, fx)
-        return True
+            return await offer_earliest_work(uow, agent, self._policy, fx) is not None
 
     # --- time ---------------------------------------------------------------------------
 

@@ -12,8 +12,13 @@ from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
 from humanline.domain.rules import DispatchPolicy, estimate_wait
 from humanline.service.dispatcher import Dispatcher
-from humanline.service.events import EventHub
-from humanline.service.transitions import retry_conflicts, withdraw_offer
+from humanline.service.events import Effects, EventHub
+from humanline.service.transitions import (
+    LostRace,
+    offer_to_best_agent,
+    retry_conflicts,
+    withdraw_offer,
+)
 from humanline.store.port import DuplicateKey, EligibleSupply, Store, StoreConflict, UnitOfWork
 
 HANDLE_TIME_WINDOW = timedelta(hours=1)
@@ -90,7 +95,6 @@ class Handoffs:
                 handoff = existing
             else:
                 fx.changed(handoff, moved=True)
-                fx.match_handoff(handoff.id)
                 fx.log(
                     "handoff_queued",
                     handoff_id=handoff.id,
@@ -99,8 +103,25 @@ class Handoffs:
                     urgency=request.urgency.name,
                     skills=[r.skill for r in request.required_skills],
                 )
+                handoff = await self._offer_at_once(uow, handoff, fx)
             view = await self._view(uow, handoff)
         return view
+
+    async def _offer_at_once(self, uow: UnitOfWork, handoff: Handoff, fx: Effects) -> Handoff:
+        """Offers a new handoff to a free eligible agent in its own transaction, which saves
+        a transaction and a commit before the offer; returns it as it is now. Whatever this
+        leaves queued is matched again after the commit, unless the store's one writer
+        guarantees that nothing it could not see now was changed meanwhile."""
+        try:
+            target = await offer_to_best_agent(uow, handoff, self._policy, fx)
+        except LostRace:
+            fx.match_handoff(handoff.id)
+            return handoff
+        if target is not None and target.id == handoff.id:
+            return target
+        if target is not None or not uow.serialized:
+            fx.match_handoff(handoff.id)
+        return handoff
 
     async def get(self, handoff_id: str) -> HandoffView:
         """The handoff with its queue position and estimated wait."""

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from humanline.domain.matching import choose_agent, choose_handoff
 from humanline.domain.model import (
     Agent,
     AgentStatus,
@@ -62,12 +63,19 @@ def retry_conflicts(
 
 async def make_offer(
     uow: UnitOfWork, handoff: Handoff, agent: Agent, policy: DispatchPolicy, fx: Effects
-) -> Offer:
-    """Offers a queued handoff to an agent with a free slot."""
+) -> Handoff:
+    """Offers a queued handoff to an agent with a free slot; returns the handoff as offered.
+    Raises `LostRace` having changed nothing when the handoff is no longer queued or the agent
+    has no free slot, so that a caller may go on with its transaction."""
     offer_id = str(uuid.uuid4())
     offered = await uow.handoffs.offer(handoff.id, agent.id, offer_id)
-    if offered is None or not await uow.agents.reserve(agent.id):
+    if offered is None:
         raise LostRace(handoff.id)
+    if not await uow.agents.reserve(agent.id):
+        # This transaction holds the handoff now: give it back as it was.
+        if await uow.handoffs.return_to_queue(handoff.id, offer_id) is None:
+            raise StoreConflict(f"handoff {handoff.id} changed while held")
+        raise LostRace(agent.id)
     offer = Offer(
         id=offer_id,
         handoff_id=handoff.id,
@@ -81,8 +89,8 @@ async def make_offer(
     )
     try:
         await uow.offers.insert(offer)
-    except DuplicateKey as exc:
-        raise LostRace(handoff.id) from exc
+    except DuplicateKey as exc:  # a pending offer beside a queued handoff: start over
+        raise StoreConflict(f"handoff {handoff.id} has a pending offer") from exc
     fx.to_agent(agent.id, OfferMade(offer, offered))
     fx.changed(offered)
     fx.wake(offer.expires_at)
@@ -94,7 +102,33 @@ async def make_offer(
         urgency=handoff.request.urgency.name,
         interaction_type=handoff.request.interaction_type,
     )
-    return offer
+    return offered
+
+
+async def offer_to_best_agent(
+    uow: UnitOfWork, handoff: Handoff, policy: DispatchPolicy, fx: Effects
+) -> Handoff | None:
+    """Offers a queued handoff to its best eligible agent, unless that agent is eligible for
+    an earlier-deadline handoff, which then goes first. Returns the handoff offered (None:
+    no eligible agent is free); `LostRace` as `make_offer`."""
+    # The store ranks candidates as the domain does (tests hold it to that), so the best one
+    # is all there is to read; `choose_agent` checks it.
+    agent = choose_agent(handoff, await uow.agents.candidates_for(handoff, 1))
+    if agent is None:
+        return None
+    target = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1)) or handoff
+    return await make_offer(uow, target, agent, policy, fx)
+
+
+async def offer_earliest_work(
+    uow: UnitOfWork, agent: Agent, policy: DispatchPolicy, fx: Effects
+) -> Handoff | None:
+    """Offers an agent with a free slot the earliest-deadline handoff it can take. Returns
+    the handoff offered (None: nothing it can take is queued); `LostRace` as `make_offer`."""
+    handoff = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1))
+    if handoff is None:
+        return None
+    return await make_offer(uow, handoff, agent, policy, fx)
 
 
 async def withdraw_offer(

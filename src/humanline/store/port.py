@@ -127,8 +127,9 @@ class AgentRepository(Protocol):
         """Takes one slot for an offer if the agent is eligible for offers now; else False."""
         ...
 
-    async def release(self, agent_id: str, slots: int = 1) -> None:
-        """Frees slots (an offer declined, expired or rescinded, an interaction ended)."""
+    async def release(self, agent_id: str, slots: int = 1) -> Agent | None:
+        """Frees slots (an offer declined, expired or rescinded, an interaction ended);
+        returns the agent as it is now (None if there is no such agent)."""
         ...
 
     async def record_assignment(self, agent_id: str, now: datetime) -> None:
@@ -367,6 +368,13 @@ class UnitOfWork(Protocol):
     @property
     def now(self) -> datetime:
         """The transaction's time: one clock for every lease and expiry."""
+        ...
+
+    @property
+    def serialized(self) -> bool:
+        """True when no other write transaction runs while this one does (the embedded
+        store's single writer): what it reads stays true until it commits, so a match it
+        found nothing for needs no second look after the commit."""
         ...
 
     @property

@@ -198,6 +198,7 @@ def _release_slots() -> sa.Update:
         _stamped_agent_update()
         .where(agents.c.id == _p("id"))
         .values(load=agents.c.load - _p("slots"))
+        .returning(*agents.c)
     )
 
 
@@ -438,9 +439,10 @@ class SqlAgentRepository:
     async def reserve(self, agent_id: str) -> bool:
         return _rowcount(await self._stamped(_reserve_slot(), id=agent_id)) == 1
 
-    async def release(self, agent_id: str, slots: int = 1) -> None:
+    async def release(self, agent_id: str, slots: int = 1) -> Agent | None:
         # No clamping: releasing more than was reserved is a bug the check constraint refuses.
-        await self._stamped(_release_slots(), id=agent_id, slots=slots)
+        row = (await self._stamped(_release_slots(), id=agent_id, slots=slots)).first()
+        return _agent(row) if row else None
 
     async def record_assignment(self, agent_id: str, now: datetime) -> None:
         await self._stamped(_record_assignment(), id=agent_id, now=now)

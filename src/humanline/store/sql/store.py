@@ -58,8 +58,17 @@ NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', hint) FROM unnest(CAST(:hints A
 class SqlUnitOfWork:
     """One transaction on one connection, with its repositories and its time."""
 
-    def __init__(self, conn: SqlConnection, now: datetime, *, notifies: bool, writer: str) -> None:
+    def __init__(
+        self,
+        conn: SqlConnection,
+        now: datetime,
+        *,
+        notifies: bool,
+        writer: str,
+        serialized: bool = False,
+    ) -> None:
         self.now = now
+        self.serialized = serialized
         self.agents = SqlAgentRepository(conn, now, writer)
         self.handoffs = SqlHandoffRepository(conn, now, writer)
         self.offers = SqlOfferRepository(conn, now)
@@ -231,7 +240,13 @@ class SqlStore:
         try:
             if self._group is not None:
                 async with self._group.unit() as inline:
-                    yield SqlUnitOfWork(inline, self._clock.now(), notifies=False, writer=self._tag)
+                    yield SqlUnitOfWork(
+                        inline,
+                        self._clock.now(),
+                        notifies=False,
+                        writer=self._tag,
+                        serialized=True,  # the one writer runs one unit of work at a time
+                    )
             else:
                 async with self._writer.begin() as conn:
                     yield SqlUnitOfWork(

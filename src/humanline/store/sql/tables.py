@@ -14,6 +14,7 @@ one read, and as rows of their own, indexed for the matching queries. Only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,34 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # On SQLite, one step each way instead of SQLAlchemy's two (its DATETIME's formatting or
+    # regular expression, then the methods above): a hot-path transaction converts a hundred
+    # timestamps, and this is a third of what that cost. The text is the same as SQLite's
+    # DATETIME writes ("2026-01-31 09:05:00.000000"), so stored values compare as before.
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return sqlite_timestamp
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _from_sqlite
+        return super().result_processor(dialect, coltype)
+
+
+def sqlite_timestamp(value: datetime | None) -> str | None:
+    """A timezone-aware datetime as SQLite stores it: naive UTC text with microseconds."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _from_sqlite(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _states(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
