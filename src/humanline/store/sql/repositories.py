@@ -228,13 +228,15 @@ def _qualified_agents(skills: int, language: bool) -> tuple[sa.Select[Any], sa.C
         )
         score = score + s.c.proficiency
     if language:
-        stmt = stmt.where(
-            sa.exists().where(
-                agent_languages.c.agent_id == agents.c.id,
-                agent_languages.c.language == _p("language"),
-            )
-        )
+        stmt = stmt.where(_speaks(agents.c.id))
     return stmt, score
+
+
+def _speaks(agent_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """The agent speaks the handoff's language (`p_language`)."""
+    return sa.exists().where(
+        agent_languages.c.agent_id == agent_id, agent_languages.c.language == _p("language")
+    )
 
 
 def _qualified_params(handoff: Handoff) -> dict[str, Any]:
@@ -251,12 +253,30 @@ def _shape(handoff: Handoff) -> tuple[int, bool]:
 
 @_statement
 def _candidates(skills: int, language: bool) -> sa.Select[Any]:
-    stmt, score = _qualified_agents(skills, language)
     excluded = sa.exists().where(
         offers.c.handoff_id == _p("handoff_id"),
         offers.c.agent_id == agents.c.id,
         offers.c.state.in_([_const(s) for s in _MISSED]),
     )
+    if skills == 1:
+        # The common case, in index order: the first ready agent of the skill that is not
+        # excluded is the best (ix_agent_skills_ready; its columns follow the agent's).
+        ready = _SKILL_MATCH[0]
+        stmt = (
+            sa.select(agents)
+            .select_from(ready.join(agents, agents.c.id == ready.c.agent_id))
+            .where(
+                ready.c.skill == _p("skill0"),
+                ready.c.ready == sa.true(),
+                ready.c.proficiency >= _p("min0"),
+                ~excluded,
+            )
+            .order_by(ready.c.proficiency.desc(), ready.c.idle_since, ready.c.agent_id)
+        )
+        if language:
+            stmt = stmt.where(_speaks(agents.c.id))
+        return stmt.limit(_p("limit"))
+    stmt, score = _qualified_agents(skills, language)
     return (
         stmt.where(_READY, ~excluded)
         .order_by(score.desc(), agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)

@@ -81,6 +81,8 @@ def _states(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
     return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
+NEVER = datetime(1, 1, 1, tzinfo=UTC)  # `idle_since` of an agent never assigned
+
 AGENT_STATUSES = ("OFFLINE", "AVAILABLE", "AWAY")
 HANDOFF_STATES = ("QUEUED", "OFFERED", "ASSIGNED", "COMPLETED", "CANCELLED")
 OFFER_STATES = ("PENDING", "ACCEPTED", "DECLINED", "EXPIRED", "RESCINDED", "COMPLETED", "REVOKED")
@@ -123,7 +125,10 @@ class AgentRow(SQLModel, table=True):
 
 
 class AgentSkillRow(SQLModel, table=True):
-    """Index of agents by skill and proficiency, for matching."""
+    """Index of agents by skill and proficiency, for matching. `ready` and `idle_since` copy
+    their agent's readiness for offers and last assignment (the beginning of time if never),
+    kept in step by triggers (migration 0003), so that ix_agent_skills_ready lists the ready
+    agents of a skill in matching order."""
 
     __tablename__ = "agent_skills"
     __table_args__ = (
@@ -134,6 +139,20 @@ class AgentSkillRow(SQLModel, table=True):
     agent_id: str = Field(primary_key=True, foreign_key="agents.id", ondelete="CASCADE")
     skill: str = Field(primary_key=True, max_length=64)
     proficiency: int
+    ready: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    idle_since: datetime = Field(default=NEVER, sa_type=UTCDateTime)
+
+
+_skills: Table = AgentSkillRow.__table__  # type: ignore[assignment]
+Index(  # made from the columns, as the DESC needs (a string would not compare equal)
+    "ix_agent_skills_ready",
+    _skills.c.skill,
+    _skills.c.proficiency.desc(),
+    _skills.c.idle_since,
+    _skills.c.agent_id,
+    sqlite_where=text("ready = 1"),
+    postgresql_where=text("ready"),
+)
 
 
 class AgentLanguageRow(SQLModel, table=True):
