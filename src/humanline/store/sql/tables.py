@@ -143,7 +143,7 @@ class AgentSkillRow(SQLModel, table=True):
     idle_since: datetime = Field(default=NEVER, sa_type=UTCDateTime)
 
 
-_skills: Table = AgentSkillRow.__table__  # type: ignore[assignment]
+_skills: Table = AgentSkillRow.__table__  # type: ignore[attr-defined]
 Index(  # made from the columns, as the DESC needs (a string would not compare equal)
     "ix_agent_skills_ready",
     _skills.c.skill,
