@@ -86,6 +86,7 @@ class Humanline:
         except TimeoutError:
             log.warning("agent_streams_still_open", count=self.hub.agent_streams)
         await self.sessions.drained()
+        await self.handoffs.stop()
         await self.dispatcher.stop()
         await self.replicas.stop()
         await self.store.close()

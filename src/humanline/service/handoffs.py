@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
-from humanline.domain.rules import DispatchPolicy, estimate_wait
+from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
+from humanline.service.estimates import WaitEstimates
 from humanline.service.events import Effects, EventHub
 from humanline.service.transitions import (
     LostRace,
@@ -19,15 +19,7 @@ from humanline.service.transitions import (
     retry_conflicts,
     withdraw_offer,
 )
-from humanline.store.port import DuplicateKey, EligibleSupply, Store, StoreConflict, UnitOfWork
-
-HANDLE_TIME_WINDOW = timedelta(hours=1)
-HANDLE_TIME_CACHE_SECONDS = 5.0
-# The eligible supply behind a wait estimate is a sum over every agent with the skills; with
-# thousands of agents it cost more than the rest of RequestHandoff. An estimate a second old
-# is as good, so it is kept that long per (skills, language).
-SUPPLY_CACHE_SECONDS = 1.0
-SUPPLY_CACHE_SIZE = 1024
+from humanline.store.port import DuplicateKey, Store, StoreConflict, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +50,7 @@ class Handoffs:
         self._hub = hub
         self._policy = policy
         self._watch_interval = watch_interval
-        self._handle_time: tuple[float, timedelta] | None = None
-        self._supply: dict[tuple[object, ...], tuple[float, EligibleSupply]] = {}
+        self._estimates = WaitEstimates(store, policy)
 
     @retry_conflicts
     async def request(self, request: HandoffRequest) -> HandoffView:
@@ -105,7 +96,7 @@ class Handoffs:
                 )
                 handoff = await self._offer_at_once(uow, handoff, fx)
             view = await self._view(uow, handoff)
-        return view
+        return await self._estimated(view)
 
     async def _offer_at_once(self, uow: UnitOfWork, handoff: Handoff, fx: Effects) -> Handoff:
         """Offers a new handoff to a free eligible agent in its own transaction, which saves
@@ -126,7 +117,12 @@ class Handoffs:
     async def get(self, handoff_id: str) -> HandoffView:
         """The handoff with its queue position and estimated wait."""
         async with self._store.read() as uow:
-            return await self._view(uow, await self._handoff(uow, handoff_id))
+            view = await self._view(uow, await self._handoff(uow, handoff_id))
+        return await self._estimated(view)
+
+    async def stop(self) -> None:
+        """Stops reading numbers for estimates (before the store closes)."""
+        await self._estimates.stop()
 
     @retry_conflicts
     async def cancel(self, handoff_id: str) -> HandoffView:
@@ -156,7 +152,7 @@ class Handoffs:
                 fx.changed(handoff, moved=True)
                 fx.log("handoff_cancelled", handoff_id=handoff_id)
             view = await self._view(uow, handoff)
-        return view
+        return await self._estimated(view)
 
     async def watch(self, handoff_id: str) -> AsyncIterator[HandoffView]:
         """The handoff now, then after every state change and whenever the queue moves while
@@ -174,6 +170,7 @@ class Handoffs:
                 snapshot = await watch.next(self._watch_interval)
                 async with self._store.read() as uow:
                     view = await self._view(uow, snapshot or await self._handoff(uow, handoff_id))
+                view = await self._estimated(view)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -184,42 +181,20 @@ class Handoffs:
             raise NotFound.of("handoff", handoff_id)
         return handoff
 
-    async def _view(self, uow: UnitOfWork, handoff: Handoff) -> HandoffView:
+    @staticmethod
+    async def _view(uow: UnitOfWork, handoff: Handoff) -> HandoffView:
+        """The handoff with what the transaction tells of it: its place in the queue, the
+        name of its agent. The estimate comes after the transaction (`_estimated`)."""
         if handoff.state.waiting:
-            position = await uow.handoffs.position(handoff)
-            supply = await self._eligible_supply(uow, handoff)
-            wait = estimate_wait(
-                position=position,
-                eligible_capacity=supply.capacity,
-                eligible_free=supply.free if handoff.state is HandoffState.QUEUED else 1,
-                mean_handle_time=await self._mean_handle_time(uow),
-            )
-            return HandoffView(handoff, position, wait, None)
+            return HandoffView(handoff, await uow.handoffs.position(handoff), None, None)
         agent_name = None
         if handoff.state in (HandoffState.ASSIGNED, HandoffState.COMPLETED) and handoff.agent_id:
             agent = await uow.agents.get(handoff.agent_id)
             agent_name = agent.profile.display_name if agent is not None else None
         return HandoffView(handoff, 0, None, agent_name)
 
-    async def _eligible_supply(self, uow: UnitOfWork, handoff: Handoff) -> EligibleSupply:
-        """The agents' capacity for the handoff, cached for a second per kind of handoff."""
-        key = (handoff.request.required_skills, handoff.request.language)
-        cached = self._supply.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < SUPPLY_CACHE_SECONDS:
-            return cached[1]
-        supply = await uow.agents.supply_for(handoff)
-        if len(self._supply) >= SUPPLY_CACHE_SIZE:
-            self._supply.clear()
-        self._supply[key] = (now, supply)
-        return supply
-
-    async def _mean_handle_time(self, uow: UnitOfWork) -> timedelta:
-        """Mean handle time of the last hour's completions, cached for a few seconds."""
-        cached = self._handle_time
-        if cached is not None and time.monotonic() - cached[0] < HANDLE_TIME_CACHE_SECONDS:
-            return cached[1]
-        mean = await uow.handoffs.mean_handle_time(uow.now - HANDLE_TIME_WINDOW)
-        value = mean or self._policy.default_handle_time
-        self._handle_time = (time.monotonic(), value)
-        return value
+    async def _estimated(self, view: HandoffView) -> HandoffView:
+        """The view with the estimated wait of a waiting handoff."""
+        if not view.handoff.state.waiting:
+            return view
+        return replace(view, estimated_wait=await self._estimates.wait(view.handoff, view.position))

@@ -30,6 +30,7 @@ from humanline.domain.model import (
     RescindReason,
     Session,
     SessionEndReason,
+    SkillRequirement,
     StatusChangeReason,
     Urgency,
 )
@@ -109,8 +110,11 @@ class AgentRepository(Protocol):
         """Agents eligible for `handoff` (see `domain.matching.is_eligible`), best first."""
         ...
 
-    async def supply_for(self, handoff: Handoff) -> EligibleSupply:
-        """Capacity of connected, available agents with the handoff's skills and language."""
+    async def supply_for(
+        self, skills: tuple[SkillRequirement, ...], language: str | None
+    ) -> EligibleSupply:
+        """Capacity of connected, available agents with these skills (each at its minimum
+        proficiency or better) and this language (None: any)."""
         ...
 
     async def set_presence(self, agent_id: str, *, status: AgentStatus, connected: bool) -> Agent:

@@ -239,16 +239,12 @@ def _speaks(agent_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     )
 
 
-def _qualified_params(handoff: Handoff) -> dict[str, Any]:
-    params: dict[str, Any] = {"p_language": handoff.request.language}
-    for i, req in enumerate(handoff.request.required_skills):
+def _qualified_params(skills: tuple[SkillRequirement, ...], language: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"p_language": language}
+    for i, req in enumerate(skills):
         params[f"p_skill{i}"] = req.skill
         params[f"p_min{i}"] = req.min_proficiency
     return params
-
-
-def _shape(handoff: Handoff) -> tuple[int, bool]:
-    return len(handoff.request.required_skills), handoff.request.language is not None
 
 
 @_statement
@@ -417,12 +413,20 @@ class SqlAgentRepository:
         return [_agent(r) for r in await self._conn.execute(stmt)]
 
     async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
-        params = _qualified_params(handoff) | {"p_handoff_id": handoff.id, "p_limit": limit}
-        return [_agent(r) for r in await self._conn.execute(_candidates(*_shape(handoff)), params)]
+        skills, language = handoff.request.required_skills, handoff.request.language
+        params = _qualified_params(skills, language) | {
+            "p_handoff_id": handoff.id,
+            "p_limit": limit,
+        }
+        stmt = _candidates(len(skills), language is not None)
+        return [_agent(r) for r in await self._conn.execute(stmt, params)]
 
-    async def supply_for(self, handoff: Handoff) -> EligibleSupply:
-        stmt = _supply(*_shape(handoff))
-        capacity, free = (await self._conn.execute(stmt, _qualified_params(handoff))).one()
+    async def supply_for(
+        self, skills: tuple[SkillRequirement, ...], language: str | None
+    ) -> EligibleSupply:
+        stmt = _supply(len(skills), language is not None)
+        params = _qualified_params(skills, language)
+        capacity, free = (await self._conn.execute(stmt, params)).one()
         return EligibleSupply(capacity=int(capacity), free=int(free))
 
     async def set_presence(self, agent_id: str, *, status: AgentStatus, connected: bool) -> Agent:
