@@ -8,8 +8,12 @@ bench`, streams phase), and the collections of the younger generations grew to h
 milliseconds during a wave of log-ins.
 
 `HeapFreezer` keeps the long-lived objects out of those walks. Every `interval` seconds it
-moves every object the collector tracks into the permanent generation (`gc.freeze()`), which
-collections skip; only what was allocated since gets examined. Reference counting still
+moves every object the collector tracks into the permanent generation (`gc.freeze()`, a
+constant-time splice of lists), which collections skip; only what was allocated since gets
+examined. Every second: with 10,000 agents, ten seconds' worth of new objects still made
+collections of up to 160 ms while handoffs were being offered (time to offer p99 49 ms);
+one second's worth, at most 16 ms (p99 22 ms). Memory grew alike, with or without freezing,
+over a minute of 350 lifecycles a second. Reference counting still
 frees frozen objects the moment they are no longer used; only a reference cycle among
 objects frozen while alive, and garbage since, waits: every `thaw_interval` seconds the
 permanent generation is released (`gc.unfreeze()`) and collected once, so such garbage lives
@@ -32,7 +36,7 @@ log = structlog.get_logger("humanline.heap")
 class HeapFreezer:
     """Freezes the heap periodically, and thaws and collects it now and then."""
 
-    def __init__(self, *, interval: float = 10.0, thaw_interval: float = 900.0) -> None:
+    def __init__(self, *, interval: float = 1.0, thaw_interval: float = 900.0) -> None:
         self._interval = interval
         self._thaw_interval = thaw_interval
         self._task: asyncio.Task[None] | None = None
