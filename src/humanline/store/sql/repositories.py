@@ -44,7 +44,7 @@ from humanline.domain.model import (
 )
 from humanline.domain.validation import MAX_REQUIRED_SKILLS
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
-from humanline.store.sql.sqlite import PREPARED
+from humanline.store.sql.prepared import PREPARED
 from humanline.store.sql.tables import (
     agent_languages,
     agent_skills,

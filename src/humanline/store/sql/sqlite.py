@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,137 +35,26 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Dialect, RootTransaction
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.exc import DBAPIError
 
 from humanline.store.port import StoreError
+from humanline.store.sql.prepared import Plans
 
 log = structlog.get_logger("humanline.store")
-
-PREPARED = "humanline_prepared"  # execution option of statements built once (`_statement`)
-
-Processor = Callable[[Any], Any] | None
-_REQUIRED = object()  # a parameter without a default
-
-
-class _Row(tuple[Any, ...]):
-    """A result row: a tuple, with `_mapping` by column name like SQLAlchemy's `Row`."""
-
-    __slots__ = ()
-    _keys: tuple[str, ...] = ()
-
-    @property
-    def _mapping(self) -> dict[str, Any]:
-        return dict(zip(self._keys, self, strict=True))
-
-
-class _Rows:
-    """The rows of one statement, fetched: the part of SQLAlchemy's `Result` the
-    repositories use."""
-
-    __slots__ = ("_rows", "rowcount")
-
-    def __init__(self, rows: list[_Row], rowcount: int) -> None:
-        self._rows = rows
-        self.rowcount = rowcount
-
-    def __iter__(self) -> Iterator[_Row]:
-        return iter(self._rows)
-
-    def first(self) -> _Row | None:
-        return self._rows[0] if self._rows else None
-
-    def one(self) -> _Row:
-        if len(self._rows) != 1:
-            raise (MultipleResultsFound if self._rows else NoResultFound)()
-        return self._rows[0]
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-    def scalars(self) -> list[Any]:
-        return [row[0] for row in self._rows]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A prepared statement compiled for sqlite3: its SQL, its parameters in order (name,
-    default, bind processor) and its result rows' class and value processors."""
-
-    sql: str
-    params: tuple[tuple[str, Any, Processor], ...]
-    row: type[_Row]
-    results: tuple[Processor, ...]
-
-    @classmethod
-    def compile(cls, statement: Any, keys: Sequence[str], dialect: Dialect) -> _Plan | None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        if compiled.post_compile_params or compiled.positiontup is None:
-            return None  # expanding or literal-execute parameters: SQLAlchemy's own path
-        # Column defaults SQLAlchemy computes before an INSERT or UPDATE (a column left out
-        # of the values): scalar ones become the parameter's default, others take its path.
-        prefetched: dict[str, Any] = {}
-        for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:
-            default = column.onupdate if statement.is_update else column.default
-            if default is None or not default.is_scalar:
-                return None
-            prefetched[column.key] = default.arg
-        params = []
-        for name in compiled.positiontup:
-            bind = compiled.binds[name]
-            if bind.callable is not None:
-                return None
-            default = prefetched.get(name, _REQUIRED if bind.required else bind.value)
-            params.append((name, default, bind.type.dialect_impl(dialect).bind_processor(dialect)))
-        # A SELECT's columns, or a DML statement's RETURNING columns (none without one).
-        columns = list(
-            statement.selected_columns if statement.is_select else statement.exported_columns
-        )
-        row = type("Row", (_Row,), {"__slots__": (), "_keys": tuple(c.key for c in columns)})
-        results = tuple(
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-        )
-        return cls(compiled.string, tuple(params), row, results)
-
-    def bind(self, values: Mapping[str, Any]) -> list[Any]:
-        bound = []
-        for name, default, process in self.params:
-            value = values.get(name, default)
-            if value is _REQUIRED:
-                raise sa.exc.ArgumentError(f"no value for the bind parameter {name!r}")
-            bound.append(process(value) if process is not None else value)
-        return bound
-
-    def rows(self, cursor: sqlite3.Cursor) -> _Rows:
-        if not self.results:
-            return _Rows([], cursor.rowcount)
-        processors = list(enumerate(self.results))
-        rows = []
-        for raw in cursor.fetchall():
-            values = list(raw)
-            for i, process in processors:
-                if process is not None:
-                    values[i] = process(values[i])
-            rows.append(self.row(values))
-        return _Rows(rows, len(rows) if cursor.rowcount < 0 else cursor.rowcount)
 
 
 class InlineConnection:
     """The slice of `AsyncConnection` the repositories use, over a synchronous connection:
     each call runs to completion without giving up the loop.
 
-    Prepared statements (built once, marked with the `PREPARED` execution option) take a
-    shorter way: compiled once into a `_Plan`, then run on sqlite3 directly, with the same
-    bind and result processing as SQLAlchemy's but without its per-execution bookkeeping,
-    which costs ten times what SQLite takes for an indexed statement. Errors still come as
-    SQLAlchemy's `DBAPIError` subclasses. Everything else goes through SQLAlchemy."""
+    Prepared statements take a shorter way (`prepared`): run on sqlite3 directly, with the
+    same bind and result processing as SQLAlchemy's; errors still come as SQLAlchemy's
+    `DBAPIError` subclasses. Everything else goes through SQLAlchemy."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
-        self._plans: dict[tuple[int, tuple[str, ...]], _Plan | None] = {}
+        self._plans = Plans(conn.dialect)
 
     def attach(self) -> None:
         """Takes up the driver's connection again (it is new after an invalidation)."""
@@ -178,27 +67,18 @@ class InlineConnection:
 
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Any:
         """Runs a statement; returns its result, fetched."""
-        if statement.get_execution_options().get(PREPARED):
-            many = isinstance(parameters, list)
-            values: list[Mapping[str, Any]] = parameters if many else [parameters or {}]
-            keys = tuple(values[0]) if values else ()
-            plan_key = (id(statement), keys)
-            try:
-                plan = self._plans[plan_key]
-            except KeyError:
-                plan = self._plans[plan_key] = _Plan.compile(statement, keys, self.dialect)
-            if plan is not None:
-                return self._run(plan, values, many)
-        return self._conn.execute(statement, parameters)
-
-    def _run(self, plan: _Plan, values: list[Mapping[str, Any]], many: bool) -> _Rows:
+        planned = self._plans.plan(statement, parameters)
+        if planned is None:
+            return self._conn.execute(statement, parameters)
+        plan, values, many = planned
         bound = [plan.bind(v) for v in values]
         try:
             if many:
                 cursor = self.driver.executemany(plan.sql, bound)
             else:
                 cursor = self.driver.execute(plan.sql, bound[0])
-            return plan.rows(cursor)
+            fetched = cursor.fetchall() if plan.returns_rows else ()
+            return plan.rows(fetched, cursor.rowcount)
         except sqlite3.Error as exc:
             raise DBAPIError.instance(plan.sql, bound, exc, sqlite3.Error) from exc
 
