@@ -394,7 +394,9 @@ class Statement:
 
 
 class Recorder:
-    """A `before_cursor_execute` listener keeping the SELECTs, UPDATEs and DELETEs."""
+    """Keeps the SELECTs, UPDATEs and DELETEs the store sends: as a `before_cursor_execute`
+    listener (SQLAlchemy's way) and from asyncpg's `fetch` and `execute` (the prepared
+    statements `store.sql.postgres` runs there)."""
 
     def __init__(self) -> None:
         self.statements: dict[tuple[str, str], Statement] = {}
@@ -408,7 +410,23 @@ class Recorder:
         context: Any,
         executemany: bool,
     ) -> None:
-        if executemany or _verb(statement) not in {"SELECT", "UPDATE", "DELETE", "WITH"}:
+        if not executemany:
+            self.record(statement, parameters)
+
+    def driver_method(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        """asyncpg's `Connection.fetch` or `.execute`, recording what it runs."""
+
+        @functools.wraps(method)
+        async def recorded(
+            connection: asyncpg.Connection, query: str, *args: Any, **kw: Any
+        ) -> Any:
+            self.record(query, args)
+            return await method(connection, query, *args, **kw)
+
+        return recorded
+
+    def record(self, statement: str, parameters: Any) -> None:
+        if _verb(statement) not in {"SELECT", "UPDATE", "DELETE", "WITH"}:
             return  # INSERT ... VALUES, savepoints: nothing to scan
         label = LABEL.get() or "store"  # `SELECT now()`, pg_notify: the store itself
         key = (label, statement)
@@ -710,6 +728,9 @@ async def test_hot_path_queries_use_indexes_on_a_big_history(
         await _seed(postgres_database)
         _label_repository_methods(monkeypatch)
         recorder = Recorder()
+        for name in ("fetch", "execute"):
+            method = getattr(asyncpg.Connection, name)
+            monkeypatch.setattr(asyncpg.Connection, name, recorder.driver_method(method))
         async with _recorded_service(postgres_database, recorder) as client:
             async with asyncio.timeout(60):
                 await _workload(client)

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
+from sqlalchemy.types import TypeEngine
 
 PREPARED = "humanline_prepared"  # execution option of statements built once (`_statement`)
 
@@ -68,15 +69,18 @@ class Rows:
         return [row[0] for row in self._rows]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
     """A prepared statement compiled for one dialect: its SQL, its parameters in order
-    (name, default, bind processor) and its result rows' class and value processors."""
+    (name, default, bind processor), its result rows' class, their columns' types, and
+    their value processors. Some dialects' processors depend on the type the database
+    reports for a column (asyncpg's numbers): those are None until `resolve` is given it."""
 
     sql: str
     params: tuple[tuple[str, Any, Processor], ...]
     row: type[Row]
-    results: tuple[Processor, ...]
+    types: tuple[TypeEngine[Any], ...]
+    results: tuple[Processor, ...] | None
 
     @classmethod
     def compile(cls, statement: Any, keys: Sequence[str], dialect: Dialect) -> Plan | None:
@@ -103,10 +107,20 @@ class Plan:
             statement.selected_columns if statement.is_select else statement.exported_columns
         )
         row = type("Row", (Row,), {"__slots__": (), "_keys": tuple(c.key for c in columns)})
-        results = tuple(
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        types = tuple(c.type.dialect_impl(dialect) for c in columns)
+        try:
+            results: tuple[Processor, ...] | None = tuple(
+                t.result_processor(dialect, None) for t in types
+            )
+        except TypeError:  # a processor that needs the database's column type
+            results = None
+        return cls(compiled.string, tuple(params), row, types, results)
+
+    def resolve(self, dialect: Dialect, coltypes: Sequence[Any]) -> None:
+        """Makes the result processors for the column types the database reported."""
+        self.results = tuple(
+            t.result_processor(dialect, c) for t, c in zip(self.types, coltypes, strict=True)
         )
-        return cls(compiled.string, tuple(params), row, results)
 
     def bind(self, values: Mapping[str, Any]) -> list[Any]:
         bound = []
@@ -120,13 +134,14 @@ class Plan:
     @property
     def returns_rows(self) -> bool:
         """A SELECT, or a statement with RETURNING."""
-        return bool(self.results)
+        return bool(self.types)
 
     def rows(self, fetched: Iterable[Sequence[Any]], rowcount: int) -> Rows:
         """The driver's rows, with SQLAlchemy's result processing; `rowcount` is the
         driver's for a statement that returns none (-1 if unknown)."""
-        if not self.results:
+        if not self.types:
             return Rows([], rowcount)
+        assert self.results is not None, "resolve() the plan first"
         processors = [(i, p) for i, p in enumerate(self.results) if p is not None]
         rows = []
         for raw in fetched:

@@ -31,12 +31,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from humanline.domain.clock import Clock
 from humanline.store.port import StoreConflict, StoreError
 from humanline.store.sql import migrations
 from humanline.store.sql.listener import CHANNEL, PgListener
+from humanline.store.sql.postgres import PgConnection
+from humanline.store.sql.prepared import Plans
 from humanline.store.sql.repositories import (
     APPLICATION_NAME,
     SqlAgentRepository,
@@ -140,6 +142,7 @@ class SqlStore:
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
         self._tag = ""
+        self._plans: Plans | None = None  # PostgreSQL's prepared statements
 
     @property
     def is_sqlite(self) -> bool:
@@ -169,6 +172,7 @@ class SqlStore:
                 connect_args={"server_settings": {"application_name": name}},
             )
             self._writer = self._reader = engine
+            self._plans = Plans(engine.dialect)
         try:
             async with self._writer.connect() as conn:
                 await migrations.upgrade(conn)
@@ -232,6 +236,13 @@ class SqlStore:
         value: datetime = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
         return value
 
+    async def _repositories_connection(self, conn: AsyncConnection) -> SqlConnection:
+        """PostgreSQL's connections run prepared statements on asyncpg (`postgres`); SQLite's
+        reads, few and long, take SQLAlchemy's way."""
+        if self._plans is None:
+            return conn
+        return await PgConnection.of(conn, self._plans)
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqlUnitOfWork]:
         """A read-write transaction; commits on normal exit, rolls back on exception."""
@@ -249,8 +260,12 @@ class SqlStore:
                     )
             else:
                 async with self._writer.begin() as conn:
+                    now = await self._now(conn)  # first: SQLAlchemy begins the transaction
                     yield SqlUnitOfWork(
-                        conn, await self._now(conn), notifies=self._notify, writer=self._tag
+                        await self._repositories_connection(conn),
+                        now,
+                        notifies=self._notify,
+                        writer=self._tag,
                     )
         except DBAPIError as exc:
             raise _store_error(exc) from exc
@@ -265,7 +280,13 @@ class SqlStore:
             raise StoreError("store is not open")
         try:
             async with self._reader.connect() as conn, conn.begin():
-                yield SqlUnitOfWork(conn, await self._now(conn), notifies=False, writer=self._tag)
+                now = await self._now(conn)
+                yield SqlUnitOfWork(
+                    await self._repositories_connection(conn),
+                    now,
+                    notifies=False,
+                    writer=self._tag,
+                )
         except DBAPIError as exc:
             raise _store_error(exc) from exc
         except OSError as exc:

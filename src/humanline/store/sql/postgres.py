@@ -1,0 +1,76 @@
+"""The PostgreSQL store's connection for repositories: prepared statements on asyncpg itself.
+
+SQLAlchemy's asyncpg adapter runs every statement through its execution machinery and a
+greenlet switch; with a dozen statements per use case that was most of what a use case
+cost on the replica's CPU. `PgConnection` runs the repositories' prepared statements
+(`prepared.Plan`) on the transaction's asyncpg connection directly, with the same bind and
+result processing, and asyncpg's own cache of server-side prepared statements. Everything
+else, and every statement before the transaction has begun, goes through SQLAlchemy, which
+owns the transaction (it begins it lazily, with the first statement it runs: `SqlStore`
+reads the database's clock first).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from humanline.store.sql.prepared import Plans
+
+_AFFECTED = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+class PgConnection:
+    """The slice of `AsyncConnection` the repositories use, with prepared statements run on
+    asyncpg. Errors come as SQLAlchemy's `DBAPIError`, with asyncpg's error (and its
+    SQLSTATE) as `orig`."""
+
+    def __init__(self, conn: AsyncConnection, driver: asyncpg.Connection, plans: Plans) -> None:
+        self._conn = conn
+        self._driver = driver
+        self._plans = plans
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection, plans: Plans) -> PgConnection:
+        """The connection for `conn`'s transaction; `plans` are the store's (a plan is the
+        same on every connection; asyncpg prepares it on each)."""
+        raw = await conn.get_raw_connection()
+        return cls(conn, raw.driver_connection, plans)
+
+    @property
+    def dialect(self) -> Dialect:
+        """The connection's dialect."""
+        return self._conn.dialect
+
+    async def execute(self, statement: sa.Executable, parameters: Any = None) -> Any:
+        """Runs a statement; returns its result, fetched."""
+        planned = self._plans.plan(statement, parameters)
+        if planned is None or not self._driver.is_in_transaction():
+            return await self._conn.execute(statement, parameters)
+        plan, values, many = planned
+        bound = [plan.bind(v) for v in values]
+        try:
+            if many:
+                await self._driver.executemany(plan.sql, bound)
+                return plan.rows((), -1)
+            if plan.returns_rows:
+                if plan.results is None:  # the first run: asyncpg's numbers need the types
+                    prepared = await self._driver.prepare(plan.sql)
+                    plan.resolve(self.dialect, [a.type.oid for a in prepared.get_attributes()])
+                return plan.rows(await self._driver.fetch(plan.sql, *bound[0]), -1)
+            status = await self._driver.execute(plan.sql, *bound[0])
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise DBAPIError.instance(plan.sql, bound, exc, asyncpg.PostgresError) from exc
+        affected = _AFFECTED.match(status or "")
+        return plan.rows((), int(affected.group(1)) if affected else -1)
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]:
+        """A SAVEPOINT for the block (SQLAlchemy's)."""
+        return self._conn.begin_nested()
