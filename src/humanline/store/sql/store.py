@@ -19,6 +19,7 @@ database's `now()` is the one clock, a deadlock or serialization failure becomes
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator, Callable, Collection
@@ -168,7 +169,6 @@ class SqlStore:
                 self.url,
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
-                pool_pre_ping=True,
                 connect_args={"server_settings": {"application_name": name}},
             )
             self._writer = self._reader = engine
@@ -230,11 +230,45 @@ class SqlStore:
             os.close(self._lock_fd)  # closing releases the lock
             self._lock_fd = None
 
-    async def _now(self, conn: SqlConnection) -> datetime:
-        if self.is_sqlite:
-            return self._clock.now()
-        value: datetime = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
-        return value
+    @asynccontextmanager
+    async def _transaction(
+        self, engine: AsyncEngine
+    ) -> AsyncIterator[tuple[AsyncConnection, datetime]]:
+        """A transaction on a pooled connection, with its time: committed when the block
+        ends normally, rolled back otherwise.
+
+        On PostgreSQL the time is the database's, and reading it is the transaction's first
+        statement, which SQLAlchemy's asyncpg adapter sends after BEGIN. It doubles as the
+        check that a pooled connection still works: one the database closed meanwhile (a
+        restart, a failover, an idle timeout) is thrown away there and the transaction
+        begins again on a new one, before anything else was sent. That saves the round trip
+        a ping on every checkout would cost."""
+        for attempt in range(2):
+            conn = await engine.connect()
+            try:
+                transaction = await conn.begin()
+                if self.is_sqlite:
+                    now = self._clock.now()
+                else:
+                    now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
+                break
+            except DBAPIError as exc:
+                await conn.close()
+                if attempt or not exc.connection_invalidated:
+                    raise
+            except BaseException:
+                await conn.close()
+                raise
+        try:
+            yield conn, now
+        except BaseException:
+            with contextlib.suppress(DBAPIError, OSError):  # the first error is the story
+                await transaction.rollback()
+            raise
+        else:
+            await transaction.commit()
+        finally:
+            await conn.close()
 
     async def _repositories_connection(self, conn: AsyncConnection) -> SqlConnection:
         """PostgreSQL's connections run prepared statements on asyncpg (`postgres`); SQLite's
@@ -259,8 +293,7 @@ class SqlStore:
                         serialized=True,  # the one writer runs one unit of work at a time
                     )
             else:
-                async with self._writer.begin() as conn:
-                    now = await self._now(conn)  # first: SQLAlchemy begins the transaction
+                async with self._transaction(self._writer) as (conn, now):
                     yield SqlUnitOfWork(
                         await self._repositories_connection(conn),
                         now,
@@ -279,8 +312,7 @@ class SqlStore:
         if self._reader is None:
             raise StoreError("store is not open")
         try:
-            async with self._reader.connect() as conn, conn.begin():
-                now = await self._now(conn)
+            async with self._transaction(self._reader) as (conn, now):
                 yield SqlUnitOfWork(
                     await self._repositories_connection(conn),
                     now,
