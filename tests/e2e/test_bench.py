@@ -32,6 +32,8 @@ KEYS = {
     "rpc_equivalents_per_lifecycle",
     "lifecycles_per_s",
     "lifecycle_ratio",
+    "bare_lifecycles_per_s",
+    "bare_ratio",
     "time_to_offer_ms",
     "streams",
     "goals",
@@ -113,6 +115,12 @@ async def test_a_tiny_bench_on_sqlite_writes_the_json_and_counts_right(tmp_path:
     assert sizes["response"] > sizes["request"]
     assert results["runs"]["echo"]["errors"] == {}
     assert results["echo_unary_rps"] == round(results["runs"]["echo"]["counted"] / 1, 1) > 0
+    bare = results["runs"]["lifecycles bare"]
+    assert bare["errors"] == {}
+    assert bare["completed"] == bare["lifecycles"] >= bare["counted"] > 0
+    assert results["bare_lifecycles_per_s"] == round(bare["counted"] / bare["window_s"], 2)
+    rate = results["lifecycles_per_s"]["sqlite"]
+    assert results["bare_ratio"] == {"sqlite": round(rate / results["bare_lifecycles_per_s"], 4)}
 
     assert set(results["lifecycles_per_s"]) == {"sqlite"}
     check_lifecycles(results, "sqlite")
@@ -175,6 +183,7 @@ async def test_an_unreachable_postgres_leaves_its_numbers_null(tmp_path: Path) -
     assert set(results) == KEYS
     assert results["lifecycles_per_s"] == {"postgres": None}
     assert results["lifecycle_ratio"] == {"postgres": None}
+    assert results["bare_ratio"] == {"postgres": None}
     assert results["time_to_offer_ms"] == {"postgres": None}
     assert results["echo_unary_rps"] is None
     assert "unreachable" in results["notes"]["postgres"]

@@ -56,6 +56,15 @@ def table(results: dict[str, Any]) -> Table:
         if results["echo_unary_rps"] is not None
         else "not measured (below)",
     )
+    out.add_row(
+        "lifecycles/s, bare RPCs (ceiling)",
+        "",
+        number(results["bare_lifecycles_per_s"]),
+        "",
+        "humanline's RPCs with no store, no logs behind them; the same clients"
+        if results["bare_lifecycles_per_s"] is not None
+        else "not measured (below)",
+    )
     for backend in results["lifecycles_per_s"]:
         if backend in results["notes"]:
             out.add_row("everything", backend, "-", "", "not measured (below)")
@@ -98,6 +107,13 @@ def _backend_rows(out: Table, results: dict[str, Any], backend: str) -> None:
         number(ratio, 3),
         "",
         f"lifecycles/s x {results['rpc_equivalents_per_lifecycle']} RPCs / echo calls/s",
+    )
+    out.add_row(
+        "share of the bare ceiling",
+        backend,
+        number(results["bare_ratio"][backend], 3),
+        "",
+        "lifecycles/s / bare lifecycles/s",
     )
     offer = results["time_to_offer_ms"].get(backend)
     if offer is None:

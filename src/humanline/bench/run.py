@@ -11,6 +11,8 @@ the same process layout. The phases, in order:
    limit. Lifecycles completed in the window after the warm-up, per second.
 2. echo: the same concurrency of unary calls to an echo service, with requests and responses
    of the mean sizes of the RequestHandoff messages phase 1 sent and received.
+   bare: phase 1 against a server with humanline's RPCs and nothing behind them (`bare`):
+   the ceiling of a whole lifecycle on grpc.aio and protobuf.
 3. time to offer, per backend: handoffs at a fixed rate (evenly spaced, an open loop) with idle
    agents waiting; from just before RequestHandoff to the offer on the agent's stream.
 4. streams (SQLite): for each count, that many agents connected and idle (heartbeating) in
@@ -107,6 +109,7 @@ class Results:
     options: Options
     machine: dict[str, object] = field(default_factory=system.machine)  # at the start
     echo_unary_rps: float | None = None
+    bare_lifecycles_per_s: float | None = None
     message_bytes: dict[str, int] | None = None
     lifecycles_per_s: dict[str, float | None] = field(default_factory=dict)
     time_to_offer_ms: dict[str, dict[str, Any] | None] = field(default_factory=dict)
@@ -125,6 +128,16 @@ class Results:
             for backend, rate in self.lifecycles_per_s.items()
         }
 
+    def bare_ratio(self) -> dict[str, float | None]:
+        return {
+            backend: (
+                None
+                if rate is None or not self.bare_lifecycles_per_s
+                else round(rate / self.bare_lifecycles_per_s, 4)
+            )
+            for backend, rate in self.lifecycles_per_s.items()
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "machine": self.machine,
@@ -134,6 +147,8 @@ class Results:
             "rpc_equivalents_per_lifecycle": RPC_EQUIVALENTS_PER_LIFECYCLE,
             "lifecycles_per_s": self.lifecycles_per_s,
             "lifecycle_ratio": self.lifecycle_ratio(),
+            "bare_lifecycles_per_s": self.bare_lifecycles_per_s,
+            "bare_ratio": self.bare_ratio(),
             "time_to_offer_ms": self.time_to_offer_ms,
             "streams": self.streams,
             "goals": report.GOALS,
@@ -192,6 +207,7 @@ class _Bench:
             r.notes["echo"] = "not measured: no lifecycle run gave the message sizes"
         else:
             self._phase("echo", self._echo)
+        self._phase("lifecycles bare", self._bare)
         for backend in o.backends:
             r.time_to_offer_ms[backend] = None
             self._phase(f"time to offer {backend}", partial(self._time_to_offer, backend))
@@ -271,27 +287,35 @@ class _Bench:
 
     # --- phases -------------------------------------------------------------------------------
 
+    def _lifecycle_jobs(self, target: str) -> list[Job]:
+        o = self.options
+        tag = uuid.uuid4().hex[:6]
+        return [
+            Job(
+                "lifecycles",
+                target,
+                i,
+                tag,
+                agents=2 * o.concurrency,
+                concurrency=o.concurrency,
+                warmup=o.warmup,
+                duration=o.duration,
+                drain=o.drain,
+            )
+            for i in range(o.processes)
+        ]
+
+    def _run_lifecycles(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        o = self.options
+        fleet, _ = self._fleet(jobs, sum(j.agents for j in jobs))
+        with fleet:
+            return self._go(fleet, o.warmup + o.duration, "running lifecycles")
+
     def _lifecycles(self, backend: str) -> None:
         o, r = self.options, self.results
-        tag = uuid.uuid4().hex[:6]
         with self._humanline(backend) as server:
-            jobs = [
-                Job(
-                    "lifecycles",
-                    server.target,
-                    i,
-                    tag,
-                    agents=2 * o.concurrency,
-                    concurrency=o.concurrency,
-                    warmup=o.warmup,
-                    duration=o.duration,
-                    drain=o.drain,
-                )
-                for i in range(o.processes)
-            ]
-            fleet, _ = self._fleet(jobs, sum(j.agents for j in jobs))
-            with fleet:
-                parts = self._go(fleet, o.warmup + o.duration, "running lifecycles")
+            jobs = self._lifecycle_jobs(server.target)
+            parts = self._run_lifecycles(jobs)
         events = server_events(server.log)
         counted = sum(p["counted"] for p in parts)
         rate = round(counted / o.duration, 2)
@@ -322,6 +346,24 @@ class _Bench:
             "errors": _merge(parts, "errors"),
         }
         self.say(f"  {rate:,.1f} lifecycles/s ({counted} in {o.duration:g} s)")
+
+    def _bare(self) -> None:
+        o, r = self.options, self.results
+        command = (sys.executable, "-m", "humanline.bench.bare")
+        self.servers += 1
+        log = self.workdir / f"server-{self.servers}-bare.log"
+        with local_server(log, {}, command=command, cwd=self.workdir) as server:
+            parts = self._run_lifecycles(self._lifecycle_jobs(server.target))
+        counted = sum(p["counted"] for p in parts)
+        r.bare_lifecycles_per_s = round(counted / o.duration, 2)
+        r.runs["lifecycles bare"] = {
+            "window_s": o.duration,
+            "counted": counted,
+            "lifecycles": sum(p["lifecycles"] for p in parts),
+            "completed": sum(p["completed"] for p in parts),
+            "errors": _merge(parts, "errors"),
+        }
+        self.say(f"  {r.bare_lifecycles_per_s:,.1f} lifecycles/s with nothing behind the RPCs")
 
     def _echo(self) -> None:
         o, r = self.options, self.results
