@@ -133,6 +133,11 @@ async def test_a_tiny_bench_on_sqlite_writes_the_json_and_counts_right(tmp_path:
     assert 0 < streams["offered"] <= 10
     assert 0 < streams["base_rss_mib"] <= streams["rss_mib"] <= streams["peak_rss_mib"]
     assert results["runs"]["streams 30"]["errors"] == {}
+    bare = streams["bare"]
+    assert bare["sent"] == 10
+    assert 0 < bare["offered"] <= 10
+    assert bare["rss_mib"] > 0
+    assert results["runs"]["streams 30 bare"]["errors"] == {}
 
     assert "humanline bench" in stdout
     assert "lifecycles/s" in stdout

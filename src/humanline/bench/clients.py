@@ -38,6 +38,7 @@ import grpc
 from humanline.bench import echo
 from humanline.bench.agents import Crew
 from humanline.bench.load import Window, closed_loop, monotonic_at
+from humanline.heap import HeapFreezer
 from humanline.sim.runner import SimulationError, create_agents
 from humanline.sim.scenario import AgentGroup
 from humanline.v1 import (
@@ -156,6 +157,10 @@ async def _client(job: Job, pipe: Connection) -> None:
             raise BenchError(str(exc)) from None
         created = time.monotonic()
         connected = await crew.connect(job.agent_ids(), HELLO_CONCURRENCY)
+        # Thousands of agents' streams in one process: the same care as the server's, so
+        # that the instrument's own collector pauses do not read as the server's latency.
+        heap = HeapFreezer()
+        heap.start()
         pipe.send(
             (
                 "ready",
@@ -175,6 +180,7 @@ async def _client(job: Job, pipe: Connection) -> None:
         result["errors"] = dict(errors)
         pipe.send(("result", result))
         await _hear(pipe, "stop")
+        await heap.stop()
         crew.close()
 
 

@@ -156,6 +156,18 @@ def _streams_rows(
     out.add_row(
         f"{label}: offer p99 ms", "sqlite", measured, goal, f"at {streams['rate']:g}/s; {how}"
     )
+    bare = streams.get("bare")
+    if bare is not None:
+        measured, _, how = _quantile(
+            {**bare, "p99": bare["time_to_offer_p99_ms"]}, "p99", drain_ms, None
+        )
+        out.add_row(
+            f"{label}: bare RPCs, offer p99 ms",
+            "",
+            measured,
+            "",
+            f"the ceiling: RSS {number(bare['rss_mib'], 0)} MiB; {how}",
+        )
 
 
 def _quantile(

@@ -16,7 +16,8 @@ the same process layout. The phases, in order:
 3. time to offer, per backend: handoffs at a fixed rate (evenly spaced, an open loop) with idle
    agents waiting; from just before RequestHandoff to the offer on the agent's stream.
 4. streams (SQLite): for each count, that many agents connected and idle (heartbeating) in
-   one server process; its memory, then time to offer at a modest rate.
+   one server process; its memory, then time to offer at a modest rate. Then the same against
+   the bare RPCs (`bare`), which shows what so many streams cost grpc.aio itself.
 
 The client's counts are held against the events the server logged (`runs` in the results).
 """
@@ -461,19 +462,10 @@ class _Bench:
 
     def _streams(self, n: int) -> None:
         o, r = self.options, self.results
-        shares = [n // o.processes + (i < n % o.processes) for i in range(o.processes)]
         with self._humanline("sqlite", STREAMS_STOP_TIMEOUT) as server:
-            pid = server.process.pid
-            base = system.memory_mib(pid)
-            jobs = self._offer_jobs(server.target, shares, o.streams_rate)
-            fleet, ready = self._fleet(jobs, n)
-            with fleet:
-                time.sleep(SETTLE_SECONDS)
-                idle = system.memory_mib(pid)
-                parts = self._go(fleet, o.duration, "sending handoffs to many agents")
-                after = system.memory_mib(pid)
+            base, idle, after, ready, parts = self._many_agents(server, n)
         summary = self._offer_summary(parts, o.streams_rate)
-        entry = {
+        entry: dict[str, Any] = {
             "agents": n,
             "connected": sum(p["connected"] for p in ready),
             "create_s": round(max(p["create_s"] for p in ready), 1),
@@ -495,3 +487,40 @@ class _Bench:
             f"{_said(entry['time_to_offer_p99_ms'])} ({entry['offered']} of {entry['sent']}"
             " offered)"
         )
+        # The same against the bare RPCs (`bare`): what many streams cost grpc.aio itself.
+        command = (sys.executable, "-m", "humanline.bench.bare")
+        self.servers += 1
+        log = self.workdir / f"server-{self.servers}-bare.log"
+        with local_server(
+            log, {}, command=command, cwd=self.workdir, stop_timeout=STREAMS_STOP_TIMEOUT
+        ) as bare:
+            _, idle, _, _, parts = self._many_agents(bare, n)
+        summary = self._offer_summary(parts, o.streams_rate)
+        entry["bare"] = {
+            "rss_mib": None if idle is None else round(idle[0], 1),
+            "time_to_offer_p50_ms": summary["p50"],
+            "time_to_offer_p99_ms": summary["p99"],
+            "sent": summary["sent"],
+            "offered": summary["offered"],
+        }
+        r.runs[f"streams {n} bare"] = {"errors": _merge(parts, "errors")}
+        self.say(
+            f"  bare RPCs: RSS {report.number(entry['bare']['rss_mib'])} MiB, time to offer p99"
+            f" {_said(summary['p99'])}"
+        )
+
+    def _many_agents(self, server: LocalServer, n: int) -> tuple[Any, ...]:
+        """`n` idle agents connected to `server`, then handoffs at the streams rate: the
+        server's memory empty, idle and at its peak, the clients' ready and result parts."""
+        o = self.options
+        shares = [n // o.processes + (i < n % o.processes) for i in range(o.processes)]
+        pid = server.process.pid
+        base = system.memory_mib(pid)
+        jobs = self._offer_jobs(server.target, shares, o.streams_rate)
+        fleet, ready = self._fleet(jobs, n)
+        with fleet:
+            time.sleep(SETTLE_SECONDS)
+            idle = system.memory_mib(pid)
+            parts = self._go(fleet, o.duration, "sending handoffs to many agents")
+            after = system.memory_mib(pid)
+        return base, idle, after, ready, parts
