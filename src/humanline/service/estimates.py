@@ -66,8 +66,10 @@ class Refreshed(Generic[K, V]):
     async def get(self, key: K) -> V:
         """The value for `key`; StoreError when it must be read and cannot be."""
         reading = self._readings.get(key)
-        age = None if reading is None else self._clock() - reading.at
-        if reading is None or age is None or age >= self._fresh_for * STALE_LIMIT:
+        if reading is None:
+            return await self._load(key)
+        age = self._clock() - reading.at
+        if age >= self._fresh_for * STALE_LIMIT:
             return await self._load(key)
         if age >= self._fresh_for and key not in self._refreshing:
             task = asyncio.create_task(self._refresh(key), name="estimate-refresh")
