@@ -16,16 +16,14 @@ calls, an offer pushed on a stream, an accept answered on it).
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import uuid
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from humanline.bench.echo import serve_until_signalled
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
@@ -189,17 +187,7 @@ async def serve() -> None:
     pool_service_pb2_grpc.add_PoolServiceServicer_to_server(Pool(dispatch), server)
     handoff_service_pb2_grpc.add_HandoffServiceServicer_to_server(Handoffs(dispatch), server)
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(Agents(dispatch), server)
-    checks = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    await checks.set("", health_pb2.HealthCheckResponse.SERVING)
-    server.add_insecure_port(os.environ["HUMANLINE_LISTEN"])
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+    await serve_until_signalled(server)
 
 
 if __name__ == "__main__":

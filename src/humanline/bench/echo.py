@@ -43,6 +43,12 @@ async def serve() -> None:
             ),
         )
     )
+    await serve_until_signalled(server)
+
+
+async def serve_until_signalled(server: grpc.aio.Server) -> None:
+    """Adds a health service that says SERVING (for the start-up probe), serves on
+    HUMANLINE_LISTEN until SIGTERM or SIGINT, then stops. The ceilings' servers share it."""
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     await checks.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -261,6 +261,17 @@ class _Bench:
                 except postgres.Unreachable as exc:
                     self.results.notes[f"{name} database"] = str(exc)
 
+    @contextlib.contextmanager
+    def _bare_server(self, stop_timeout: float = STOP_TIMEOUT) -> Iterator[LocalServer]:
+        """The bare RPCs (`bare`), the lifecycle ceiling."""
+        self.servers += 1
+        log = self.workdir / f"server-{self.servers}-bare.log"
+        command = (sys.executable, "-m", "humanline.bench.bare")
+        with local_server(
+            log, {}, command=command, cwd=self.workdir, stop_timeout=stop_timeout
+        ) as server:
+            yield server
+
     def _fleet(self, jobs: list[Job], agents: int) -> tuple[Fleet, list[dict[str, Any]]]:
         fleet = Fleet(jobs)
         try:
@@ -350,10 +361,7 @@ class _Bench:
 
     def _bare(self) -> None:
         o, r = self.options, self.results
-        command = (sys.executable, "-m", "humanline.bench.bare")
-        self.servers += 1
-        log = self.workdir / f"server-{self.servers}-bare.log"
-        with local_server(log, {}, command=command, cwd=self.workdir) as server:
+        with self._bare_server() as server:
             parts = self._run_lifecycles(self._lifecycle_jobs(server.target))
         counted = sum(p["counted"] for p in parts)
         r.bare_lifecycles_per_s = round(counted / o.duration, 2)
@@ -488,12 +496,7 @@ class _Bench:
             " offered)"
         )
         # The same against the bare RPCs (`bare`): what many streams cost grpc.aio itself.
-        command = (sys.executable, "-m", "humanline.bench.bare")
-        self.servers += 1
-        log = self.workdir / f"server-{self.servers}-bare.log"
-        with local_server(
-            log, {}, command=command, cwd=self.workdir, stop_timeout=STREAMS_STOP_TIMEOUT
-        ) as bare:
+        with self._bare_server(STREAMS_STOP_TIMEOUT) as bare:
             _, idle, _, _, parts = self._many_agents(bare, n)
         summary = self._offer_summary(parts, o.streams_rate)
         entry["bare"] = {
