@@ -5,6 +5,9 @@ index on (skill, proficiency DESC, idle_since, agent_id) over ready rows then yi
 agent for a one-skill handoff as the first entry of a range, however many agents share the
 skill; before, every ready agent with the skill was read and sorted.
 
+On SQLite, a later revision that recreates `agents` or `agent_skills` (Alembic's batch mode
+copies a table to alter it) drops these triggers with the table: it must create them again.
+
 Revision ID: 0003
 Revises: 0002
 """
