@@ -1,11 +1,13 @@
 """The `humanline` command: `serve` the dispatch service, `migrate` its database, `simulate`
-agents and bots against a running server, `demo` both, `bench` its speed."""
+agents and bots against a running server, `demo` both, `bench` its speed, `token` access
+tokens and their keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +184,49 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if results.failed else 0
 
 
+def _duration(text: str) -> timedelta:
+    """`90s`, `15m`, `12h` or `30d`."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    try:
+        amount = float(text[:-1])
+        unit = units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise UsageError(f"--ttl: a duration like 90s, 15m, 12h or 30d, not {text!r}") from None
+    if amount <= 0:
+        raise UsageError("--ttl must be positive")
+    return timedelta(**{unit: amount})
+
+
+def _token(args: argparse.Namespace) -> int:
+    from humanline.domain.access import Principal, Role
+    from humanline.tokens import KeyRing, KeyRingError
+
+    path = Path(args.keys or _settings(args).auth_keys)
+    try:
+        if args.action == "keygen":
+            ring = KeyRing.load(path).with_new_key() if path.exists() else KeyRing.generate()
+            ring.save(path)
+            print(f"{path}: signing with key {ring.signing_key.kid} ({len(ring.keys)} in all)")
+        elif args.action == "retire":
+            ring = KeyRing.load(path).without(args.kid)
+            ring.save(path)
+            print(f"{path}: key {args.kid} retired; its tokens no longer verify")
+        else:
+            role = Role(args.role)
+            subject = {Role.AGENT: args.agent_id, Role.BOT: args.bot_id, Role.OPS: args.name}[role]
+            if not subject:
+                flag = {Role.AGENT: "--agent-id", Role.BOT: "--bot-id"}[role]
+                raise UsageError(f"a {role.value} token needs {flag}")
+            ttl = _duration(args.ttl) if args.ttl else None
+            try:
+                print(KeyRing.load(path).issue(Principal(role, subject), ttl))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+    except KeyRingError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="humanline", description=__doc__)
@@ -236,6 +281,21 @@ def parser() -> argparse.ArgumentParser:
         "--streams-rate", type=float, help="handoffs/s with many agents connected (default 50)"
     )
     bench.set_defaults(func=_bench)
+    token = sub.add_parser("token", help="issue access tokens; make and rotate signing keys")
+    token.add_argument("--keys", help="the keyring file (HUMANLINE_AUTH_KEYS)")
+    token.set_defaults(func=_token, listen=None, database_url=None)
+    actions = token.add_subparsers(dest="action", required=True)
+    issue = actions.add_parser("issue", help="print a token for an agent, a bot or ops")
+    issue.add_argument("--role", required=True, choices=["agent", "bot", "ops"])
+    issue.add_argument("--agent-id", help="the agent (role agent)")
+    issue.add_argument("--bot-id", help="the bot's identity (role bot)")
+    issue.add_argument("--name", default="ops", help="who (role ops; default ops)")
+    issue.add_argument(
+        "--ttl", help="lifetime: 90s, 15m, 12h, 30d (default: agent 12h, bot 30d, ops 8h)"
+    )
+    actions.add_parser("keygen", help="create the keyring, or add a key that signs from now on")
+    retire = actions.add_parser("retire", help="remove a key: tokens it signed stop verifying")
+    retire.add_argument("kid", help="the key's id")
     return p
 
 

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per replica")
     reflection: bool = Field(True, description="serve gRPC server reflection")
+    auth_keys: str = Field(
+        "humanline.keys.json",
+        description="the keyring tokens are signed and verified with (`humanline token`)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["json", "console"] = Field("json")
 
