@@ -15,7 +15,7 @@ export HUMANLINE_LISTEN HUMANLINE_DATABASE_URL
 .PHONY: help venv run demo bench test lint proto proto-check lock clean
 
 help:
-	@echo "make run          install into .venv and serve on $(HUMANLINE_LISTEN) (embedded SQLite store)"
+	@echo "make run          install into .venv and serve on $(HUMANLINE_LISTEN) (embedded store; prints tokens)"
 	@echo "make demo         a server on a fresh embedded store and a one-minute simulated crowd"
 	@echo "make bench        measure lifecycles/s, time to offer, memory per stream (bench/results.json)"
 	@echo "make test         run the whole test suite (and check generated code is current)"
@@ -31,9 +31,11 @@ $(STAMP): pyproject.toml $(LOCK)
 
 venv: $(STAMP)
 
+# The keyring is made on first start; tokens to try it with are printed at every start.
 run: $(STAMP)
 	@mkdir -p .data
-	$(BIN)/humanline serve
+	HUMANLINE_AUTH_KEYS="$${HUMANLINE_AUTH_KEYS:-.data/keys.json}" \
+	HUMANLINE_PRINT_TOKENS="$${HUMANLINE_PRINT_TOKENS:-true}" $(BIN)/humanline serve
 
 demo: $(STAMP)
 	$(BIN)/humanline demo

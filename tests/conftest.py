@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,6 +30,7 @@ from humanline.store import create_store
 from humanline.store.sql.listener import asyncpg_dsn
 from humanline.store.sql.store import SqlStore
 from humanline.store.sql.tables import metadata
+from humanline.tokens import KeyRing
 from tests.support.client import Stubs
 
 # Fast enough for tests, still far above scheduling noise on a loaded 2-core machine.
@@ -41,10 +43,16 @@ FAST = DispatchPolicy(
 
 @dataclass
 class Served:
-    """A service behind a real gRPC server on a free port."""
+    """A service behind a real gRPC server on a free port; callers authenticate with tokens
+    signed by `keys`."""
 
     app: Humanline
     running: RunningServer
+    keys: KeyRing | None = None
+
+    def stubs(self) -> Stubs:
+        """A client whose calls carry the right token each."""
+        return Stubs.connect(self.target, self.keys)
 
     @property
     def target(self) -> str:
@@ -54,14 +62,15 @@ class Served:
         await self.running.stop(self.app, grace=1.0)
 
 
-async def serve(db_url: str, policy: DispatchPolicy) -> Served:
-    """Starts the service and a server on port 0."""
+async def serve(db_url: str, policy: DispatchPolicy, **server_args: Any) -> Served:
+    """Starts the service and a server on port 0 (`server_args` go to `create_server`)."""
     app = Humanline(
         create_store(db_url, SystemClock()), policy, sweep_interval=0.25, watch_interval=0.05
     )
     await app.start()
-    running = await create_server(app, "127.0.0.1:0", hello_timeout=2.0)
-    return Served(app, running)
+    keys = KeyRing.generate()
+    running = await create_server(app, "127.0.0.1:0", keys=keys, hello_timeout=2.0, **server_args)
+    return Served(app, running, keys)
 
 
 PG_SERVER = os.environ.get("HUMANLINE_TEST_DATABASE_URL", throwaway.DEFAULT_SERVER)
@@ -153,6 +162,6 @@ async def served(db_url: str, policy: DispatchPolicy) -> AsyncIterator[Served]:
 @pytest.fixture
 async def client(served: Served) -> AsyncIterator[Stubs]:
     """Stubs on a channel to the served service."""
-    stubs = Stubs.connect(served.target)
+    stubs = served.stubs()
     yield stubs
     await stubs.close()

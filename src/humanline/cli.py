@@ -94,7 +94,10 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     except scenarios.ScenarioError as exc:
         raise UsageError(str(exc)) from None
-    options = Options(target=args.target, processes=args.processes)
+    keys = args.keys or Settings().auth_keys
+    if args.keys is None and not Path(keys).exists():
+        keys = None  # no keyring here: the server must be one that lets callers in
+    options = Options(target=args.target, processes=args.processes, keys=keys)
     out = console(stderr=args.json)
     try:
         if args.plot:
@@ -252,6 +255,11 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.add_argument("--plot", metavar="FILE.png", help="draw queue, agents and waits over time")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--keys",
+        help="the server's keyring, to sign the simulated callers' tokens with "
+        "(default HUMANLINE_AUTH_KEYS, when that file exists)",
+    )
     sim.set_defaults(func=_simulate)
     demo = sub.add_parser(
         "demo", help="serve on a fresh embedded store and play the default scenario against it"

@@ -75,7 +75,39 @@ class Settings(BaseSettings):
     reflection: bool = Field(True, description="serve gRPC server reflection")
     auth_keys: str = Field(
         "humanline.keys.json",
-        description="the keyring tokens are signed and verified with (`humanline token`)",
+        description="the keyring tokens are signed and verified with (`humanline token`); "
+        "created on first start with the embedded store",
+    )
+    print_tokens: bool = Field(
+        False, description="print tokens for an agent, a bot and ops at start (local trials)"
+    )
+    insecure_no_auth: bool = Field(
+        False,
+        description="DEVELOPMENT ONLY: let every caller in without a token (says so loudly)",
+    )
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain) of the listener: TLS on `listen`"
+    )
+    tls_key_file: str | None = Field(None, description="PEM private key of that certificate")
+    tls_client_ca_file: str | None = Field(
+        None,
+        description="PEM CA of client certificates: mutual TLS on `mtls_listen`, which bots "
+        "and ops must then call through with a certificate naming them",
+    )
+    mtls_listen: str | None = Field(
+        None, description="host:port of the mutual-TLS listener (with tls_client_ca_file)"
+    )
+    rate_limit_per_second: float = Field(
+        100.0, ge=0, description="calls a second per caller (token subject); 0 = no limit"
+    )
+    rate_limit_burst: int = Field(200, ge=1, description="calls a caller may make at once")
+    max_streams_per_peer: int = Field(
+        1000,
+        ge=0,
+        description="open Connect and WatchHandoff streams per client address; 0 = no limit",
+    )
+    max_message_bytes: int = Field(
+        64 * 1024, ge=4096, description="largest request message accepted, in bytes"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["json", "console"] = Field("json")
@@ -92,6 +124,12 @@ class Settings(BaseSettings):
             raise ValueError("targets must not shrink as urgency drops (critical <= ... <= low)")
         if self.replica_ttl_seconds < 2 * self.replica_heartbeat_seconds:
             raise ValueError("replica_ttl_seconds must be at least twice the heartbeat interval")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("mutual TLS (tls_client_ca_file) needs tls_cert_file and tls_key_file")
+        if (self.tls_client_ca_file is None) != (self.mtls_listen is None):
+            raise ValueError("tls_client_ca_file and mtls_listen go together")
         return self
 
     def policy(self) -> DispatchPolicy:

@@ -221,6 +221,11 @@ class KeyRing:
 
     def verify(self, token: str) -> Principal:
         """The principal a token authenticates; TokenError if it does not."""
+        return self.check(token)[0]
+
+    def check(self, token: str) -> tuple[Principal, float]:
+        """The principal a token authenticates and when the token expires (a POSIX time);
+        TokenError if it does not."""
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError:
@@ -248,7 +253,7 @@ class KeyRing:
             check_subject(role, subject)
         except (ValueError, TypeError) as exc:
             raise TokenError(f"the token's claims are not valid: {exc}", "TOKEN_INVALID") from None
-        return Principal(role, subject)
+        return Principal(role, subject), float(claims["exp"]) + LEEWAY.total_seconds()
 
 
 def check_subject(role: Role, subject: object) -> None:

@@ -26,7 +26,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from humanline.v1 import agent_service_pb2_grpc, handoff_service_pb2_grpc, pool_service_pb2_grpc
+from humanline.tokens import KeyRing
 from tests.support.client import Stubs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +58,10 @@ DEFAULT_SETTINGS = {
     "HUMANLINE_SHUTDOWN_GRACE_SECONDS": "3",
     "HUMANLINE_SWEEP_INTERVAL_SECONDS": "0.25",
     "HUMANLINE_WATCH_INTERVAL_SECONDS": "0.1",
+    # One test bot plays every bot of a crowd, faster than any one bot would: its rate limit is
+    # raised (the limits have tests of their own, with the defaults).
+    "HUMANLINE_RATE_LIMIT_PER_SECOND": "5000",
+    "HUMANLINE_RATE_LIMIT_BURST": "5000",
 }
 
 # What a healthy server never writes: unhandled exceptions, asyncio's complaints about tasks and
@@ -66,6 +70,8 @@ STDERR_TROUBLE = ("Traceback", "Exception ignored", "Task was destroyed", "Resou
 ERROR_LEVELS = ('"level": "error"', '"level": "critical"', "[error", "[critical")
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+
+KEYS = KeyRing.generate()  # every e2e server's keyring; the test process mints tokens with it
 
 
 def free_port() -> int:
@@ -94,15 +100,16 @@ def channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
-def connect(target: str) -> Stubs:
-    """The shared test stubs (tests/support/client.py) on a channel of our own options."""
-    ch = channel(target)
-    return Stubs(
-        ch,
-        agent_service_pb2_grpc.AgentServiceStub(ch),
-        handoff_service_pb2_grpc.HandoffServiceStub(ch),
-        pool_service_pb2_grpc.PoolServiceStub(ch),
-    )
+def connect(target: str, keys: KeyRing | None = KEYS) -> Stubs:
+    """The shared test stubs (tests/support/client.py), their calls carrying tokens signed
+    by `keys` (the servers' keyring), on a channel of our own options."""
+    return Stubs.connect(target, keys, options=CHANNEL_OPTIONS)
+
+
+def write_keys(path: Path) -> Path:
+    """The e2e servers' keyring, at `path`."""
+    KEYS.save(path)
+    return path
 
 
 async def health_status(target: str, service: str = "", timeout: float = 2.0) -> int | None:
@@ -204,6 +211,7 @@ class ServerProcess:
         env.update(DEFAULT_SETTINGS)
         env["HUMANLINE_LISTEN"] = f"127.0.0.1:{free_port()}"
         env["HUMANLINE_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir.resolve() / 'humanline.db'}"
+        env["HUMANLINE_AUTH_KEYS"] = str(write_keys(workdir.resolve() / "keys.json"))
         env.update(settings)
         return cls(workdir, env)
 

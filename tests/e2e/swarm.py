@@ -236,7 +236,9 @@ class SimAgent:
         else:
             first = ConnectRequest(hello=ConnectRequest.Hello(agent_id=self.agent_id))
         outbox.put(first)
-        call = replica.stubs.agents.Connect(outbox)
+        call = replica.stubs.agents.Connect(
+            outbox, metadata=replica.stubs.metadata_of(self.agent_id)
+        )
         try:
             async for message in call:
                 if not self.welcomed:

@@ -272,7 +272,7 @@ async def test_bad_input_is_refused_with_field_violations_and_changes_nothing(
     async def heartbeat_first() -> AsyncIterator[ConnectRequest]:
         yield ConnectRequest(heartbeat=ConnectRequest.Heartbeat())
 
-    call = client.agents.Connect(heartbeat_first())
+    call = client.agents.Connect(heartbeat_first(), metadata=client.metadata_of("alice"))
     with pytest.raises(grpc.aio.AioRpcError) as not_hello:
         await asyncio.wait_for(call.read(), READ_TIMEOUT)
     bad_stream = failure(not_hello.value)

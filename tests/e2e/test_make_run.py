@@ -1,36 +1,50 @@
 """`make run` serves on the embedded store, as the README promises.
 
 Runs the real `make run` from the repository root, in a process group of its own, with
-HUMANLINE_LISTEN and HUMANLINE_DATABASE_URL from the environment (the Makefile exports them),
-waits for health SERVING, reads the banner, makes one request, then stops the whole group the
-way Ctrl-C in a terminal does (SIGINT to the foreground group) and checks nothing is left.
+HUMANLINE_LISTEN, HUMANLINE_DATABASE_URL and HUMANLINE_AUTH_KEYS from the environment (the
+Makefile passes them on), waits for health SERVING, reads the banner, makes its keyring on
+first start and prints tokens that work as printed (a newcomer's first try), refuses a call
+without one, then stops the whole group the way Ctrl-C in a terminal does (SIGINT to the
+foreground group) and checks nothing is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import signal
+import stat
 from pathlib import Path
 
+import grpc
 import pytest
 
-from humanline.v1 import handoff_pb2
+from humanline.v1 import (
+    handoff_pb2,
+    handoff_service_pb2,
+    handoff_service_pb2_grpc,
+    pool_service_pb2,
+    pool_service_pb2_grpc,
+)
 from tests.e2e.helpers import eventually
 from tests.e2e.process import (
     REPO,
     START_TIMEOUT,
     STOP_TIMEOUT,
+    channel,
     clean_environ,
-    connect,
     free_port,
     group_members,
     kill_group,
     tail,
     wait_serving,
 )
+from tests.support.client import handoff_request
 
 pytestmark = pytest.mark.e2e
+
+EXPORT = re.compile(r"export (\w+)=(\S+)")
 
 # `make run` may first (re)install the virtualenv when pyproject.toml or the lock changed.
 MAKE_START_TIMEOUT = max(START_TIMEOUT, 300.0)
@@ -43,6 +57,8 @@ async def test_make_run_serves_on_the_embedded_store(tmp_path: Path) -> None:
     env = clean_environ()
     env["HUMANLINE_LISTEN"] = f"127.0.0.1:{port}"
     env["HUMANLINE_DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
+    keys = tmp_path / "data" / "keys.json"
+    env["HUMANLINE_AUTH_KEYS"] = str(keys)
     out, err = tmp_path / "make.stdout", tmp_path / "make.stderr"
 
     def describe() -> str:
@@ -64,16 +80,33 @@ async def test_make_run_serves_on_the_embedded_store(tmp_path: Path) -> None:
 
         banner = err.read_text()
         assert f"is serving on 127.0.0.1:{port}" in banner, describe()
-        assert f"(store: sqlite+aiosqlite:///{database})" in banner, describe()
+        assert f"(plain text; store: sqlite+aiosqlite:///{database})" in banner, describe()
         assert database.exists()  # the embedded store, where we asked for it
 
-        stubs = connect(f"127.0.0.1:{port}")
-        try:
-            handoff = await stubs.request_handoff(summary="make run works")
+        assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # made on first start, private
+        tokens = dict(EXPORT.findall(banner))
+        assert set(tokens) == {"OPS", "BOT", "ALICE"}, describe()
+        async with channel(f"127.0.0.1:{port}") as ch:
+            handoffs = handoff_service_pb2_grpc.HandoffServiceStub(ch)
+            pool = pool_service_pb2_grpc.PoolServiceStub(ch)
+            bot = (("authorization", f"Bearer {tokens['BOT']}"),)
+            handoff = (
+                await handoffs.RequestHandoff(
+                    handoff_request(summary="make run works"), metadata=bot
+                )
+            ).handoff
             assert handoff.state == handoff_pb2.HANDOFF_STATE_QUEUED
-            assert (await stubs.get_handoff(handoff.handoff_id)).handoff_id == handoff.handoff_id
-        finally:
-            await stubs.close()
+            assert handoff.bot_id == "demo-bot"
+            got = await handoffs.GetHandoff(
+                handoff_service_pb2.GetHandoffRequest(handoff_id=handoff.handoff_id), metadata=bot
+            )
+            assert got.handoff.handoff_id == handoff.handoff_id
+            ops = (("authorization", f"Bearer {tokens['OPS']}"),)
+            status = await pool.GetPoolStatus(pool_service_pb2.GetPoolStatusRequest(), metadata=ops)
+            assert sum(c.count for c in status.status.queue_by_urgency) == 1
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await pool.GetPoolStatus(pool_service_pb2.GetPoolStatusRequest())
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         # Ctrl-C: SIGINT to the whole foreground group, make and the server alike.
         stopped = await kill_group(make, signal.SIGINT, STOP_TIMEOUT)

@@ -19,13 +19,15 @@ import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
+from humanline.domain.access import Principal, Role
 from tests.e2e.helpers import eventually
-from tests.e2e.process import ServerProcess
+from tests.e2e.process import KEYS, ServerProcess
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,9 +46,20 @@ BUF_CURL = (
     "grpc",
     "--http2-prior-knowledge",
 )
+M = TypeVar("M", bound=Message)
+
 # The first npx run may download buf; later ones start in about a second.
 CURL_TIMEOUT = 180.0
 READ_TIMEOUT = 30.0
+
+OPS = Principal(Role.OPS, "ops")
+BOT = Principal(Role.BOT, "curl-bot")
+ALICE = Principal(Role.AGENT, "alice")
+
+
+def bearer(principal: Principal) -> tuple[str, str]:
+    """buf curl's arguments that send `principal`'s token, as a deployment's client would."""
+    return ("-H", f"Authorization: Bearer {KEYS.issue(principal)}")
 
 
 def json_objects(text: str) -> list[Any]:
@@ -84,11 +97,15 @@ async def stop_group(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-async def buf_curl(*args: str, body: dict[str, Any] | None = None) -> Curl:
-    """Runs `buf curl [-d BODY] ARGS...` to completion."""
+async def buf_curl(
+    *args: str, body: dict[str, Any] | None = None, caller: Principal | None = None
+) -> Curl:
+    """Runs `buf curl [-H AUTHORIZATION] [-d BODY] ARGS...` to completion."""
     data = ("-d", json.dumps(body)) if body is not None else ()
+    auth = bearer(caller) if caller is not None else ()
     process = await asyncio.create_subprocess_exec(
         *BUF_CURL,
+        *auth,
         *data,
         *args,
         stdin=asyncio.subprocess.DEVNULL,
@@ -115,9 +132,10 @@ class ConnectStream:
         self._decoder = json.JSONDecoder()
 
     @classmethod
-    async def open(cls, url: str) -> ConnectStream:
+    async def open(cls, url: str, caller: Principal) -> ConnectStream:
         process = await asyncio.create_subprocess_exec(
             *BUF_CURL,
+            *bearer(caller),
             "-d",
             "@-",
             url,
@@ -186,15 +204,16 @@ class ConnectStream:
         return ""
 
 
-def decode_detail(detail: dict[str, Any]) -> error_details_pb2.BadRequest:
+def decode_detail(detail: dict[str, Any], kind: type[M]) -> M:
+    """A google.rpc detail as buf curl prints it (unpadded URL-safe base64), decoded."""
     value = detail["value"]
-    raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_")
-    return error_details_pb2.BadRequest.FromString(raw)
+    return kind.FromString(base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_"))
 
 
 async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerProcess) -> None:
     base = f"http://{server.target}"
 
+    # Reflection needs no token: it shows only the API's shape.
     listed = await buf_curl("--list-methods", base)
     assert listed.returncode == 0, listed.stderr
     methods = set(listed.stdout.split())
@@ -218,10 +237,11 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
                 "capacity": 1,
             },
         },
+        caller=OPS,
     )
     assert created.response()["agent"]["state"] == "AGENT_STATE_OFFLINE"
 
-    stream = await ConnectStream.open(f"{base}/humanline.v1.AgentService/Connect")
+    stream = await ConnectStream.open(f"{base}/humanline.v1.AgentService/Connect", ALICE)
     try:
         await stream.send({"commandId": "h1", "hello": {"agentId": "alice"}})
         welcome = await stream.expect("welcome")
@@ -240,6 +260,7 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
                 "urgency": "URGENCY_HIGH",
                 "summary": "Charged twice",
             },
+            caller=BOT,
         )
         handoff = requested.response()["handoff"]
         assert handoff["state"] == "HANDOFF_STATE_OFFERED"  # alice was free: offered at once
@@ -257,7 +278,9 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
         assert interaction["interactionId"] == offer["offerId"]
 
         get = f"{base}/humanline.v1.HandoffService/GetHandoff"
-        assigned = (await buf_curl(get, body={"handoffId": handoff_id})).response()["handoff"]
+        assigned = (await buf_curl(get, body={"handoffId": handoff_id}, caller=BOT)).response()[
+            "handoff"
+        ]
         assert assigned["state"] == "HANDOFF_STATE_ASSIGNED"
         assert assigned["assignedAgent"] == {"agentId": "alice", "displayName": "Alice"}
 
@@ -270,12 +293,15 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
                 "dispositionCode": "refund/issued",
                 "notes": "refunded",
             },
+            caller=ALICE,
         )
         done = completed.response()["interaction"]
         assert done["outcome"] == "OUTCOME_RESOLVED"
         assert "handleTime" in done
 
-        final = (await buf_curl(get, body={"handoffId": handoff_id})).response()["handoff"]
+        final = (await buf_curl(get, body={"handoffId": handoff_id}, caller=BOT)).response()[
+            "handoff"
+        ]
         assert final["state"] == "HANDOFF_STATE_COMPLETED"
         assert final["outcome"] == "OUTCOME_RESOLVED"
 
@@ -290,7 +316,7 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
     # Closing the pipe ended the stream: a log-out without work, so alice is offline.
     async def alice() -> dict[str, Any]:
         result = await buf_curl(
-            f"{base}/humanline.v1.PoolService/GetAgent", body={"agentId": "alice"}
+            f"{base}/humanline.v1.PoolService/GetAgent", body={"agentId": "alice"}, caller=OPS
         )
         agent: dict[str, Any] = result.response()["agent"]
         return agent
@@ -298,10 +324,20 @@ async def test_buf_curl_walks_the_lifecycle_through_reflection(server: ServerPro
     await eventually(alice, lambda a: a["state"] == "AGENT_STATE_OFFLINE", what="alice offline")
 
     # Rich errors reach a foreign client: INVALID_ARGUMENT with BadRequest field violations.
-    bad = await buf_curl(f"{base}/humanline.v1.HandoffService/GetHandoff", body={"handoffId": "42"})
+    getter = f"{base}/humanline.v1.HandoffService/GetHandoff"
+    bad = await buf_curl(getter, body={"handoffId": "42"}, caller=BOT)
     assert bad.returncode != 0
     (error,) = [e for e in json_objects(bad.stderr) if "code" in e]
     assert error["code"] == "invalid_argument"
     (violations,) = [d for d in error["details"] if d["type"] == "google.rpc.BadRequest"]
-    fields = [v.field for v in decode_detail(violations).field_violations]
+    fields = [
+        v.field for v in decode_detail(violations, error_details_pb2.BadRequest).field_violations
+    ]
     assert fields == ["handoff_id"]
+
+    # Without a token a foreign client is refused with a reason it can read.
+    anonymous = await buf_curl(getter, body={"handoffId": handoff_id})
+    (refused,) = [e for e in json_objects(anonymous.stderr) if "code" in e]
+    assert refused["code"] == "unauthenticated"
+    (info,) = [d for d in refused["details"] if d["type"] == "google.rpc.ErrorInfo"]
+    assert decode_detail(info, error_details_pb2.ErrorInfo).reason == "TOKEN_MISSING"

@@ -72,7 +72,14 @@ async def test_a_tiny_scenario_counts_what_the_server_saw(
     scenario.write_text(TINY)
     picture = tmp_path / "run.png"
     code, out, err = await simulate(
-        str(scenario), "--target", server.target, "--json", "--plot", str(picture)
+        str(scenario),
+        "--target",
+        server.target,
+        "--keys",
+        server.env["HUMANLINE_AUTH_KEYS"],
+        "--json",
+        "--plot",
+        str(picture),
     )
     assert code == 0, err
     assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -75,7 +75,8 @@ async def test_complete_interaction_validates_and_finds(client: Stubs) -> None:
         client.agents.CompleteInteraction(
             agent_service_pb2.CompleteInteractionRequest(
                 agent_id="Not An Id", interaction_id="x", disposition_code="no spaces allowed"
-            )
+            ),
+            metadata=client.metadata_of("ann"),  # a real agent's token, a malformed request
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT

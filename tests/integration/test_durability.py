@@ -26,7 +26,7 @@ async def test_restart_keeps_queued_offered_and_assigned_work(
     db_url: str, policy: DispatchPolicy
 ) -> None:
     first = await serve(db_url, policy)
-    client = Stubs.connect(first.target)
+    client = first.stubs()
     await client.create_agent("ann", {"billing": 4}, capacity=2)
     ann = client.agent("ann")
     welcome = await ann.hello()
@@ -39,7 +39,7 @@ async def test_restart_keeps_queued_offered_and_assigned_work(
     await first.stop()
 
     second = await serve(db_url, policy)
-    client = Stubs.connect(second.target)
+    client = second.stubs()
     try:
         # Everything is still there; the offer made on the dead stream went back to the queue.
         held = await client.get_handoff(assigned.handoff_id)
@@ -79,7 +79,7 @@ async def test_a_handoff_is_stored_when_request_handoff_returns(
     db_url: str, policy: DispatchPolicy
 ) -> None:
     served = await serve(db_url, policy)
-    client = Stubs.connect(served.target)
+    client = served.stubs()
     handoffs = await asyncio.gather(*(client.request_handoff() for _ in range(20)))
     await client.close()
     # Read the file with a fresh engine, as another process would.

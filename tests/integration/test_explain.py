@@ -53,6 +53,7 @@ from humanline.store.sql.repositories import (
     SqlSessionRepository,
 )
 from humanline.store.sql.store import SqlStore
+from humanline.tokens import KeyRing
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
@@ -97,6 +98,8 @@ NOT_RUN = {
     "replicas.revive": "only after this replica was declared dead; replicas is small",
     "replicas.live": "not used by the service; replicas is small",
 }
+
+KEYS = KeyRing.generate()  # every replica's, as in a deployment
 
 
 def _repository_methods() -> dict[str, tuple[type, str]]:
@@ -187,7 +190,7 @@ INSERT INTO handoffs (id, request_id, fingerprint, conversation_id, customer_id,
                       interaction_type, required_skills, language, urgency, reason, summary,
                       state, created_at, deadline, requeue_count, agent_id, offer_id,
                       assigned_at, ended_at, outcome, disposition_code, notes,
-                      completion_fingerprint, handle_seconds, changed_at, changed_by)
+                      completion_fingerprint, handle_seconds, changed_at, changed_by, bot_id)
 SELECT md5('handoff' || g)::uuid::text,
        md5('request' || g)::uuid::text,
        encode(sha256(('fingerprint' || g)::bytea), 'hex'),
@@ -220,7 +223,7 @@ SELECT md5('handoff' || g)::uuid::text,
        CASE WHEN g % 7 <> 0 THEN encode(sha256(('completion' || g)::bytea), 'hex') END,
        CASE WHEN g % 7 <> 0 THEN 260.0 END,
        t.created + CASE WHEN g % 7 <> 0 THEN interval '5 minutes' ELSE interval '1 minute' END,
-       'seed'
+       'seed', 'test-bot'
 FROM generate_series(1, {FINISHED_HANDOFFS}) AS g,
      LATERAL (SELECT now() - interval '30 days' - interval '10 minutes'
                      + g * (interval '30 days' / {FINISHED_HANDOFFS}) AS created) AS t;
@@ -292,7 +295,7 @@ INSERT INTO handoffs (id, request_id, fingerprint, conversation_id, customer_id,
                       interaction_type, required_skills, language, urgency, reason, summary,
                       state, created_at, deadline, requeue_count, agent_id, offer_id,
                       assigned_at, ended_at, outcome, disposition_code, notes,
-                      completion_fingerprint, handle_seconds, changed_at, changed_by)
+                      completion_fingerprint, handle_seconds, changed_at, changed_by, bot_id)
 SELECT md5(kind || n)::uuid::text, md5('live-request-' || kind || n)::uuid::text,
        encode(sha256(('live-fingerprint' || kind || n)::bytea), 'hex'),
        'live-conv-' || kind || n, 'live-cust-' || n, 'complaint', '[["legal", 5]]'::jsonb,
@@ -304,7 +307,7 @@ SELECT md5(kind || n)::uuid::text, md5('live-request-' || kind || n)::uuid::text
        CASE WHEN kind <> 'queued' THEN md5('live-offer-' || kind || n)::uuid::text END,
        CASE WHEN kind = 'assigned' THEN now() - interval '1 minute' END,
        NULL::timestamptz, NULL::text, '', '', NULL::text, NULL::float8,
-       now() - n * interval '5 seconds', 'seed'
+       now() - n * interval '5 seconds', 'seed', 'test-bot'
 FROM generate_series(1, 50) AS n, unnest(ARRAY['queued', 'offered', 'assigned']) AS kind
 WHERE kind <> 'queued' OR n <= 30
 UNION ALL
@@ -314,7 +317,7 @@ SELECT md5('dead-replica-handoff')::uuid::text, md5('dead-replica-request')::uui
        'The customer threatens to sue.', 'ASSIGNED', now() - interval '20 minutes',
        now() - interval '18 minutes', 0, {_agent("281")}, md5('dead-replica-offer')::uuid::text,
        now() - interval '19 minutes', NULL, NULL, '', '', NULL, NULL,
-       now() - interval '19 minutes', 'seed';
+       now() - interval '19 minutes', 'seed', 'test-bot';
 
 INSERT INTO offers (id, handoff_id, agent_id, state, created_at, expires_at, decided_at,
                     ended_at, decline_reason, rescind_reason)
@@ -455,8 +458,10 @@ async def _recorded_service(url: str, recorder: Recorder) -> AsyncIterator[Stubs
     store.open = open_and_record  # type: ignore[method-assign]
     app = Humanline(store, POLICY, sweep_interval=0.25, watch_interval=0.05)
     await app.start()
-    served = Served(app, await create_server(app, "127.0.0.1:0", hello_timeout=2.0))
-    client = Stubs.connect(served.target)
+    served = Served(
+        app, await create_server(app, "127.0.0.1:0", keys=KEYS, hello_timeout=2.0), KEYS
+    )
+    client = served.stubs()
     try:
         yield client
     finally:

@@ -25,6 +25,7 @@ from humanline.service.app import Humanline
 from humanline.service.events import StatusUpdated
 from humanline.store import create_store
 from humanline.store.sql.listener import asyncpg_dsn
+from humanline.tokens import KeyRing
 from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2, handoff_service_pb2
 from tests.conftest import FAST, Served, empty_postgres
 from tests.support.client import Stubs, error_details
@@ -32,6 +33,8 @@ from tests.support.client import Stubs, error_details
 Start = Callable[..., Awaitable[tuple[Served, Stubs]]]
 # Offers outlive a replica's TTL (1 s) here, so that reaping, not expiry, takes them back.
 REPLICAS = replace(FAST, offer_timeout=timedelta(seconds=10))
+
+KEYS = KeyRing.generate()  # every replica's, as in a deployment
 
 
 @pytest.fixture
@@ -50,8 +53,10 @@ async def start_replica(postgres_database: str) -> AsyncIterator[Start]:
             replica_ttl=1.0,
         )
         await app.start()
-        served = Served(app, await create_server(app, "127.0.0.1:0", hello_timeout=2.0))
-        stubs = Stubs.connect(served.target)
+        served = Served(
+            app, await create_server(app, "127.0.0.1:0", keys=KEYS, hello_timeout=2.0), KEYS
+        )
+        stubs = served.stubs()
         running.append((served, stubs))
         return served, stubs
 

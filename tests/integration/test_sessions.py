@@ -214,7 +214,7 @@ async def heartbeat_served(db_url: str) -> Served:
 
 
 async def test_missed_heartbeats_end_the_stream_like_a_drop(heartbeat_served: Served) -> None:
-    client = Stubs.connect(heartbeat_served.target)
+    client = heartbeat_served.stubs()
     try:
         await client.create_agent("kim", {"general": 3})
         await client.create_agent("lou", {"general": 3})

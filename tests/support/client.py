@@ -18,6 +18,9 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from humanline.client import credentials
+from humanline.client.credentials import Minter
+from humanline.tokens import KeyRing
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
@@ -31,26 +34,44 @@ from humanline.v1 import (
 
 ConnectRequest = agent_service_pb2.ConnectRequest
 ConnectResponse = agent_service_pb2.ConnectResponse
+TEST_BOT = "test-bot"  # the bot the stubs' handoff calls are made as
 
 
 @dataclass
 class Stubs:
-    """One channel's stubs for every humanline service."""
+    """One channel's stubs for every humanline service. With a `minter`, every call carries
+    the token of the caller that makes it (ops for PoolService, the bot `test-bot` for
+    HandoffService, the agent it names for an agent's calls)."""
 
     channel: grpc.aio.Channel
     agents: agent_service_pb2_grpc.AgentServiceStub
     handoffs: handoff_service_pb2_grpc.HandoffServiceStub
     pool: pool_service_pb2_grpc.PoolServiceStub
+    minter: Minter | None = None
 
     @classmethod
-    def connect(cls, target: str) -> Stubs:
-        channel = grpc.aio.insecure_channel(target)
+    def connect(
+        cls,
+        target: str,
+        keys: KeyRing | None,
+        *,
+        bot_id: str = TEST_BOT,
+        ops_name: str = "ops",
+        **channel_args: Any,
+    ) -> Stubs:
+        minter = None if keys is None else Minter(keys, bot_id=bot_id, ops_name=ops_name)
+        channel = credentials.channel(target, minter, **channel_args)
         return cls(
             channel,
             agent_service_pb2_grpc.AgentServiceStub(channel),
             handoff_service_pb2_grpc.HandoffServiceStub(channel),
             pool_service_pb2_grpc.PoolServiceStub(channel),
+            minter,
         )
+
+    def metadata_of(self, agent_id: str) -> tuple[tuple[str, str], ...]:
+        """What authenticates agent `agent_id`'s own stream (nothing without a minter)."""
+        return () if self.minter is None else self.minter.agent(agent_id)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -179,7 +200,9 @@ class AgentDriver:
     def _open(self) -> None:
         """Opens the stream. A background task reads it: cancelling a read on a grpc.aio
         call would cancel the whole call, so timeouts apply to the inbox instead."""
-        self.call = self.stubs.agents.Connect(self._requests())
+        self.call = self.stubs.agents.Connect(
+            self._requests(), metadata=self.stubs.metadata_of(self.agent_id)
+        )
         self._inbox = asyncio.Queue()
         self._reader = asyncio.create_task(self._read(self.call, self._inbox))
 
@@ -321,7 +344,12 @@ class AgentDriver:
 def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     """The rich details of a failed call: reason, metadata and field violations."""
     status = rpc_status.from_call(error)
-    result: dict[str, Any] = {"reason": None, "metadata": {}, "violations": {}}
+    result: dict[str, Any] = {
+        "reason": None,
+        "metadata": {},
+        "violations": {},
+        "retry_delay": None,  # seconds, from a RetryInfo
+    }
     if status is None:
         return result
     for detail in status.details:
@@ -334,4 +362,8 @@ def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             result["violations"] = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            result["retry_delay"] = retry.retry_delay.ToNanoseconds() / 1e9
     return result

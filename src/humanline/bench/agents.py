@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from humanline.client.credentials import Minter
 from humanline.sim.players import Outbox
 from humanline.v1 import agent_service_pb2, agent_service_pb2_grpc, handoff_pb2
 
@@ -31,9 +32,15 @@ ConnectRequest = agent_service_pb2.ConnectRequest
 class Crew:
     """One process's agents on their streams, and what they saw."""
 
-    def __init__(self, stub: agent_service_pb2_grpc.AgentServiceStub, errors: Counter[str]) -> None:
+    def __init__(
+        self,
+        stub: agent_service_pb2_grpc.AgentServiceStub,
+        errors: Counter[str],
+        minter: Minter | None = None,
+    ) -> None:
         self.stub = stub
         self.errors = errors
+        self.minter = minter
         self.completed = 0
         self._offers: dict[str, asyncio.Future[float]] = {}  # conversation id -> arrival
         self._completed: dict[str, asyncio.Future[float]] = {}
@@ -162,7 +169,9 @@ class _Agent:
         for _ in range(HELLO_ATTEMPTS):
             self.outbox = Outbox()
             self.outbox.put(ConnectRequest(hello=ConnectRequest.Hello(agent_id=self.agent_id)))
-            self.call = self.crew.stub.Connect(self.outbox)
+            minter = self.crew.minter
+            metadata = () if minter is None else minter.agent(self.agent_id)
+            self.call = self.crew.stub.Connect(self.outbox, metadata=metadata)
             messages = aiter(self.call)
             try:
                 async with asyncio.timeout(HELLO_TIMEOUT):

@@ -31,6 +31,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Literal
 
 import grpc
@@ -38,9 +39,12 @@ import grpc
 from humanline.bench import echo
 from humanline.bench.agents import Crew
 from humanline.bench.load import Window, closed_loop, monotonic_at
+from humanline.client import credentials
+from humanline.client.credentials import Minter
 from humanline.heap import HeapFreezer
 from humanline.sim.runner import SimulationError, create_agents
 from humanline.sim.scenario import AgentGroup
+from humanline.tokens import KeyRing
 from humanline.v1 import (
     agent_service_pb2_grpc,
     handoff_pb2,
@@ -78,6 +82,7 @@ class Job:
     duration: float = 0.0
     drain: float = 0.0  # seconds at most for the work in flight at the end
     request_bytes: int = 0  # echo
+    keys: str = ""  # the server's keyring, to sign the process's tokens with ("": none)
 
     @property
     def skill(self) -> str:
@@ -133,7 +138,10 @@ async def _hear(pipe: Connection, expected: str) -> tuple[Any, ...]:
 
 async def _client(job: Job, pipe: Connection) -> None:
     errors: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(job.target) as channel:
+    minter = None
+    if job.keys:
+        minter = Minter(KeyRing.load(Path(job.keys)), bot_id=f"bench-p{job.index}")
+    async with credentials.channel(job.target, minter) as channel:
         if job.kind == "echo":
             pipe.send(("ready", {}))
             (_, begin) = await _hear(pipe, "run")
@@ -144,7 +152,7 @@ async def _client(job: Job, pipe: Connection) -> None:
             pipe.send(("result", {"counted": counted, "total": total, "errors": dict(errors)}))
             await _hear(pipe, "stop")
             return
-        crew = Crew(agent_service_pb2_grpc.AgentServiceStub(channel), errors)
+        crew = Crew(agent_service_pb2_grpc.AgentServiceStub(channel), errors, minter)
         started = time.monotonic()
         group = AgentGroup(name=job.skill, count=job.agents, skills={job.skill: 3})
         try:

@@ -43,6 +43,7 @@ from humanline.bench.clients import FINISH_TIMEOUT, BenchError, Fleet, Job
 from humanline.bench.load import percentile_with_missing
 from humanline.sim.demo import LocalServer, ServerError, local_server
 from humanline.sim.report import percentile
+from humanline.tokens import KeyRing
 
 RPC_EQUIVALENTS_PER_LIFECYCLE = 4
 """What one lifecycle costs in unary-call equivalents: RequestHandoff (unary), the offer (a
@@ -198,6 +199,9 @@ class _Bench:
         self.results = Results(options)
         self.unreachable: str | None = None
         self.servers = 0
+        # Every server's keyring; the clients sign their tokens with it.
+        self.keys = workdir / "keys.json"
+        KeyRing.generate().save(self.keys)
 
     def run(self) -> Results:
         o, r = self.options, self.results
@@ -246,8 +250,15 @@ class _Bench:
             url = asyncio.run(postgres.create_database(pg, "humanline_bench"))
         settings = {
             "HUMANLINE_DATABASE_URL": url,
+            "HUMANLINE_AUTH_KEYS": str(self.keys),
             "HUMANLINE_LOG_FORMAT": "json",
             "HUMANLINE_LOG_LEVEL": "info",
+            # The bench's few client processes play every bot and agent from one address, far
+            # above one real caller's rate: the limits stay checked on every call, too high
+            # to trip. They have tests of their own.
+            "HUMANLINE_RATE_LIMIT_PER_SECOND": "1000000",
+            "HUMANLINE_RATE_LIMIT_BURST": "1000000",
+            "HUMANLINE_MAX_STREAMS_PER_PEER": "1000000",
         }
         try:
             with local_server(
@@ -313,6 +324,7 @@ class _Bench:
                 warmup=o.warmup,
                 duration=o.duration,
                 drain=o.drain,
+                keys=str(self.keys),
             )
             for i in range(o.processes)
         ]
@@ -423,6 +435,7 @@ class _Bench:
                 offset=i / rate,
                 duration=o.duration,
                 drain=o.drain,
+                keys=str(self.keys),
             )
             for i in range(o.processes)
         ]

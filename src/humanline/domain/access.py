@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from humanline.domain.errors import PermissionDenied
+from humanline.domain.errors import PermissionDenied, Unauthenticated
 
 
 class Role(enum.Enum):
@@ -30,18 +30,23 @@ class Role(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller: its role and who it is (the agent id, the bot's id, the
-    operator's name)."""
+    operator's name). `unchecked` is the caller of a server started without authentication
+    (a development flag): every rule lets it through."""
 
     role: Role
     subject: str
+    unchecked: bool = False
 
     def __str__(self) -> str:
         return f"{self.role.value}:{self.subject}"
 
 
+UNCHECKED = Principal(Role.OPS, "unchecked", unchecked=True)
+
+
 def require_role(principal: Principal, *roles: Role) -> None:
     """Refuses a caller whose role may not make this call (reason ROLE_NOT_ALLOWED)."""
-    if principal.role not in roles:
+    if principal.role not in roles and not principal.unchecked:
         allowed = ", ".join(r.value for r in roles)
         raise PermissionDenied(
             f"a {principal.role.value} may not make this call (it is for: {allowed})",
@@ -53,7 +58,7 @@ def require_role(principal: Principal, *roles: Role) -> None:
 def require_agent(principal: Principal, agent_id: str) -> None:
     """Refuses an agent's app acting as another agent (reason AGENT_MISMATCH)."""
     require_role(principal, Role.AGENT)
-    if principal.subject != agent_id:
+    if principal.subject != agent_id and not principal.unchecked:
         raise PermissionDenied(
             "the token is for another agent",
             reason="AGENT_MISMATCH",
@@ -63,8 +68,10 @@ def require_agent(principal: Principal, agent_id: str) -> None:
 
 def may_see_handoff(principal: Principal, bot_id: str) -> bool:
     """Ops see every handoff; a bot sees those it requested (`bot_id`)."""
-    return principal.role is Role.OPS or (
-        principal.role is Role.BOT and principal.subject == bot_id
+    return (
+        principal.role is Role.OPS
+        or principal.unchecked
+        or (principal.role is Role.BOT and principal.subject == bot_id)
     )
 
 
@@ -77,4 +84,27 @@ def require_handoff_access(principal: Principal, handoff_id: str, bot_id: str) -
             "the handoff was requested by another bot",
             reason="HANDOFF_NOT_YOURS",
             metadata={"handoff_id": handoff_id},
+        )
+
+
+CERTIFIED_ROLES = (Role.BOT, Role.OPS)
+
+
+def require_certificate(principal: Principal, identities: frozenset[str]) -> None:
+    """Where mutual TLS is on, a bot or ops caller must also hold a client certificate that
+    names it (`identities`: the certificate's common name and subject alternative names,
+    empty without one): a stolen token alone lets nobody in. Agents' apps, on their own
+    devices, hold no certificates."""
+    if principal.role not in CERTIFIED_ROLES or principal.unchecked:
+        return
+    if not identities:
+        raise Unauthenticated(
+            f"a {principal.role.value} must call with a client certificate (mutual TLS)",
+            reason="CLIENT_CERTIFICATE_REQUIRED",
+        )
+    if principal.subject not in identities:
+        raise PermissionDenied(
+            "the client certificate is for another caller than the token",
+            reason="CERTIFICATE_MISMATCH",
+            metadata={"subject": principal.subject},
         )

@@ -42,10 +42,18 @@ class InvalidArgument(DomainError):
 
     default_reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: list[FieldViolation]) -> None:
-        fields = ", ".join(v.field for v in violations)
-        super().__init__(f"invalid fields: {fields}")
-        self.violations = violations
+    def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
+        fields = ", ".join(v.field for v in violations[:MAX_VIOLATIONS])
+        more = len(violations) - MAX_VIOLATIONS
+        super().__init__(
+            f"invalid fields: {fields}" + (f" and {more} more" if more > 0 else ""), reason=reason
+        )
+        self.violations = violations[:MAX_VIOLATIONS]
+
+
+# A hostile request can break thousands of rules at once (a mask of 10,000 bad paths): the
+# answer names the first ones only, so that it fits any client's trailer size limit.
+MAX_VIOLATIONS = 20
 
 
 class NotFound(DomainError):
@@ -79,6 +87,12 @@ class PermissionDenied(DomainError):
     default_reason = "PERMISSION_DENIED"
 
 
+class Unauthenticated(DomainError):
+    """The caller did not say who it is, or its credentials do not prove it."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
 class Aborted(DomainError):
     """The operation lost a race with a concurrent one; the caller may retry."""
 
@@ -98,6 +112,24 @@ class Unavailable(DomainError):
     """The service cannot do it right now (storage unreachable, shutting down); retry."""
 
     default_reason = "UNAVAILABLE"
+
+
+class ResourceExhausted(DomainError):
+    """The caller is over one of its limits (its call rate, its open streams); it may retry
+    after `retry_after` seconds (None: when it has closed something)."""
+
+    default_reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
 
 
 class Violations:

@@ -274,6 +274,7 @@ class Handoff:
     assigned_at: datetime | None
     ended_at: datetime | None
     completion: Completion | None
+    bot_id: str = ""  # the bot that requested it; "" on a server without authentication
 
 
 @dataclass(frozen=True, slots=True)

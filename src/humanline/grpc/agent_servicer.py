@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import structlog
 
+from humanline.domain.access import Principal, Role, require_agent
 from humanline.domain.errors import (
     Aborted,
     DomainError,
@@ -28,13 +29,16 @@ from humanline.domain.errors import (
 )
 from humanline.domain.model import AgentStatus
 from humanline.grpc import converters
+from humanline.grpc.auth import Gate
 from humanline.grpc.errors import (
     SHUTTING_DOWN,
     STORE_UNAVAILABLE,
     StreamDeadline,
     abort,
+    authorize,
     unary,
 )
+from humanline.grpc.wire import MALFORMED_ERROR, is_malformed
 from humanline.service.agents import Connection
 from humanline.service.app import Humanline
 from humanline.service.events import (
@@ -74,13 +78,32 @@ CLOSE_ERRORS: dict[str, DomainError] = {
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     """AgentService on the dispatch service."""
 
-    def __init__(self, app: Humanline, *, hello_timeout: float = 10.0) -> None:
+    def __init__(self, app: Humanline, gate: Gate, *, hello_timeout: float = 10.0) -> None:
         self._app = app
+        self.gate = gate
         self._hello_timeout = hello_timeout
 
     async def Connect(
         self, request_iterator: AsyncIterator[ConnectRequest], context: Context
     ) -> AsyncIterator[ConnectResponse]:
+        try:
+            principal = authorize(self, context, (Role.AGENT,))
+            peer = self.gate.streams.acquire(context.peer())
+        except DomainError as error:
+            await abort(context, error)
+        try:
+            async for message in self._session(request_iterator, context, principal):
+                yield message
+        finally:
+            self.gate.streams.release(peer)
+
+    async def _session(
+        self,
+        request_iterator: AsyncIterator[ConnectRequest],
+        context: Context,
+        principal: Principal,
+    ) -> AsyncIterator[ConnectResponse]:
+        """The stream from its first message (hello or resume) to its end."""
         requests = aiter(request_iterator)
         try:
             async with asyncio.timeout(self._hello_timeout):
@@ -90,7 +113,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         except TimeoutError:
             await abort(context, StreamDeadline("no hello or resume in time", reason="NO_HELLO"))
         try:
-            conn = await self._open(first)
+            conn = await self._open(first, principal)
         except DomainError as error:
             await abort(context, error)
         except StoreError:
@@ -105,7 +128,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             converters.command_id(first.command_id),
         )
         last_seen = [time.monotonic()]
-        reader = asyncio.create_task(self._read(requests, conn, last_seen), name="agent-reader")
+        reader = asyncio.create_task(
+            self._read(requests, conn, last_seen, principal, context), name="agent-reader"
+        )
         watchdog = asyncio.create_task(
             self._watch_heartbeats(conn, last_seen, policy.heartbeat_timeout.total_seconds()),
             name="agent-watchdog",
@@ -140,11 +165,15 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             log.warning("agent_reconcile_failed", agent_id=conn.channel.agent_id, error=str(exc))
             return []
 
-    async def _open(self, first: ConnectRequest) -> Connection:
+    async def _open(self, first: ConnectRequest, principal: Principal) -> Connection:
+        """The session the first message opens or resumes, for the token's own agent."""
         sessions = self._app.sessions
+        if is_malformed(first):
+            raise MALFORMED_ERROR
         match first.WhichOneof("command"):
             case "hello":
                 agent_id = converters.agent_id("hello.agent_id", first.hello.agent_id)
+                require_agent(principal, agent_id)
                 status = converters.agent_status(
                     "hello.initial_status",
                     first.hello.initial_status,
@@ -153,6 +182,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 return await sessions.connect(agent_id, status)
             case "resume":
                 agent_id = converters.agent_id("resume.agent_id", first.resume.agent_id)
+                require_agent(principal, agent_id)
                 if not first.resume.resume_token:
                     raise InvalidArgument([FieldViolation("resume.resume_token", "required")])
                 return await sessions.resume(agent_id, first.resume.resume_token)
@@ -162,14 +192,19 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 )
 
     async def _read(
-        self, requests: AsyncIterator[ConnectRequest], conn: Connection, last_seen: list[float]
+        self,
+        requests: AsyncIterator[ConnectRequest],
+        conn: Connection,
+        last_seen: list[float],
+        principal: Principal,
+        context: Context,
     ) -> None:
         """Runs the agent's commands in order; a failed command is answered, never fatal."""
         channel = conn.channel
         try:
             async for request in requests:
                 last_seen[0] = time.monotonic()
-                await self._command(request, conn)
+                await self._command(request, conn, principal, context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport broke: a drop, not a log-out
@@ -190,10 +225,16 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 return
             await asyncio.sleep(silence_limit - silent)
 
-    async def _command(self, request: ConnectRequest, conn: Connection) -> None:
+    async def _command(
+        self, request: ConnectRequest, conn: Connection, principal: Principal, context: Context
+    ) -> None:
         channel, sessions = conn.channel, self._app.sessions
+        if is_malformed(request):  # refused; the stream goes on
+            channel.put(CommandFailed(MALFORMED_ERROR, ""))
+            return
         command_id = converters.command_id(request.command_id)
         try:
+            self.gate.limit(principal, context)  # a command counts as a call
             match request.WhichOneof("command"):
                 case "heartbeat":
                     channel.put(HeartbeatAck(self._app.clock.now(), command_id))
@@ -224,11 +265,15 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         except StoreError:
             channel.put(CommandFailed(STORE_UNAVAILABLE, command_id))
 
-    @unary
+    @unary(Role.AGENT)
     async def CompleteInteraction(
-        self, request: agent_service_pb2.CompleteInteractionRequest, context: Context
+        self,
+        request: agent_service_pb2.CompleteInteractionRequest,
+        context: Context,
+        caller: Principal,
     ) -> agent_service_pb2.CompleteInteractionResponse:
         completion = converters.completion(request)
+        require_agent(caller, request.agent_id)
         interaction = await self._app.sessions.complete(
             request.agent_id,
             converters.uuid_id("interaction_id", request.interaction_id),

@@ -158,6 +158,7 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
         state=enum_to_proto(handoff_pb2.HandoffState, "HANDOFF_STATE_", h.state),
         queue_position=view.position,
         requeue_count=h.requeue_count,
+        bot_id=h.bot_id,
     )
     if view.estimated_wait is not None:
         msg.estimated_wait.CopyFrom(duration(view.estimated_wait))

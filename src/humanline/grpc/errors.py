@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from humanline.domain.access import Principal, Role
 from humanline.domain.errors import (
     Aborted,
     AlreadyExists,
@@ -26,8 +27,11 @@ from humanline.domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
+from humanline.grpc.auth import Gate
 from humanline.store.port import StoreError
 
 ERROR_DOMAIN = "humanline"
@@ -51,7 +55,9 @@ CODES: dict[type[DomainError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Aborted: grpc.StatusCode.ABORTED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     StreamDeadline: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -94,6 +100,10 @@ def rich_status(error: DomainError) -> status_pb2.Status:
                 )
             )
         )
+    if isinstance(error, ResourceExhausted) and error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1_000_000, int(error.retry_after * 1e9)))  # >= 1 ms
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 
@@ -111,8 +121,16 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Servicer = TypeVar("Servicer")
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class Guarded(Protocol):
+    """A servicer whose calls pass the gate."""
+
+    gate: Gate
+
+
+Servicer = TypeVar("Servicer", bound=Guarded)
 
 
 async def _handle(context: Context, method: str, exc: BaseException) -> NoReturn:
@@ -126,39 +144,62 @@ async def _handle(context: Context, method: str, exc: BaseException) -> NoReturn
     raise AssertionError("abort returned")  # pragma: no cover
 
 
+def authorize(servicer: Guarded, context: Context, roles: tuple[Role, ...]) -> Principal:
+    """The call's authenticated principal, if it may make the call now (`Gate.admit`)."""
+    return servicer.gate.admit(context, roles)
+
+
 def unary(
-    method: Callable[[Servicer, Request, Context], Awaitable[Response]],
-) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
-    """Translates errors of a unary handler into statuses, once, at the boundary."""
+    *roles: Role,
+) -> Callable[
+    [Callable[[Servicer, Request, Context, Principal], Awaitable[Response]]],
+    Callable[[Servicer, Request, Context], Awaitable[Response]],
+]:
+    """A unary handler for callers in `roles`: authenticates the caller first (the handler
+    gets its principal), and translates errors into statuses, once, at the boundary."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Servicer, request: Request, context: Context) -> Response:
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # CancelledError is a BaseException and passes through
-            await _handle(context, method.__name__, exc)
+    def decorate(
+        method: Callable[[Servicer, Request, Context, Principal], Awaitable[Response]],
+    ) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
+        @functools.wraps(method)
+        async def wrapper(self: Servicer, request: Request, context: Context) -> Response:
+            try:
+                return await method(self, request, context, authorize(self, context, roles))
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # CancelledError is a BaseException and passes through
+                await _handle(context, method.__name__, exc)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 def server_stream(
-    method: Callable[[Servicer, Request, Context], AsyncIterator[Response]],
-) -> Callable[[Servicer, Request, Context], AsyncIterator[Response]]:
-    """Translates errors of a server-streaming handler into statuses. Cancellation passes
+    *roles: Role,
+) -> Callable[
+    [Callable[[Servicer, Request, Context, Principal], AsyncIterator[Response]]],
+    Callable[[Servicer, Request, Context], AsyncIterator[Response]],
+]:
+    """A server-streaming handler for callers in `roles`, as `unary`. Cancellation passes
     through untouched (a handler must never swallow it)."""
 
-    @functools.wraps(method)
-    async def wrapper(
-        self: Servicer, request: Request, context: Context
-    ) -> AsyncIterator[Response]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # CancelledError is a BaseException and passes through
-            await _handle(context, method.__name__, exc)
+    def decorate(
+        method: Callable[[Servicer, Request, Context, Principal], AsyncIterator[Response]],
+    ) -> Callable[[Servicer, Request, Context], AsyncIterator[Response]]:
+        @functools.wraps(method)
+        async def wrapper(
+            self: Servicer, request: Request, context: Context
+        ) -> AsyncIterator[Response]:
+            try:
+                principal = authorize(self, context, roles)
+                async for item in method(self, request, context, principal):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # CancelledError is a BaseException and passes through
+                await _handle(context, method.__name__, exc)
 
-    return wrapper
+        return wrapper
+
+    return decorate

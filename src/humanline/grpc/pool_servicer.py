@@ -6,7 +6,9 @@ from typing import Any
 
 import grpc
 
+from humanline.domain.access import Principal, Role
 from humanline.grpc import converters
+from humanline.grpc.auth import Gate
 from humanline.grpc.errors import unary
 from humanline.service.app import Humanline
 from humanline.v1 import pool_service_pb2 as pb
@@ -18,34 +20,37 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
     """PoolService on the dispatch service."""
 
-    def __init__(self, app: Humanline) -> None:
+    def __init__(self, app: Humanline, gate: Gate) -> None:
         self._app = app
+        self.gate = gate
 
-    @unary
+    @unary(Role.OPS)
     async def CreateAgent(
-        self, request: pb.CreateAgentRequest, context: Context
+        self, request: pb.CreateAgentRequest, context: Context, caller: Principal
     ) -> pb.CreateAgentResponse:
         agent_id, profile = converters.create_agent(request)
         agent = await self._app.pool.create_agent(agent_id, profile)
         return pb.CreateAgentResponse(agent=converters.agent_pb(agent))
 
-    @unary
+    @unary(Role.OPS)
     async def UpdateAgent(
-        self, request: pb.UpdateAgentRequest, context: Context
+        self, request: pb.UpdateAgentRequest, context: Context, caller: Principal
     ) -> pb.UpdateAgentResponse:
         agent_id = converters.agent_id("agent.agent_id", request.agent.agent_id)
         update = converters.profile_update(request)
         agent = await self._app.pool.update_agent(agent_id, update)
         return pb.UpdateAgentResponse(agent=converters.agent_pb(agent))
 
-    @unary
-    async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
+    @unary(Role.OPS)
+    async def GetAgent(
+        self, request: pb.GetAgentRequest, context: Context, caller: Principal
+    ) -> pb.GetAgentResponse:
         agent = await self._app.pool.get_agent(converters.agent_id("agent_id", request.agent_id))
         return pb.GetAgentResponse(agent=converters.agent_pb(agent))
 
-    @unary
+    @unary(Role.OPS)
     async def ListAgents(
-        self, request: pb.ListAgentsRequest, context: Context
+        self, request: pb.ListAgentsRequest, context: Context, caller: Principal
     ) -> pb.ListAgentsResponse:
         state, skill = converters.list_filter(request)
         page = await self._app.pool.list_agents(
@@ -56,16 +61,16 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
             next_page_token=page.next_page_token,
         )
 
-    @unary
+    @unary(Role.OPS)
     async def DeleteAgent(
-        self, request: pb.DeleteAgentRequest, context: Context
+        self, request: pb.DeleteAgentRequest, context: Context, caller: Principal
     ) -> pb.DeleteAgentResponse:
         await self._app.pool.delete_agent(converters.agent_id("agent_id", request.agent_id))
         return pb.DeleteAgentResponse()
 
-    @unary
+    @unary(Role.OPS)
     async def GetPoolStatus(
-        self, request: pb.GetPoolStatusRequest, context: Context
+        self, request: pb.GetPoolStatusRequest, context: Context, caller: Principal
     ) -> pb.GetPoolStatusResponse:
         status = await self._app.pool.status()
         return pb.GetPoolStatusResponse(status=converters.pool_status_pb(status))

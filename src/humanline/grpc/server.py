@@ -12,36 +12,37 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
+import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from humanline import __version__
 from humanline.config import Settings
+from humanline.domain.access import Principal, Role
 from humanline.domain.clock import SystemClock
 from humanline.grpc.agent_servicer import AgentServicer
+from humanline.grpc.auth import Authenticator, Gate
 from humanline.grpc.handoff_servicer import HandoffServicer
+from humanline.grpc.limits import RateLimiter, StreamLimiter
 from humanline.grpc.pool_servicer import PoolServicer
+from humanline.grpc.wire import add_service
 from humanline.heap import HeapFreezer
 from humanline.service.app import Humanline
 from humanline.store import create_store
 from humanline.store.port import StoreError
-from humanline.v1 import (
-    agent_service_pb2,
-    agent_service_pb2_grpc,
-    handoff_service_pb2,
-    handoff_service_pb2_grpc,
-    pool_service_pb2,
-    pool_service_pb2_grpc,
-)
+from humanline.tokens import KeyRing, KeyRingError
+from humanline.v1 import agent_service_pb2, handoff_service_pb2, pool_service_pb2
 
-SERVICE_NAMES = (
-    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
-    handoff_service_pb2.DESCRIPTOR.services_by_name["HandoffService"].full_name,
-    pool_service_pb2.DESCRIPTOR.services_by_name["PoolService"].full_name,
-)
+log = structlog.get_logger("humanline.server")
+
+AGENT_SERVICE = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"]
+HANDOFF_SERVICE = handoff_service_pb2.DESCRIPTOR.services_by_name["HandoffService"]
+POOL_SERVICE = pool_service_pb2.DESCRIPTOR.services_by_name["PoolService"]
+SERVICE_NAMES = tuple(s.full_name for s in (AGENT_SERVICE, HANDOFF_SERVICE, POOL_SERVICE))
 
 # Agent apps hold streams for hours over mobile networks: the server pings idle connections
 # to notice dead ones, and lets clients ping every 10 s (the default would refuse pings
@@ -62,13 +63,53 @@ class StartupError(Exception):
     """The server cannot start (the address is taken, the store is in use)."""
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one caller may cost the server (see `humanline.grpc.limits`); 0 turns a limit
+    off. The defaults here are off; `Settings` holds the served ones."""
+
+    rate_per_second: float = 0.0
+    burst: int = 1
+    streams_per_peer: int = 0
+    max_message_bytes: int = 4 * 1024 * 1024  # grpc's own default
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The listener's certificate and key (PEM), and for mutual TLS the CA that signs the
+    client certificates of bots and ops and the second address that requires them."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
+    mtls_listen: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tls | None:
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            return None
+        try:
+            ca = settings.tls_client_ca_file
+            return cls(
+                Path(settings.tls_cert_file).read_bytes(),
+                Path(settings.tls_key_file).read_bytes(),
+                None if ca is None else Path(ca).read_bytes(),
+                settings.mtls_listen,
+            )
+        except OSError as exc:
+            raise StartupError(f"TLS: cannot read {exc.filename}: {exc.strerror}") from None
+
+
 @dataclass
 class RunningServer:
-    """A server bound to a port, with its health servicer."""
+    """A server bound to a port (and to `mtls_port` with mutual TLS), with its health
+    servicer."""
 
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    mtls_port: int | None = None
+    gate: Gate = field(default_factory=lambda: Gate(Authenticator(None)))
 
     async def stop(self, app: Humanline, grace: float) -> None:
         """Graceful shutdown: not serving, streams ended, calls finished, service stopped."""
@@ -82,16 +123,34 @@ async def create_server(
     app: Humanline,
     listen: str,
     *,
+    keys: KeyRing | None,
     reflect: bool = True,
     hello_timeout: float = 10.0,
+    limits: Limits = Limits(),
+    tls: Tls | None = None,
 ) -> RunningServer:
-    """A started server for `app` on `listen` (host:port; port 0 picks a free one)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentServicer(app, hello_timeout=hello_timeout), server
+    """A started server for `app` on `listen` (host:port; port 0 picks a free one). Callers
+    authenticate with tokens signed by `keys`; None lets everybody in (development only).
+    With `tls` the listener speaks TLS, and with its client CA a second listener requires
+    client certificates, which bots and ops must then call with."""
+    mutual = tls is not None and tls.client_ca is not None
+    gate = Gate(
+        Authenticator(keys),
+        RateLimiter(limits.rate_per_second, limits.burst),
+        StreamLimiter(limits.streams_per_peer),
+        certificates=mutual,
     )
-    handoff_service_pb2_grpc.add_HandoffServiceServicer_to_server(HandoffServicer(app), server)
-    pool_service_pb2_grpc.add_PoolServiceServicer_to_server(PoolServicer(app), server)
+    options = [
+        *SERVER_OPTIONS,
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+    ]
+    server = grpc.aio.server(options=options)
+    for servicer, service in (
+        (AgentServicer(app, gate, hello_timeout=hello_timeout), AGENT_SERVICE),
+        (HandoffServicer(app, gate), HANDOFF_SERVICE),
+        (PoolServicer(app, gate), POOL_SERVICE),
+    ):
+        add_service(server, servicer, service)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -100,12 +159,30 @@ async def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+    mtls_port = None
     try:
-        port = server.add_insecure_port(listen)
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            pair = [(tls.key, tls.cert)]
+            port = server.add_secure_port(listen, grpc.ssl_server_credentials(pair))
+            if tls.client_ca is not None:
+                if tls.mtls_listen is None:
+                    raise StartupError("mutual TLS needs an address of its own (mtls_listen)")
+                listen = tls.mtls_listen
+                mtls_port = server.add_secure_port(
+                    listen,
+                    grpc.ssl_server_credentials(
+                        pair, root_certificates=tls.client_ca, require_client_auth=True
+                    ),
+                )
     except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {listen}: is it in use? ({exc})") from exc
+        raise StartupError(
+            f"cannot listen on {listen}: is it in use, or the TLS key and certificate "
+            f"wrong? ({exc})"
+        ) from exc
     await server.start()
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, mtls_port, gate)
 
 
 def app_from_settings(settings: Settings) -> Humanline:
@@ -125,17 +202,73 @@ def app_from_settings(settings: Settings) -> Humanline:
     )
 
 
-def _banner(settings: Settings, port: int) -> str:
-    host = settings.listen.rsplit(":", 1)[0]
-    address = f"{host}:{port}"
+def keyring(settings: Settings) -> tuple[KeyRing | None, str]:
+    """The keyring callers' tokens are verified with (None: authentication is off), and a
+    line saying so. On the embedded store a missing keyring is made (one process, so one
+    keyring); replicas must share one, so on PostgreSQL a missing keyring stops the start."""
+    if settings.insecure_no_auth:
+        log.warning("authentication_off", setting="HUMANLINE_INSECURE_NO_AUTH")
+        return None, INSECURE
+    path = Path(settings.auth_keys)
+    try:
+        if path.exists() or not settings.database_url.startswith("sqlite"):
+            return KeyRing.load(path), f"callers authenticate with tokens signed by {path}"
+        keys = KeyRing.generate()
+        keys.save(path)
+    except (KeyRingError, OSError) as exc:
+        raise StartupError(f"HUMANLINE_AUTH_KEYS: {exc}") from None
+    log.info("auth_keys_created", path=str(path), kid=keys.signing_key.kid)
+    return keys, f"callers authenticate with tokens signed by {path} (made now)"
+
+
+INSECURE = """
+!!! INSECURE: HUMANLINE_INSECURE_NO_AUTH is set. Every caller is let in without a token, !!!
+!!! as any agent, bot or operator. For development on a closed machine only.           !!!"""
+
+TRY_BOT = "demo-bot"
+TRY_AGENT = "alice"
+
+
+def _tokens(keys: KeyRing | None) -> str:
+    if keys is None:
+        return ""
+    try:
+        minted = {
+            "OPS": keys.issue(Principal(Role.OPS, "ops")),
+            "BOT": keys.issue(Principal(Role.BOT, TRY_BOT)),
+            "ALICE": keys.issue(Principal(Role.AGENT, TRY_AGENT)),
+        }
+    except KeyRingError:
+        return ""  # public keys only: `humanline token issue` where the private keys are
+    lines = "\n".join(f"  export {name}={token}" for name, token in minted.items())
     return f"""
-humanline {__version__} is serving on {address}  (store: {settings.database_url})
+Tokens to try it with (HUMANLINE_PRINT_TOKENS; ops, bot {TRY_BOT}, agent {TRY_AGENT}):
+{lines}"""
+
+
+def _banner(settings: Settings, running: RunningServer, auth: str, tokens: str) -> str:
+    host = settings.listen.rsplit(":", 1)[0]
+    address = f"{host}:{running.port}"
+    header = ' -H "Authorization: Bearer $OPS"' if auth != INSECURE else ""
+    if settings.tls_cert_file is None:
+        transport, curl, url = "plain text", "--http2-prior-knowledge", f"http://{address}"
+    else:
+        transport, curl, url = "TLS", "--cacert CA.pem", f"https://{address}"
+        if running.mtls_port is not None and settings.mtls_listen is not None:
+            mtls = f"{settings.mtls_listen.rsplit(':', 1)[0]}:{running.mtls_port}"
+            transport += f"; bots and ops with client certificates on {mtls}"
+    return f"""
+humanline {__version__} is serving on {address} ({transport}; store: {settings.database_url})
+{auth.strip()}{tokens}
 Try it from another terminal (buf from npm; any gRPC client works through reflection):
-  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{address}
-  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge \\
-      http://{address}/humanline.v1.PoolService/GetPoolStatus
+  npx @bufbuild/buf curl --protocol grpc {curl} --list-methods {url}
+  npx @bufbuild/buf curl --protocol grpc {curl}{header} \\
+      {url}/humanline.v1.PoolService/GetPoolStatus
 Stop with Ctrl-C (SIGINT) or SIGTERM: nothing queued or assigned is lost.
 """
+
+
+LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 
 
 async def serve(settings: Settings) -> None:
@@ -144,6 +277,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    keys, auth = keyring(settings)
+    tls = Tls.from_settings(settings)
     app = app_from_settings(settings)
     try:
         await app.start()
@@ -153,15 +288,31 @@ async def serve(settings: Settings) -> None:
         running = await create_server(
             app,
             settings.listen,
+            keys=keys,
             reflect=settings.reflection,
             hello_timeout=settings.hello_timeout_seconds,
+            limits=Limits(
+                settings.rate_limit_per_second,
+                settings.rate_limit_burst,
+                settings.max_streams_per_peer,
+                settings.max_message_bytes,
+            ),
+            tls=tls,
         )
     except BaseException:
         await app.stop()
         raise
     heap = HeapFreezer()  # keeps long-lived streams out of the cycle collector's walks
     heap.start()
-    print(_banner(settings, running.port), file=sys.stderr, flush=True)
+    tokens = _tokens(keys) if settings.print_tokens else ""
+    if tls is None and not settings.listen.startswith(LOOPBACK):
+        log.warning(
+            "plaintext_listener",
+            listen=settings.listen,
+            hint="tokens cross the network readable: set HUMANLINE_TLS_CERT_FILE and "
+            "HUMANLINE_TLS_KEY_FILE, or terminate TLS in front of humanline",
+        )
+    print(_banner(settings, running, auth, tokens), file=sys.stderr, flush=True)
     await stop.wait()
     await heap.stop()
     await running.stop(app, settings.shutdown_grace_seconds)

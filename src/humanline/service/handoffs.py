@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from humanline.domain.access import Principal, require_handoff_access
 from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
 from humanline.domain.rules import DispatchPolicy
@@ -53,8 +54,9 @@ class Handoffs:
         self._estimates = WaitEstimates(store, policy)
 
     @retry_conflicts
-    async def request(self, request: HandoffRequest) -> HandoffView:
-        """Queues a handoff, durably, or returns the one already made under its request id."""
+    async def request(self, request: HandoffRequest, bot_id: str) -> HandoffView:
+        """Queues a handoff for bot `bot_id`, durably, or returns the one it already made
+        under its request id."""
         fingerprint = request.fingerprint()
         async with self._dispatcher.transaction() as (uow, fx):
             handoff = Handoff(
@@ -70,6 +72,7 @@ class Handoffs:
                 assigned_at=None,
                 ended_at=None,
                 completion=None,
+                bot_id=bot_id,
             )
             try:
                 await uow.handoffs.insert(handoff)  # the common case first: one statement
@@ -77,7 +80,8 @@ class Handoffs:
                 existing = await uow.handoffs.get_by_request_id(request.request_id)
                 if existing is None:  # taken by a transaction that then rolled back
                     raise StoreConflict(f"request_id {request.request_id} in flux") from None
-                if existing.fingerprint != fingerprint:
+                # Another bot's key says nothing about that bot's handoff, not even that it is.
+                if existing.fingerprint != fingerprint or existing.bot_id != bot_id:
                     raise AlreadyExists(
                         "request_id was already used for a different handoff",
                         reason="REQUEST_ID_REUSED",
@@ -114,10 +118,10 @@ class Handoffs:
             fx.match_handoff(handoff.id)
         return handoff
 
-    async def get(self, handoff_id: str) -> HandoffView:
-        """The handoff with its queue position and estimated wait."""
+    async def get(self, handoff_id: str, caller: Principal) -> HandoffView:
+        """The handoff with its queue position and estimated wait, if `caller` may see it."""
         async with self._store.read() as uow:
-            view = await self._view(uow, await self._handoff(uow, handoff_id))
+            view = await self._view(uow, await self._handoff(uow, handoff_id, caller))
         return await self._estimated(view)
 
     async def stop(self) -> None:
@@ -125,10 +129,10 @@ class Handoffs:
         await self._estimates.stop()
 
     @retry_conflicts
-    async def cancel(self, handoff_id: str) -> HandoffView:
+    async def cancel(self, handoff_id: str, caller: Principal) -> HandoffView:
         """Cancels a waiting handoff (the customer left); a pending offer is rescinded."""
         async with self._dispatcher.transaction() as (uow, fx):
-            handoff = await self._handoff(uow, handoff_id)
+            handoff = await self._handoff(uow, handoff_id, caller)
             if handoff.state is not HandoffState.CANCELLED:
                 if not handoff.state.waiting:
                     raise FailedPrecondition(
@@ -154,11 +158,11 @@ class Handoffs:
             view = await self._view(uow, handoff)
         return await self._estimated(view)
 
-    async def watch(self, handoff_id: str) -> AsyncIterator[HandoffView]:
+    async def watch(self, handoff_id: str, caller: Principal) -> AsyncIterator[HandoffView]:
         """The handoff now, then after every state change and whenever the queue moves while
         it waits; ends after a terminal state."""
         with self._hub.watch(handoff_id) as watch:
-            view = await self.get(handoff_id)
+            view = await self.get(handoff_id, caller)
             last: tuple[object, ...] | None = None
             while True:
                 key = (view.handoff, view.position, view.estimated_wait, view.agent_name)
@@ -169,16 +173,18 @@ class Handoffs:
                     return
                 snapshot = await watch.next(self._watch_interval)
                 async with self._store.read() as uow:
-                    view = await self._view(uow, snapshot or await self._handoff(uow, handoff_id))
+                    handoff = snapshot or await self._handoff(uow, handoff_id, caller)
+                    view = await self._view(uow, handoff)
                 view = await self._estimated(view)
 
     # --- helpers -------------------------------------------------------------------------
 
     @staticmethod
-    async def _handoff(uow: UnitOfWork, handoff_id: str) -> Handoff:
+    async def _handoff(uow: UnitOfWork, handoff_id: str, caller: Principal) -> Handoff:
         handoff = await uow.handoffs.get(handoff_id)
         if handoff is None:
             raise NotFound.of("handoff", handoff_id)
+        require_handoff_access(caller, handoff.id, handoff.bot_id)
         return handoff
 
     @staticmethod

@@ -25,6 +25,7 @@ from humanline.sim import scenario as scenarios
 from humanline.sim.console import console as make_console
 from humanline.sim.console import progress_bar, tables
 from humanline.sim.runner import Options, simulate
+from humanline.tokens import KeyRing
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -104,8 +105,13 @@ def run(duration: float | None = None) -> int:
     console = make_console()
     scenario = scenarios.with_run(scenarios.load(), duration=duration)
     with tempfile.TemporaryDirectory(prefix="humanline-demo-") as workdir:
-        database = {"HUMANLINE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/demo.db"}
-        with local_server(Path(workdir) / "server.log", database) as server:
+        keys = Path(workdir) / "keys.json"
+        KeyRing.generate().save(keys)  # the server's, and the simulated callers sign with it
+        settings = {
+            "HUMANLINE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/demo.db",
+            "HUMANLINE_AUTH_KEYS": str(keys),
+        }
+        with local_server(Path(workdir) / "server.log", settings) as server:
             console.print(
                 f"[bold]humanline demo[/]: a server on {server.target} (embedded store), the "
                 f"{scenario.name!r} scenario for {scenario.run.duration:.0f} s: "
@@ -113,7 +119,8 @@ def run(duration: float | None = None) -> int:
                 f"an offered load of {scenario.offered_load():.1f} busy agents on average"
             )
             with progress_bar(console, scenario.run.duration) as on_progress:
-                summary, _ = simulate(scenario, Options(target=server.target), on_progress)
+                options = Options(target=server.target, keys=str(keys))
+                summary, _ = simulate(scenario, options, on_progress)
         for table in tables(summary):
             console.print(table)
         console.print(

@@ -84,6 +84,7 @@ class AgentPlayer:
     rng: random.Random
     seen: Observations
     until: float  # monotonic time at which the agent logs out for good
+    metadata: tuple[tuple[str, str], ...] = ()  # authenticates the agent's stream
     online_seconds: float = 0.0
     busy_slot_seconds: float = 0.0
     _outbox: Outbox | None = None
@@ -164,7 +165,7 @@ class AgentPlayer:
         else:
             first.hello.agent_id = self.agent_id
         outbox.put(first)
-        call = self.stub.Connect(outbox)
+        call = self.stub.Connect(outbox, metadata=self.metadata)
         beats: asyncio.Task[None] | None = None
         try:
             async for message in call:

@@ -20,13 +20,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from humanline.client import credentials
+from humanline.client.credentials import Minter
 from humanline.sim.players import AgentPlayer, Bots
 from humanline.sim.report import Observations, PoolSample, Summary, summarize
 from humanline.sim.scenario import AgentGroup, Scenario
+from humanline.tokens import KeyRing, KeyRingError
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2_grpc,
@@ -46,6 +50,7 @@ class Options:
 
     target: str = "127.0.0.1:50051"
     processes: int = 0  # agent processes; 0: as many as the agents need, at most the CPUs
+    keys: str | None = None  # the server's keyring, to sign the players' tokens with; None: none
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,16 @@ class Progress:
 
 class SimulationError(Exception):
     """The run could not start (no server, agents not created); the message says why."""
+
+
+def minter(keys: str | None) -> Minter | None:
+    """Tokens for the simulated callers, signed with the keyring at `keys` (none without)."""
+    if keys is None:
+        return None
+    try:
+        return Minter(KeyRing.load(Path(keys)), bot_id="simulator", ops_name="simulator")
+    except KeyRingError as exc:
+        raise SimulationError(str(exc)) from None
 
 
 def process_count(scenario: Scenario, options: Options) -> int:
@@ -93,7 +108,7 @@ async def _simulate(
     tag = uuid.uuid4().hex[:6]
     agents = agent_ids(scenario, tag)
     seen = Observations()
-    async with grpc.aio.insecure_channel(options.target) as channel:
+    async with credentials.channel(options.target, minter(options.keys)) as channel:
         pool = pool_service_pb2_grpc.PoolServiceStub(channel)
         await create_agents(pool, agents)
         try:
@@ -127,6 +142,7 @@ async def _play(
                     start_at,
                     last_at,
                     scenario.run.seed * 1000 + i,
+                    options.keys,
                 ),
                 stop,
                 results,
@@ -225,6 +241,7 @@ class _Shift:
     start_at: float
     last_at: float
     seed: int
+    keys: str | None
 
 
 def _agent_process(shift: _Shift, stop: ProcessEvent, results: Any) -> None:
@@ -242,7 +259,8 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
     types = {t.name: t for t in scenario.types}
     rng = random.Random(shift.seed)
     until = time.monotonic() + (shift.last_at - time.time())
-    async with grpc.aio.insecure_channel(shift.target) as channel:
+    tokens = minter(shift.keys)
+    async with credentials.channel(shift.target, tokens) as channel:
         stub = agent_service_pb2_grpc.AgentServiceStub(channel)
         players = [
             AgentPlayer(
@@ -253,6 +271,7 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
                 random.Random(rng.getrandbits(64)),
                 seen,
                 until=until,
+                metadata=() if tokens is None else tokens.agent(agent_id),
             )
             for agent_id, group in shift.agents
         ]

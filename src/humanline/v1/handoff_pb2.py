@@ -26,25 +26,25 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahumanline/v1/handoff.proto\x12\x0chumanline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x10SkillRequirement\x12\r\n\x05skill\x18\x01 \x01(\t\x12\x17\n\x0fmin_proficiency\x18\x02 \x01(\x05\"7\n\rAssignedAgent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"\xef\x05\n\x07Handoff\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x18\n\x10interaction_type\x18\x05 \x01(\t\x12\x37\n\x0frequired_skills\x18\x06 \x03(\x0b\x32\x1e.humanline.v1.SkillRequirement\x12\x10\n\x08language\x18\x07 \x01(\t\x12&\n\x07urgency\x18\x08 \x01(\x0e\x32\x15.humanline.v1.Urgency\x12\x0f\n\x07summary\x18\t \x01(\t\x12+\n\x06reason\x18\n \x01(\x0e\x32\x1b.humanline.v1.HandoffReason\x12)\n\x05state\x18\x0b \x01(\x0e\x32\x1a.humanline.v1.HandoffState\x12\x16\n\x0equeue_position\x18\x0c \x01(\x05\x12\x31\n\x0e\x65stimated_wait\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x0e\x61ssigned_agent\x18\x0e \x01(\x0b\x32\x1b.humanline.v1.AssignedAgent\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0btarget_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ssign_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrequeue_count\x18\x13 \x01(\x05\x12&\n\x07outcome\x18\x14 \x01(\x0e\x32\x15.humanline.v1.Outcome\x12\x18\n\x10\x64isposition_code\x18\x15 \x01(\t*o\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x0f\n\x0bURGENCY_LOW\x10\x01\x12\x12\n\x0eURGENCY_NORMAL\x10\x02\x12\x10\n\x0cURGENCY_HIGH\x10\x03\x12\x14\n\x10URGENCY_CRITICAL\x10\x04*\xb8\x01\n\x0cHandoffState\x12\x1d\n\x19HANDOFF_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HANDOFF_STATE_QUEUED\x10\x01\x12\x19\n\x15HANDOFF_STATE_OFFERED\x10\x02\x12\x1a\n\x16HANDOFF_STATE_ASSIGNED\x10\x03\x12\x1b\n\x17HANDOFF_STATE_COMPLETED\x10\x04\x12\x1b\n\x17HANDOFF_STATE_CANCELLED\x10\x05*\xfc\x01\n\rHandoffReason\x12\x1e\n\x1aHANDOFF_REASON_UNSPECIFIED\x10\x00\x12#\n\x1fHANDOFF_REASON_CUSTOMER_REQUEST\x10\x01\x12!\n\x1dHANDOFF_REASON_LOW_CONFIDENCE\x10\x02\x12#\n\x1fHANDOFF_REASON_POLICY_EXCEPTION\x10\x03\x12\x1f\n\x1bHANDOFF_REASON_TOOL_FAILURE\x10\x04\x12#\n\x1fHANDOFF_REASON_REPEATED_CONTACT\x10\x05\x12\x18\n\x14HANDOFF_REASON_OTHER\x10\x06*\x87\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_RESOLVED\x10\x01\x12\x16\n\x12OUTCOME_UNRESOLVED\x10\x02\x12\x17\n\x13OUTCOME_TRANSFERRED\x10\x03\x12\x1c\n\x18OUTCOME_FOLLOW_UP_NEEDED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahumanline/v1/handoff.proto\x12\x0chumanline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x10SkillRequirement\x12\r\n\x05skill\x18\x01 \x01(\t\x12\x17\n\x0fmin_proficiency\x18\x02 \x01(\x05\"7\n\rAssignedAgent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"\xff\x05\n\x07Handoff\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x18\n\x10interaction_type\x18\x05 \x01(\t\x12\x37\n\x0frequired_skills\x18\x06 \x03(\x0b\x32\x1e.humanline.v1.SkillRequirement\x12\x10\n\x08language\x18\x07 \x01(\t\x12&\n\x07urgency\x18\x08 \x01(\x0e\x32\x15.humanline.v1.Urgency\x12\x0f\n\x07summary\x18\t \x01(\t\x12+\n\x06reason\x18\n \x01(\x0e\x32\x1b.humanline.v1.HandoffReason\x12)\n\x05state\x18\x0b \x01(\x0e\x32\x1a.humanline.v1.HandoffState\x12\x16\n\x0equeue_position\x18\x0c \x01(\x05\x12\x31\n\x0e\x65stimated_wait\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x0e\x61ssigned_agent\x18\x0e \x01(\x0b\x32\x1b.humanline.v1.AssignedAgent\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0btarget_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ssign_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrequeue_count\x18\x13 \x01(\x05\x12&\n\x07outcome\x18\x14 \x01(\x0e\x32\x15.humanline.v1.Outcome\x12\x18\n\x10\x64isposition_code\x18\x15 \x01(\t\x12\x0e\n\x06\x62ot_id\x18\x16 \x01(\t*o\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x0f\n\x0bURGENCY_LOW\x10\x01\x12\x12\n\x0eURGENCY_NORMAL\x10\x02\x12\x10\n\x0cURGENCY_HIGH\x10\x03\x12\x14\n\x10URGENCY_CRITICAL\x10\x04*\xb8\x01\n\x0cHandoffState\x12\x1d\n\x19HANDOFF_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HANDOFF_STATE_QUEUED\x10\x01\x12\x19\n\x15HANDOFF_STATE_OFFERED\x10\x02\x12\x1a\n\x16HANDOFF_STATE_ASSIGNED\x10\x03\x12\x1b\n\x17HANDOFF_STATE_COMPLETED\x10\x04\x12\x1b\n\x17HANDOFF_STATE_CANCELLED\x10\x05*\xfc\x01\n\rHandoffReason\x12\x1e\n\x1aHANDOFF_REASON_UNSPECIFIED\x10\x00\x12#\n\x1fHANDOFF_REASON_CUSTOMER_REQUEST\x10\x01\x12!\n\x1dHANDOFF_REASON_LOW_CONFIDENCE\x10\x02\x12#\n\x1fHANDOFF_REASON_POLICY_EXCEPTION\x10\x03\x12\x1f\n\x1bHANDOFF_REASON_TOOL_FAILURE\x10\x04\x12#\n\x1fHANDOFF_REASON_REPEATED_CONTACT\x10\x05\x12\x18\n\x14HANDOFF_REASON_OTHER\x10\x06*\x87\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_RESOLVED\x10\x01\x12\x16\n\x12OUTCOME_UNRESOLVED\x10\x02\x12\x17\n\x13OUTCOME_TRANSFERRED\x10\x03\x12\x1c\n\x18OUTCOME_FOLLOW_UP_NEEDED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'humanline.v1.handoff_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_URGENCY']._serialized_start=980
-  _globals['_URGENCY']._serialized_end=1091
-  _globals['_HANDOFFSTATE']._serialized_start=1094
-  _globals['_HANDOFFSTATE']._serialized_end=1278
-  _globals['_HANDOFFREASON']._serialized_start=1281
-  _globals['_HANDOFFREASON']._serialized_end=1533
-  _globals['_OUTCOME']._serialized_start=1536
-  _globals['_OUTCOME']._serialized_end=1671
+  _globals['_URGENCY']._serialized_start=996
+  _globals['_URGENCY']._serialized_end=1107
+  _globals['_HANDOFFSTATE']._serialized_start=1110
+  _globals['_HANDOFFSTATE']._serialized_end=1294
+  _globals['_HANDOFFREASON']._serialized_start=1297
+  _globals['_HANDOFFREASON']._serialized_end=1549
+  _globals['_OUTCOME']._serialized_start=1552
+  _globals['_OUTCOME']._serialized_end=1687
   _globals['_SKILLREQUIREMENT']._serialized_start=109
   _globals['_SKILLREQUIREMENT']._serialized_end=167
   _globals['_ASSIGNEDAGENT']._serialized_start=169
   _globals['_ASSIGNEDAGENT']._serialized_end=224
   _globals['_HANDOFF']._serialized_start=227
-  _globals['_HANDOFF']._serialized_end=978
+  _globals['_HANDOFF']._serialized_end=994
 # @@protoc_insertion_point(module_scope)

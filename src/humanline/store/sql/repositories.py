@@ -518,6 +518,7 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
         assigned_at=m["assigned_at"],
         ended_at=m["ended_at"],
         completion=completion,
+        bot_id=m["bot_id"],
     )
 
 
@@ -699,6 +700,7 @@ class SqlHandoffRepository:
             "created_at": handoff.created_at,
             "deadline": handoff.deadline,
             "requeue_count": handoff.requeue_count,
+            "bot_id": handoff.bot_id,
             "changed_at": self._now,
             "changed_by": self._writer,
         }
