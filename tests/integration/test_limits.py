@@ -227,3 +227,20 @@ async def test_a_request_breaking_thousands_of_rules_names_the_first_twenty(
     assert refused.value.details().endswith("and 4980 more")
     assert (await stubs.get_agent("ann")).display_name == "Ann"
     await stubs.close()
+
+
+@pytest.mark.parametrize("limited", [Limits()], indirect=True)
+async def test_opaque_tokens_have_a_length_limit_too(limited: Served) -> None:
+    stubs = limited.stubs()
+    await stubs.create_agent("ann")
+    with pytest.raises(grpc.aio.AioRpcError) as page:
+        await stubs.pool.ListAgents(pool_service_pb2.ListAgentsRequest(page_token="e" * 600))
+    assert error_details(page.value)["violations"] == {
+        "page_token": "is not a token returned by ListAgents"
+    }
+    ann = AgentDriver(stubs, "ann")
+    with pytest.raises(grpc.aio.AioRpcError) as resume:
+        await ann.resume("t" * 300)
+    assert resume.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(error_details(resume.value)["violations"]) == ["resume.resume_token"]
+    await stubs.close()

@@ -75,6 +75,9 @@ CLOSE_ERRORS: dict[str, DomainError] = {
 }
 
 
+MAX_RESUME_TOKEN = 256  # the server's are 43 characters
+
+
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     """AgentService on the dispatch service."""
 
@@ -183,8 +186,11 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             case "resume":
                 agent_id = converters.agent_id("resume.agent_id", first.resume.agent_id)
                 require_agent(principal, agent_id)
-                if not first.resume.resume_token:
-                    raise InvalidArgument([FieldViolation("resume.resume_token", "required")])
+                token = first.resume.resume_token
+                if not token or len(token) > MAX_RESUME_TOKEN:
+                    raise InvalidArgument(
+                        [FieldViolation("resume.resume_token", "must be a welcome's resume_token")]
+                    )
                 return await sessions.resume(agent_id, first.resume.resume_token)
             case _:
                 raise InvalidArgument(

@@ -50,7 +50,12 @@ def _bad_token(description: str) -> InvalidArgument:
     return InvalidArgument([FieldViolation("page_token", description)])
 
 
+MAX_PAGE_TOKEN = 512  # ours are under 200 characters
+
+
 def _decode_token(token: str, state: AgentState | None, skill: str | None) -> str:
+    if len(token) > MAX_PAGE_TOKEN:
+        raise _bad_token("is not a token returned by ListAgents")
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         after, token_state, token_skill = data["after"], data["state"], data["skill"]
