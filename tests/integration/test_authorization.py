@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from humanline.domain.access import Principal, Role
+from humanline.domain.rules import DispatchPolicy
 from humanline.tokens import KeyRing
 from humanline.v1 import (
     agent_pb2,
@@ -31,7 +34,7 @@ from humanline.v1 import (
     pool_service_pb2,
     pool_service_pb2_grpc,
 )
-from tests.conftest import Served
+from tests.conftest import Served, serve
 from tests.support.client import ConnectRequest, Stubs, error_details, handoff_request
 
 OK = "OK"
@@ -280,7 +283,31 @@ async def test_an_agent_cannot_take_another_agents_offer_on_its_own_stream(
         await admin.close()
 
 
+async def _services(target: str) -> list[str]:
+    """The services reflection lists, asked without a token."""
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        answers = [answer async for answer in call]
+    return [s.name for s in answers[0].list_services_response.service]
+
+
 async def test_health_and_reflection_answer_without_a_token(served: Served) -> None:
     async with grpc.aio.insecure_channel(served.target) as ch:
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert "humanline.v1.HandoffService" in await _services(served.target)
+
+
+async def test_reflection_can_be_switched_off(tmp_path: Path, policy: DispatchPolicy) -> None:
+    served = await serve(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}", policy, reflect=False)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as off:
+            await _services(served.target)
+        assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        async with grpc.aio.insecure_channel(served.target) as ch:  # health stays
+            health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await served.stop()
