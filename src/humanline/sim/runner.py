@@ -317,8 +317,11 @@ async def create_agents(
     try:
         await asyncio.gather(*(create(agent_id, group) for agent_id, group in agents))
     except grpc.aio.AioRpcError as error:
+        hint = ""
+        if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+            hint = " (sign the simulated callers' tokens with the server's keyring: --keys FILE)"
         raise SimulationError(
-            f"could not create the simulated agents: {error.code().name}: {error.details()}"
+            f"could not create the simulated agents: {error.code().name}: {error.details()}{hint}"
         ) from None
 
 
