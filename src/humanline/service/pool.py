@@ -59,7 +59,7 @@ def _decode_token(token: str, state: AgentState | None, skill: str | None) -> st
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         after, token_state, token_skill = data["after"], data["state"], data["skill"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise _bad_token("is not a token returned by ListAgents") from None
     if not isinstance(after, str):
         raise _bad_token("is not a token returned by ListAgents")
