@@ -15,12 +15,16 @@ import re
 import shutil
 import signal
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from humanline.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    agent_service_pb2_grpc,
     handoff_pb2,
     handoff_service_pb2,
     handoff_service_pb2_grpc,
@@ -107,6 +111,39 @@ async def test_make_run_serves_on_the_embedded_store(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await pool.GetPoolStatus(pool_service_pb2.GetPoolStatusRequest())
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # ALICE's token opens alice's session, once ops have made her an agent: she is
+            # offered the waiting handoff.
+            await pool.CreateAgent(
+                pool_service_pb2.CreateAgentRequest(
+                    agent_id="alice",
+                    agent=agent_pb2.Agent(
+                        skills=[agent_pb2.AgentSkill(skill="general", proficiency=3)],
+                        languages=["en"],
+                        capacity=1,
+                    ),
+                ),
+                metadata=ops,
+            )
+            alice = (("authorization", f"Bearer {tokens['ALICE']}"),)
+            hello = agent_service_pb2.ConnectRequest(
+                hello=agent_service_pb2.ConnectRequest.Hello(agent_id="alice")
+            )
+            done = asyncio.Event()
+
+            async def app() -> AsyncIterator[agent_service_pb2.ConnectRequest]:
+                yield hello
+                await done.wait()  # the app's side stays open: closing it logs out
+
+            session = agent_service_pb2_grpc.AgentServiceStub(ch).Connect(app(), metadata=alice)
+            welcome = await session.read()
+            assert welcome.welcome.agent.agent_id == "alice", welcome
+            async with asyncio.timeout(10):
+                message = await session.read()
+                while not message.HasField("offer"):
+                    message = await session.read()
+            assert message.offer.details.handoff_id == handoff.handoff_id, message
+            done.set()
+            session.cancel()
     finally:
         # Ctrl-C: SIGINT to the whole foreground group, make and the server alike.
         stopped = await kill_group(make, signal.SIGINT, STOP_TIMEOUT)
