@@ -261,7 +261,7 @@ async def test_refused_calls_change_nothing(served: Served) -> None:
         await scene.admin.close()
 
 
-async def test_an_agent_cannot_take_another_agents_offer_on_its_own_stream(
+async def test_an_agent_cannot_take_or_decline_another_agents_offer_on_its_own_stream(
     served: Served,
 ) -> None:
     admin = served.stubs()
@@ -278,6 +278,12 @@ async def test_an_agent_cannot_take_another_agents_offer_on_its_own_stream(
         )
         assert answer.command_rejected.reason == "OFFER_NOT_YOURS"
         assert answer.command_rejected.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+        declined = await bob.answer(
+            bob.send(decline_offer=ConnectRequest.DeclineOffer(offer_id=offer.offer_id))
+        )
+        assert declined.command_rejected.reason == "OFFER_NOT_YOURS"
+        assert declined.command_rejected.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+        # Neither took the offer from ann.
         assert (await ann.accept(offer.offer_id)).interaction_id == offer.offer_id
     finally:
         await admin.close()
