@@ -1,0 +1,273 @@
+"""Routing policies: how each interaction type is routed, by what it risks.
+
+Routing by topic alone fails the customers who matter most (DESIGN.md 1): two minutes is fine
+for an order lookup and intolerable for fraud. A `RoutingPolicy` says, for one interaction
+type, how fast an agent should have it (`target`), who may take it (default required skills
+and a minimum proficiency), how much failure costs (`risk_class`), how long an offer waits for
+an answer, how long the customer may wait at most before the handoff expires, how the
+requirements widen while it waits (`relaxation`, like bullseye rings), how long it waits for
+a known agent, and whether agents' quality ranks them.
+
+`PolicyBook` holds the policies in force: built-in defaults for the six interaction types of
+DESIGN.md, replaced type by type by a policy file or PoolService, and a fallback policy for
+every other type, which says it is one. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from humanline.domain.model import SkillRequirement
+from humanline.domain.validation import MAX_PROFICIENCY, MIN_PROFICIENCY
+
+FALLBACK_TYPE = "default"  # the policy of every interaction type without one of its own
+
+
+class RiskClass(enum.Enum):
+    """What a failed interaction of this type costs."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class RelaxationStep:
+    """After the handoff has waited `after`, its requirements widen: every required skill's
+    minimum proficiency drops to at most `min_proficiency` (None: unchanged), and with
+    `drop_optional` the skills the bot marked optional are no longer required."""
+
+    after: timedelta
+    min_proficiency: int | None = None
+    drop_optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """How one interaction type is routed."""
+
+    interaction_type: str
+    target: timedelta  # time-to-agent target at NORMAL urgency
+    required_skills: tuple[SkillRequirement, ...] = ()  # when the bot names none
+    min_proficiency: int = MIN_PROFICIENCY  # floor for every required skill
+    risk_class: RiskClass = RiskClass.MEDIUM
+    offer_timeout: timedelta = timedelta(seconds=15)
+    max_wait: timedelta = timedelta(minutes=15)
+    relaxation: tuple[RelaxationStep, ...] = ()
+    quality_ranking: bool = True
+    known_agent_wait: timedelta = timedelta(seconds=30)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What is wrong with this policy, as (field, description) pairs; empty when valid."""
+        found: list[tuple[str, str]] = []
+        positive = {
+            "target": self.target,
+            "offer_timeout": self.offer_timeout,
+            "max_wait": self.max_wait,
+        }
+        for name, value in positive.items():
+            if value <= timedelta(0):
+                found.append((name, "must be positive"))
+        if self.known_agent_wait < timedelta(0):
+            found.append(("known_agent_wait", "must not be negative"))
+        if self.max_wait < self.target:
+            found.append(("max_wait", "must not be shorter than the target"))
+        if not MIN_PROFICIENCY <= self.min_proficiency <= MAX_PROFICIENCY:
+            found.append(
+                ("min_proficiency", f"must be between {MIN_PROFICIENCY} and {MAX_PROFICIENCY}")
+            )
+        previous = timedelta(0)
+        for i, step in enumerate(self.relaxation):
+            if step.after <= previous:
+                found.append(
+                    (f"relaxation[{i}].after", "must be positive and later than the step before")
+                )
+            if step.after >= self.max_wait:
+                found.append((f"relaxation[{i}].after", "must come before max_wait"))
+            if step.min_proficiency is not None and not (
+                MIN_PROFICIENCY <= step.min_proficiency <= MAX_PROFICIENCY
+            ):
+                found.append(
+                    (
+                        f"relaxation[{i}].min_proficiency",
+                        f"must be between {MIN_PROFICIENCY} and {MAX_PROFICIENCY}",
+                    )
+                )
+            if step.min_proficiency is None and not step.drop_optional:
+                found.append(
+                    (f"relaxation[{i}]", "must lower min_proficiency or drop optional skills")
+                )
+            previous = step.after
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What an agent must have to be offered a handoff, at one moment of its wait."""
+
+    skills: tuple[SkillRequirement, ...]
+    step: int  # relaxation steps applied (0: none)
+
+
+def requirements_at(
+    policy: RoutingPolicy,
+    required: Iterable[SkillRequirement],
+    optional: Iterable[str],
+    waited: timedelta,
+) -> Requirements:
+    """The skills a handoff requires after waiting `waited`: the bot's (or the policy's
+    defaults), each at least the policy's minimum proficiency, widened by every relaxation
+    step whose time has come. `optional` names the skills the bot could do without."""
+    skills = tuple(required) or policy.required_skills
+    skills = tuple(
+        SkillRequirement(s.skill, max(s.min_proficiency, policy.min_proficiency)) for s in skills
+    )
+    dropped: frozenset[str] = frozenset()
+    step = 0
+    for i, relax in enumerate(policy.relaxation):
+        if waited < relax.after:
+            break
+        step = i + 1
+        if relax.min_proficiency is not None:
+            floor = relax.min_proficiency
+            skills = tuple(SkillRequirement(s.skill, min(s.min_proficiency, floor)) for s in skills)
+        if relax.drop_optional:
+            dropped = frozenset(optional)
+    return Requirements(tuple(s for s in skills if s.skill not in dropped), step)
+
+
+def next_relaxation(policy: RoutingPolicy, waited: timedelta) -> timedelta | None:
+    """When (as a wait) the next relaxation step applies; None when none is left."""
+    for relax in policy.relaxation:
+        if waited < relax.after:
+            return relax.after
+    return None
+
+
+def _skills(**minimums: int) -> tuple[SkillRequirement, ...]:
+    return tuple(SkillRequirement(skill, level) for skill, level in minimums.items())
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+# The six interaction types of DESIGN.md 1. Low-risk, rule-bound types wait longer and take any
+# agent with the skill; high-risk ones get short targets and the most proficient agents,
+# widening slowly and never below a safe floor.
+DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
+    RoutingPolicy(
+        "order_lookup",
+        target=_seconds(300),
+        required_skills=_skills(orders=1),
+        risk_class=RiskClass.LOW,
+        offer_timeout=_seconds(20),
+        max_wait=_seconds(1800),
+        quality_ranking=False,
+    ),
+    RoutingPolicy(
+        "standard_refund",
+        target=_seconds(180),
+        required_skills=_skills(billing=1),
+        risk_class=RiskClass.LOW,
+        offer_timeout=_seconds(20),
+        max_wait=_seconds(1200),
+        quality_ranking=False,
+    ),
+    RoutingPolicy(
+        "billing_dispute",
+        target=_seconds(45),
+        required_skills=_skills(billing=3),
+        min_proficiency=4,
+        risk_class=RiskClass.HIGH,
+        max_wait=_seconds(600),
+        relaxation=(
+            RelaxationStep(_seconds(60), min_proficiency=3),
+            RelaxationStep(_seconds(120), drop_optional=True),
+        ),
+    ),
+    RoutingPolicy(
+        "policy_edge_case",
+        target=_seconds(90),
+        required_skills=_skills(policy=3),
+        risk_class=RiskClass.MEDIUM,
+        max_wait=_seconds(900),
+        relaxation=(RelaxationStep(_seconds(120), min_proficiency=2, drop_optional=True),),
+    ),
+    RoutingPolicy(
+        "novel_product_question",
+        target=_seconds(90),
+        required_skills=_skills(product=2),
+        min_proficiency=3,
+        risk_class=RiskClass.HIGH,
+        max_wait=_seconds(900),
+        relaxation=(RelaxationStep(_seconds(90), min_proficiency=2, drop_optional=True),),
+    ),
+    RoutingPolicy(
+        "fraud",
+        target=_seconds(30),
+        required_skills=_skills(fraud=4),
+        min_proficiency=4,
+        risk_class=RiskClass.HIGH,
+        offer_timeout=_seconds(10),
+        max_wait=_seconds(300),
+        relaxation=(RelaxationStep(_seconds(60), min_proficiency=3),),
+        known_agent_wait=timedelta(0),
+    ),
+)
+
+DEFAULT_FALLBACK = RoutingPolicy(FALLBACK_TYPE, target=_seconds(120))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChoice:
+    """The policy a handoff is routed by, and whether it is the fallback for its type."""
+
+    policy: RoutingPolicy
+    fallback: bool
+
+
+class PolicyBook:
+    """The routing policies in force, by interaction type, with a fallback for the rest."""
+
+    def __init__(self, policies: Iterable[RoutingPolicy] = DEFAULT_POLICIES) -> None:
+        self._by_type: dict[str, RoutingPolicy] = {}
+        self._fallback = DEFAULT_FALLBACK
+        for policy in policies:
+            self.put(policy)
+
+    def put(self, policy: RoutingPolicy) -> None:
+        """Adds or replaces the policy of `policy.interaction_type` (`default`: the fallback)."""
+        if policy.interaction_type == FALLBACK_TYPE:
+            self._fallback = policy
+        else:
+            self._by_type[policy.interaction_type] = policy
+
+    def remove(self, interaction_type: str) -> bool:
+        """Drops a type's own policy (the fallback goes back to the built-in one); whether
+        there was one."""
+        if interaction_type == FALLBACK_TYPE:
+            existed = self._fallback != DEFAULT_FALLBACK
+            self._fallback = DEFAULT_FALLBACK
+            return existed
+        return self._by_type.pop(interaction_type, None) is not None
+
+    def choose(self, interaction_type: str) -> PolicyChoice:
+        """The policy for `interaction_type`, or the fallback, said to be one."""
+        policy = self._by_type.get(interaction_type)
+        if policy is None:
+            return PolicyChoice(self._fallback, fallback=True)
+        return PolicyChoice(policy, fallback=False)
+
+    def get(self, interaction_type: str) -> RoutingPolicy | None:
+        """A type's own policy (the fallback for `default`), or None."""
+        if interaction_type == FALLBACK_TYPE:
+            return self._fallback
+        return self._by_type.get(interaction_type)
+
+    def all(self) -> list[RoutingPolicy]:
+        """Every policy, the fallback first, then by interaction type."""
+        return [self._fallback, *(self._by_type[t] for t in sorted(self._by_type))]
