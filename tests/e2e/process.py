@@ -58,10 +58,12 @@ DEFAULT_SETTINGS = {
     "HUMANLINE_SHUTDOWN_GRACE_SECONDS": "3",
     "HUMANLINE_SWEEP_INTERVAL_SECONDS": "0.25",
     "HUMANLINE_WATCH_INTERVAL_SECONDS": "0.1",
-    # One test bot plays every bot of a crowd, faster than any one bot would: its rate limit is
-    # raised (the limits have tests of their own, with the defaults).
+    # One test bot plays every bot of a crowd, faster than any one bot would, and every agent
+    # of a crowd (HUMANLINE_E2E_AGENTS scales it) connects from this one address: the limits
+    # are raised (they have tests of their own, with the defaults).
     "HUMANLINE_RATE_LIMIT_PER_SECOND": "5000",
     "HUMANLINE_RATE_LIMIT_BURST": "5000",
+    "HUMANLINE_MAX_STREAMS_PER_PEER": "100000",
 }
 
 # What a healthy server never writes: unhandled exceptions, asyncio's complaints about tasks and
