@@ -11,8 +11,9 @@ swallowed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -95,8 +96,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         except DomainError as error:
             await abort(context, error)
         try:
-            async for message in self._session(request_iterator, context, principal):
-                yield message
+            # Closed with this generator, whichever way grpc ends the call.
+            async with contextlib.aclosing(
+                self._session(request_iterator, context, principal)
+            ) as session:
+                async for message in session:
+                    yield message
         finally:
             self.gate.streams.release(peer)
 
@@ -105,7 +110,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         request_iterator: AsyncIterator[ConnectRequest],
         context: Context,
         principal: Principal,
-    ) -> AsyncIterator[ConnectResponse]:
+    ) -> AsyncGenerator[ConnectResponse, None]:
         """The stream from its first message (hello or resume) to its end."""
         requests = aiter(request_iterator)
         try:
