@@ -156,3 +156,25 @@ def check_capacity(v: Violations, field: str, capacity: int) -> None:
     """How many interactions an agent may hold at once."""
     if not MIN_CAPACITY <= capacity <= MAX_CAPACITY:
         v.add(field, f"must be between {MIN_CAPACITY} and {MAX_CAPACITY}")
+
+
+def check_signals(
+    v: Violations,
+    field: str,
+    *,
+    sentiment: float | None,
+    disputed_amount: float | None,
+    tenure_days: int | None,
+    bot_confidence: float | None,
+) -> None:
+    """The bot's risk signals: each in its range, and a number (NaN is none)."""
+    ranges = {
+        "sentiment": (sentiment, -1.0, 1.0),
+        "bot_confidence": (bot_confidence, 0.0, 1.0),
+        "disputed_amount": (disputed_amount, 0.0, 1e12),
+    }
+    for name, (value, low, high) in ranges.items():
+        if value is not None and not low <= value <= high:  # NaN fails both comparisons
+            v.add(f"{field}.{name}", f"must be between {low:g} and {high:g}")
+    if tenure_days is not None and not 0 <= tenure_days <= 100 * 366:
+        v.add(f"{field}.tenure_days", "must be between 0 and 36600")

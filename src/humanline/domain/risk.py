@@ -1,0 +1,155 @@
+"""Risk-aware urgency: the bot's signals turned into an effective urgency and a proficiency
+floor, with the reasons, so that ops can audit why a customer waited as they did.
+
+A bot knows more than the topic: the customer's sentiment and distress, a suspected fraud, a
+disputed amount, the customer's tier and tenure, its own confidence, and why it hands over.
+`assess` weighs them with the routing policy of the interaction type: each rule that fires
+raises the urgency (never lowers the bot's own) or the minimum proficiency, and says so in one
+short phrase. The result reads like "urgency HIGH (asked NORMAL): distress and disputed amount
+over 500; min proficiency 4: policy floor". Pure and deterministic.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from humanline.domain.model import HandoffReason, Urgency
+from humanline.domain.routing import RiskClass, RoutingPolicy
+from humanline.domain.validation import MAX_PROFICIENCY
+
+
+class CustomerTier(enum.StrEnum):
+    """How much the customer's business weighs (the bot's CRM says)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    STANDARD = "STANDARD"
+    PREMIUM = "PREMIUM"
+    VIP = "VIP"
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the bot tells about the conversation; None: it does not know."""
+
+    sentiment: float | None = None  # -1 (hostile, despairing) .. 1 (happy)
+    distress: bool = False
+    suspected_fraud: bool = False
+    disputed_amount: float | None = None  # in the account's currency
+    tier: CustomerTier = CustomerTier.UNSPECIFIED
+    tenure_days: int | None = None
+    bot_confidence: float | None = None  # 0 .. 1
+    reason: HandoffReason = HandoffReason.UNSPECIFIED
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRules:
+    """The thresholds the rules use."""
+
+    large_amount: float = 500.0  # with distress: HIGH
+    very_large_amount: float = 5000.0  # on its own: HIGH; with distress: CRITICAL
+    negative_sentiment: float = -0.5  # at or below: one level up
+    low_confidence: float = 0.3  # below, on a low-confidence handoff: a more proficient agent
+    long_tenure_days: int = 5 * 365  # a long-standing customer: as a premium one
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """The effective urgency and proficiency floor, and why."""
+
+    urgency: Urgency
+    min_proficiency: int
+    urgency_reasons: tuple[str, ...] = field(default=())
+    proficiency_reasons: tuple[str, ...] = field(default=())
+    requested: Urgency = Urgency.NORMAL
+
+    def explain(self) -> str:
+        """One line for GetHandoff and the log: what was decided and why."""
+        asked = "" if self.urgency == self.requested else f" (asked {self.requested.name})"
+        why = "; ".join(self.urgency_reasons) or "as asked"
+        line = f"urgency {self.urgency.name}{asked}: {why}"
+        if self.proficiency_reasons:
+            line += (
+                f"; min proficiency {self.min_proficiency}: {'; '.join(self.proficiency_reasons)}"
+            )
+        return line
+
+
+def _up(urgency: Urgency, levels: int = 1) -> Urgency:
+    return Urgency(min(Urgency.CRITICAL, urgency + levels))
+
+
+def _amount(value: float) -> str:
+    return f"{value:g}"
+
+
+def assess(
+    requested: Urgency,
+    signals: Signals,
+    policy: RoutingPolicy,
+    rules: RiskRules = RiskRules(),
+) -> RiskDecision:
+    """The urgency and proficiency floor a handoff gets from its signals and its type's
+    policy. Rules raise, never lower: the bot's own urgency is the least it gets."""
+    urgency = requested
+    reasons: list[str] = []
+
+    def at_least(level: Urgency, why: str) -> None:
+        nonlocal urgency
+        if level > urgency:
+            urgency = level
+            reasons.append(why)
+
+    def raise_one(why: str) -> None:
+        nonlocal urgency
+        if urgency < Urgency.CRITICAL:
+            urgency = _up(urgency)
+            reasons.append(why)
+
+    amount = signals.disputed_amount
+    if signals.suspected_fraud and signals.distress:
+        at_least(Urgency.CRITICAL, "suspected fraud and distress")
+    elif signals.suspected_fraud:
+        at_least(Urgency.HIGH, "suspected fraud")
+    if amount is not None and amount >= rules.very_large_amount:
+        level = Urgency.CRITICAL if signals.distress else Urgency.HIGH
+        why = f"disputed amount over {_amount(rules.very_large_amount)}"
+        at_least(level, f"distress and {why}" if signals.distress else why)
+    elif signals.distress and amount is not None and amount >= rules.large_amount:
+        at_least(Urgency.HIGH, f"distress and disputed amount over {_amount(rules.large_amount)}")
+    elif signals.distress:
+        raise_one("distress")
+    if signals.sentiment is not None and signals.sentiment <= rules.negative_sentiment:
+        raise_one(f"sentiment {signals.sentiment:+.1f}")
+    if signals.reason is HandoffReason.REPEATED_CONTACT:
+        raise_one("repeated contact")
+    valued = signals.tier in (CustomerTier.PREMIUM, CustomerTier.VIP) or (
+        signals.tenure_days is not None and signals.tenure_days >= rules.long_tenure_days
+    )
+    if valued and urgency < Urgency.HIGH:
+        what = signals.tier.name if signals.tier is not CustomerTier.UNSPECIFIED else ""
+        raise_one(f"{what} customer".strip() if what else "long-standing customer")
+    if policy.risk_class is RiskClass.HIGH:
+        at_least(Urgency.NORMAL, f"{policy.interaction_type} is high-risk")
+
+    floor = policy.min_proficiency
+    floor_reasons = [f"policy floor {floor}"] if floor > 1 else []
+
+    def floor_at_least(level: int, why: str) -> None:
+        nonlocal floor
+        level = min(level, MAX_PROFICIENCY)
+        if level > floor:
+            floor = level
+            floor_reasons.append(why)
+
+    if signals.suspected_fraud:
+        floor_at_least(4, "suspected fraud")
+    if (
+        signals.reason is HandoffReason.LOW_CONFIDENCE
+        and signals.bot_confidence is not None
+        and signals.bot_confidence < rules.low_confidence
+    ):
+        floor_at_least(floor + 1, f"bot confidence {signals.bot_confidence:.2f}")
+    if urgency is Urgency.CRITICAL and policy.risk_class is RiskClass.HIGH:
+        floor_at_least(4, "critical and high-risk")
+    return RiskDecision(urgency, floor, tuple(reasons), tuple(floor_reasons), requested)
