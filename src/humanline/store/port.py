@@ -11,6 +11,7 @@ from success and roll back; the database's constraints refuse the impossible bes
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from humanline.domain.model import (
     StatusChangeReason,
     Urgency,
 )
+from humanline.domain.routing import RoutingPolicy
 
 
 class StoreError(Exception):
@@ -358,6 +360,47 @@ class ReplicaRepository(Protocol):
         ...
 
 
+class PolicySource(enum.StrEnum):
+    """Who set a stored routing policy last."""
+
+    FILE = "FILE"  # the policy file, at a replica's start
+    API = "API"  # ops, over PoolService
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    """A routing policy in the store, and who set it when."""
+
+    policy: RoutingPolicy
+    source: PolicySource
+    created_at: datetime
+    updated_at: datetime
+
+
+class RoutingPolicyRepository(Protocol):
+    """The routing policies set for interaction types (built-in ones are not stored)."""
+
+    async def all(self) -> list[StoredPolicy]:
+        """Every stored policy, by interaction type."""
+        ...
+
+    async def get(self, interaction_type: str) -> StoredPolicy | None:
+        """One type's stored policy."""
+        ...
+
+    async def insert(self, policy: RoutingPolicy, source: PolicySource) -> StoredPolicy:
+        """Stores a new policy; DuplicateKey when its type has one."""
+        ...
+
+    async def update(self, policy: RoutingPolicy, source: PolicySource) -> StoredPolicy | None:
+        """Replaces its type's stored policy; None when there is none."""
+        ...
+
+    async def delete(self, interaction_type: str) -> bool:
+        """Removes a type's stored policy; whether there was one."""
+        ...
+
+
 class PoolQueries(Protocol):
     """Aggregates for ops."""
 
@@ -409,6 +452,11 @@ class UnitOfWork(Protocol):
     @property
     def replicas(self) -> ReplicaRepository:
         """Replicas in this transaction."""
+        ...
+
+    @property
+    def policies(self) -> RoutingPolicyRepository:
+        """Routing policies in this transaction."""
         ...
 
     async def notify(self, hints: Collection[str]) -> None:

@@ -38,6 +38,7 @@ from humanline.domain.clock import Clock
 from humanline.store.port import StoreConflict, StoreError
 from humanline.store.sql import migrations
 from humanline.store.sql.listener import CHANNEL, PgListener
+from humanline.store.sql.policies import SqlRoutingPolicyRepository
 from humanline.store.sql.postgres import PgConnection
 from humanline.store.sql.prepared import Plans
 from humanline.store.sql.repositories import (
@@ -78,6 +79,7 @@ class SqlUnitOfWork:
         self.sessions = SqlSessionRepository(conn, now)
         self.pool = SqlPoolQueries(conn, now)
         self.replicas = SqlReplicaRepository(conn, now)
+        self.policies = SqlRoutingPolicyRepository(conn, now)
         self._conn = conn
         self._notifies = notifies
 

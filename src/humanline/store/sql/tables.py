@@ -339,6 +339,19 @@ class ReplicaRow(SQLModel, table=True):
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class RoutingPolicyRow(SQLModel, table=True):
+    """An interaction type's routing policy, as set by the policy file or PoolService; types
+    without a row keep their built-in policy."""
+
+    __tablename__ = "routing_policies"
+
+    interaction_type: str = Field(primary_key=True, max_length=64)
+    policy: dict[str, Any] = Field(sa_type=JSON_TYPE)
+    source: str = Field(max_length=16)  # FILE or API: who set it last
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
 def table(model: type[SQLModel]) -> Table:
     """The Core table behind a SQLModel class, for SQL expressions."""
     result: Table = model.__table__  # type: ignore[attr-defined]
@@ -353,4 +366,5 @@ handoff_skills = table(HandoffSkillRow)
 offers = table(OfferRow)
 sessions = table(SessionRow)
 replicas = table(ReplicaRow)
+routing_policies = table(RoutingPolicyRow)
 metadata = SQLModel.metadata
