@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per replica")
     reflection: bool = Field(True, description="serve gRPC server reflection")
+    routing_policies: str | None = Field(
+        None,
+        description="TOML file of routing policies per interaction type, stored at every start "
+        "(see policyfile.py); unset: the built-in policies and what ops set",
+    )
     auth_keys: str = Field(
         "humanline.keys.json",
         description="the keyring tokens are signed and verified with (`humanline token`); "

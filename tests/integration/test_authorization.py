@@ -33,6 +33,7 @@ from humanline.v1 import (
     handoff_service_pb2_grpc,
     pool_service_pb2,
     pool_service_pb2_grpc,
+    routing_pb2,
 )
 from tests.conftest import Served, serve
 from tests.support.client import ConnectRequest, Stubs, error_details, handoff_request
@@ -98,6 +99,21 @@ async def _pool(scene: Scene, md: Metadata, name: str, request: Any) -> Any:
     return await getattr(pool_service_pb2_grpc.PoolServiceStub(scene.raw), name)(
         request, metadata=md
     )
+
+
+async def _delete_policy(scene: Scene, md: Metadata) -> Any:
+    """Deletes the policy set for `matrix_type`, which ops set first if it is not set."""
+    listed = await scene.admin.pool.ListRoutingPolicies(
+        pool_service_pb2.ListRoutingPoliciesRequest()
+    )
+    if "matrix_type" not in {p.interaction_type for p in listed.policies}:
+        await scene.admin.pool.CreateRoutingPolicy(
+            pool_service_pb2.CreateRoutingPolicyRequest(
+                policy=routing_pb2.RoutingPolicy(interaction_type="matrix_type")
+            )
+        )
+    request = pool_service_pb2.DeleteRoutingPolicyRequest(interaction_type="matrix_type")
+    return await _pool(scene, md, "DeleteRoutingPolicy", request)
 
 
 async def _handoffs(scene: Scene, md: Metadata, name: str, request: Any) -> Any:
@@ -194,6 +210,44 @@ MATRIX: dict[str, tuple[Call, dict[str, str]]] = {
         lambda s, md: _pool(s, md, "GetPoolStatus", pool_service_pb2.GetPoolStatusRequest()),
         OPS_ONLY,
     ),
+    "PoolService.CreateRoutingPolicy": (
+        lambda s, md: _pool(
+            s,
+            md,
+            "CreateRoutingPolicy",
+            pool_service_pb2.CreateRoutingPolicyRequest(
+                policy=routing_pb2.RoutingPolicy(interaction_type="matrix_type")
+            ),
+        ),
+        OPS_ONLY,
+    ),
+    "PoolService.UpdateRoutingPolicy": (
+        lambda s, md: _pool(
+            s,
+            md,
+            "UpdateRoutingPolicy",
+            pool_service_pb2.UpdateRoutingPolicyRequest(
+                policy=routing_pb2.RoutingPolicy(interaction_type="fraud", min_proficiency=5)
+            ),
+        ),
+        OPS_ONLY,
+    ),
+    "PoolService.GetRoutingPolicy": (
+        lambda s, md: _pool(
+            s,
+            md,
+            "GetRoutingPolicy",
+            pool_service_pb2.GetRoutingPolicyRequest(interaction_type="fraud"),
+        ),
+        OPS_ONLY,
+    ),
+    "PoolService.ListRoutingPolicies": (
+        lambda s, md: _pool(
+            s, md, "ListRoutingPolicies", pool_service_pb2.ListRoutingPoliciesRequest()
+        ),
+        OPS_ONLY,
+    ),
+    "PoolService.DeleteRoutingPolicy": (_delete_policy, OPS_ONLY),
     "HandoffService.RequestHandoff": (
         lambda s, md: _handoffs(s, md, "RequestHandoff", handoff_request()),
         _expect(bot_x=OK, bot_y=OK),

@@ -62,6 +62,7 @@ from humanline.client.credentials import Minter
 from humanline.domain.access import Principal, Role
 from humanline.domain.clock import SystemClock
 from humanline.domain.rules import DispatchPolicy
+from humanline.grpc.converters import POLICY_FIELDS
 from humanline.grpc.server import RunningServer, create_server
 from humanline.service.app import Humanline
 from humanline.store import create_store
@@ -622,7 +623,7 @@ def hints_for(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         "language": st.sampled_from(["", "en", "de", "fr", "EN"]),
         "capacity": st.integers(1, 20),
         "google.protobuf.FieldMask.paths": st.lists(
-            st.sampled_from(UPDATABLE), max_size=4, unique=True
+            st.sampled_from([*UPDATABLE, *POLICY_FIELDS]), max_size=4, unique=True
         ),
         "page_size": st.integers(0, 1000),
         "page_token": st.one_of(st.just(""), _among(known.page_tokens), forged_page_tokens()),
@@ -632,7 +633,9 @@ def hints_for(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         ),
         "conversation_id": st.from_regex(r"conv-[0-9]{1,3}", fullmatch=True),
         "customer_id": st.from_regex(r"cust-[0-9]{1,3}", fullmatch=True),
-        "interaction_type": st.sampled_from(["order_lookup", "refund", "billing.question"]),
+        "interaction_type": st.sampled_from(
+            ["order_lookup", "refund", "billing.question", "fraud", "default"]
+        ),
         "required_skills": requirements,
         "summary": short_text,
         "notes": short_text,
@@ -643,7 +646,9 @@ def hints_for(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         "command_id": st.one_of(st.just(""), IDENTIFIERS, UUIDS),
         "google.protobuf.Timestamp.seconds": st.integers(-62_135_596_800, 253_402_300_799),
         "google.protobuf.Timestamp.nanos": st.integers(0, 999_999_999),
-        "google.protobuf.Duration.seconds": st.integers(-315_576_000_000, 315_576_000_000),
+        "google.protobuf.Duration.seconds": st.one_of(
+            st.integers(1, 4000), st.integers(-315_576_000_000, 315_576_000_000)
+        ),
         "google.protobuf.Duration.nanos": st.integers(0, 999_999_999),
     }
 
@@ -1126,6 +1131,16 @@ UNARY: Final = [
     Unary("ListAgents", pool_service_pb2.ListAgentsRequest, lambda w: w.pool, POOL, as_ops),
     Unary("DeleteAgent", pool_service_pb2.DeleteAgentRequest, lambda w: w.pool, POOL, as_ops),
     Unary("GetPoolStatus", pool_service_pb2.GetPoolStatusRequest, lambda w: w.pool, POOL, as_ops),
+    *(
+        Unary(name, getattr(pool_service_pb2, f"{name}Request"), lambda w: w.pool, POOL, as_ops)
+        for name in (
+            "CreateRoutingPolicy",
+            "UpdateRoutingPolicy",
+            "GetRoutingPolicy",
+            "ListRoutingPolicies",
+            "DeleteRoutingPolicy",
+        )
+    ),
     Unary(
         "RequestHandoff",
         handoff_service_pb2.RequestHandoffRequest,

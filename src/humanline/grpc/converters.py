@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from humanline.domain import model
 from humanline.domain.errors import InvalidArgument, Violations
+from humanline.domain.routing import RelaxationStep, RiskClass
 from humanline.domain.validation import (
     MAX_COMMAND_ID,
     MAX_DISPLAY_NAME,
@@ -28,6 +29,7 @@ from humanline.domain.validation import (
     check_handoff_request,
     check_identifier,
     check_languages,
+    check_skill_requirements,
     check_text,
     check_uuid,
     normalize_language,
@@ -46,6 +48,7 @@ from humanline.service.events import (
     StreamClosing,
 )
 from humanline.service.handoffs import HandoffView
+from humanline.service.policies import PolicyInForce
 from humanline.service.pool import MAX_PAGE_SIZE, PoolStatus
 from humanline.v1 import (
     agent_pb2,
@@ -53,6 +56,7 @@ from humanline.v1 import (
     handoff_pb2,
     handoff_service_pb2,
     pool_service_pb2,
+    routing_pb2,
 )
 
 E = TypeVar("E", bound=enum.Enum)
@@ -187,12 +191,15 @@ def _urgency_pb(urgency: model.Urgency) -> Any:
 # --- agents --------------------------------------------------------------------------------
 
 
-def agent_id(field: str, value: str) -> str:
-    """An agent id from a request, validated."""
+def identifier(field: str, value: str) -> str:
+    """An identifier from a request (an agent id, an interaction type), validated."""
     v = Violations()
     check_identifier(v, field, value)
     v.raise_if_any()
     return value
+
+
+agent_id = identifier
 
 
 def _skills(v: Violations, field: str, skills: Sequence[agent_pb2.AgentSkill]) -> dict[str, int]:
@@ -502,3 +509,123 @@ def connect_response(event: AgentEvent) -> agent_service_pb2.ConnectResponse | N
         case StreamClosing():
             return None
     raise TypeError(f"unknown event {event!r}")
+
+
+# --- routing policies ----------------------------------------------------------------------
+
+POLICY_FIELDS = (
+    "target",
+    "required_skills",
+    "min_proficiency",
+    "risk_class",
+    "offer_timeout",
+    "max_wait",
+    "relaxation",
+    "quality_ranking",
+    "known_agent_wait",
+)
+MAX_POLICY_DURATION = timedelta(days=7)
+MAX_RELAXATION_STEPS = 10
+
+
+def _policy_duration(v: Violations, field: str, value: Duration) -> timedelta:
+    if not 0 <= value.seconds <= MAX_POLICY_DURATION.total_seconds() or value.nanos < 0:
+        v.add(field, f"must be between 0 and {MAX_POLICY_DURATION.days} days")
+        return timedelta(0)
+    return value.ToTimedelta()
+
+
+def _set_in(msg: routing_pb2.RoutingPolicy, field: str) -> bool:
+    """Whether a policy message sets `field` (a message field present, a list non-empty, a
+    number non-zero, an enum specified)."""
+    if field in ("target", "offer_timeout", "max_wait", "known_agent_wait", "quality_ranking"):
+        return msg.HasField(field)
+    return bool(getattr(msg, field))
+
+
+def policy_changes(
+    msg: routing_pb2.RoutingPolicy, paths: Sequence[str] | None
+) -> tuple[str, dict[str, Any]]:
+    """The interaction type a policy message names and the fields it changes (by the domain's
+    names), validated: `paths` lists them (an update mask); None or empty means every field
+    the message sets."""
+    v = Violations()
+    check_identifier(v, "policy.interaction_type", msg.interaction_type)
+    fields = list(paths or ())
+    for i, path in enumerate(fields):
+        if path not in POLICY_FIELDS:
+            v.add(f"update_mask.paths[{i}]", f"must be one of {', '.join(POLICY_FIELDS)}")
+    if not fields:
+        fields = [f for f in POLICY_FIELDS if _set_in(msg, f)]
+    changes: dict[str, Any] = {}
+    for name in dict.fromkeys(fields):
+        place = f"policy.{name}"
+        match name:
+            case "target" | "offer_timeout" | "max_wait" | "known_agent_wait":
+                changes[name] = _policy_duration(v, place, getattr(msg, name))
+            case "required_skills":
+                skills = [
+                    model.SkillRequirement(s.skill, s.min_proficiency) for s in msg.required_skills
+                ]
+                check_skill_requirements(v, place, skills)
+                changes[name] = tuple(skills)
+            case "min_proficiency":
+                changes[name] = msg.min_proficiency
+            case "risk_class":
+                risk = enum_from_proto(
+                    v, place, routing_pb2.RiskClass, "RISK_CLASS_", msg.risk_class, RiskClass
+                )
+                if risk is None and msg.risk_class == 0:
+                    v.add(place, "required when named in the update mask")
+                if risk is not None:
+                    changes[name] = risk
+            case "relaxation":
+                if len(msg.relaxation) > MAX_RELAXATION_STEPS:
+                    v.add(place, f"must list at most {MAX_RELAXATION_STEPS} steps")
+                changes[name] = tuple(
+                    RelaxationStep(
+                        _policy_duration(v, f"{place}[{i}].after", step.after),
+                        step.min_proficiency or None,
+                        step.drop_optional,
+                    )
+                    for i, step in enumerate(msg.relaxation[:MAX_RELAXATION_STEPS])
+                )
+            case "quality_ranking":
+                changes[name] = msg.quality_ranking
+    v.raise_if_any()
+    return msg.interaction_type, changes
+
+
+def routing_policy_pb(found: PolicyInForce) -> routing_pb2.RoutingPolicy:
+    """The API's RoutingPolicy for a policy in force."""
+    policy = found.policy
+    msg = routing_pb2.RoutingPolicy(
+        interaction_type=policy.interaction_type,
+        target=duration(policy.target),
+        required_skills=[
+            handoff_pb2.SkillRequirement(skill=s.skill, min_proficiency=s.min_proficiency)
+            for s in policy.required_skills
+        ],
+        min_proficiency=policy.min_proficiency,
+        risk_class=enum_to_proto(routing_pb2.RiskClass, "RISK_CLASS_", policy.risk_class),
+        offer_timeout=duration(policy.offer_timeout),
+        max_wait=duration(policy.max_wait),
+        relaxation=[
+            routing_pb2.RelaxationStep(
+                after=duration(step.after),
+                min_proficiency=step.min_proficiency or 0,
+                drop_optional=step.drop_optional,
+            )
+            for step in policy.relaxation
+        ],
+        quality_ranking=policy.quality_ranking,
+        known_agent_wait=duration(policy.known_agent_wait),
+        source=(
+            routing_pb2.POLICY_SOURCE_BUILT_IN
+            if found.source is None
+            else enum_to_proto(routing_pb2.PolicySource, "POLICY_SOURCE_", found.source)
+        ),
+    )
+    _set_time(msg, "create_time", found.created_at)
+    _set_time(msg, "update_time", found.updated_at)
+    return msg

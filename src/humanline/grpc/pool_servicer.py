@@ -74,3 +74,48 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
     ) -> pb.GetPoolStatusResponse:
         status = await self._app.pool.status()
         return pb.GetPoolStatusResponse(status=converters.pool_status_pb(status))
+
+    @unary(Role.OPS)
+    async def CreateRoutingPolicy(
+        self, request: pb.CreateRoutingPolicyRequest, context: Context, caller: Principal
+    ) -> pb.CreateRoutingPolicyResponse:
+        interaction_type, changes = converters.policy_changes(request.policy, None)
+        created = await self._app.policies.create(interaction_type, changes)
+        return pb.CreateRoutingPolicyResponse(policy=converters.routing_policy_pb(created))
+
+    @unary(Role.OPS)
+    async def UpdateRoutingPolicy(
+        self, request: pb.UpdateRoutingPolicyRequest, context: Context, caller: Principal
+    ) -> pb.UpdateRoutingPolicyResponse:
+        interaction_type, changes = converters.policy_changes(
+            request.policy, list(request.update_mask.paths)
+        )
+        updated = await self._app.policies.update(interaction_type, changes)
+        return pb.UpdateRoutingPolicyResponse(policy=converters.routing_policy_pb(updated))
+
+    @unary(Role.OPS)
+    async def GetRoutingPolicy(
+        self, request: pb.GetRoutingPolicyRequest, context: Context, caller: Principal
+    ) -> pb.GetRoutingPolicyResponse:
+        found = await self._app.policies.get(
+            converters.identifier("interaction_type", request.interaction_type)
+        )
+        return pb.GetRoutingPolicyResponse(policy=converters.routing_policy_pb(found))
+
+    @unary(Role.OPS)
+    async def ListRoutingPolicies(
+        self, request: pb.ListRoutingPoliciesRequest, context: Context, caller: Principal
+    ) -> pb.ListRoutingPoliciesResponse:
+        policies = await self._app.policies.list()
+        return pb.ListRoutingPoliciesResponse(
+            policies=[converters.routing_policy_pb(p) for p in policies]
+        )
+
+    @unary(Role.OPS)
+    async def DeleteRoutingPolicy(
+        self, request: pb.DeleteRoutingPolicyRequest, context: Context, caller: Principal
+    ) -> pb.DeleteRoutingPolicyResponse:
+        now = await self._app.policies.delete(
+            converters.identifier("interaction_type", request.interaction_type)
+        )
+        return pb.DeleteRoutingPolicyResponse(policy=converters.routing_policy_pb(now))

@@ -31,6 +31,8 @@ from humanline.grpc.limits import RateLimiter, StreamLimiter
 from humanline.grpc.pool_servicer import PoolServicer
 from humanline.grpc.wire import add_service
 from humanline.heap import HeapFreezer
+from humanline.policyfile import PolicyFileError
+from humanline.policyfile import load as load_policies
 from humanline.service.app import Humanline
 from humanline.store import create_store
 from humanline.store.port import StoreError
@@ -186,7 +188,13 @@ async def create_server(
 
 
 def app_from_settings(settings: Settings) -> Humanline:
-    """The service as configured."""
+    """The service as configured; StartupError for a policy file that cannot be used."""
+    try:
+        policies = (
+            [] if settings.routing_policies is None else load_policies(settings.routing_policies)
+        )
+    except PolicyFileError as exc:
+        raise StartupError(f"HUMANLINE_ROUTING_POLICIES: {exc}") from None
     clock = SystemClock()
     store = create_store(
         settings.database_url, clock, pool_size=settings.db_pool_size, notify=settings.notify
@@ -199,6 +207,7 @@ def app_from_settings(settings: Settings) -> Humanline:
         watch_interval=settings.watch_interval_seconds,
         replica_heartbeat=settings.replica_heartbeat_seconds,
         replica_ttl=settings.replica_ttl_seconds,
+        routing_policies=policies,
     )
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import structlog
 
 from humanline.domain.clock import Clock, SystemClock
+from humanline.domain.routing import RoutingPolicy
 from humanline.domain.rules import DispatchPolicy
 from humanline.service.agents import AgentSessions
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import EventHub
 from humanline.service.handoffs import Handoffs
+from humanline.service.policies import RoutingPolicies
 from humanline.service.pool import Pool
 from humanline.service.replicas import ReplicaCoordinator
 from humanline.store.port import Store
@@ -35,6 +38,7 @@ class Humanline:
         watch_interval: float = 0.5,
         replica_heartbeat: float = 2.0,
         replica_ttl: float = 6.0,
+        routing_policies: Sequence[RoutingPolicy] = (),
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -56,6 +60,7 @@ class Humanline:
             store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
         )
         self.pool = Pool(store, self.dispatcher)
+        self.policies = RoutingPolicies(store, self.dispatcher, routing_policies)
         self.replicas = ReplicaCoordinator(
             store,
             self.hub,
@@ -71,6 +76,7 @@ class Humanline:
         """Opens (and migrates) the store, joins the replicas (recovering dead ones), starts
         matching."""
         await self.store.open(writer=self.dispatcher.origin)
+        await self.policies.apply_file()
         await self.replicas.start()
         await self.dispatcher.start()
         log.info("service_started", replica_id=self.replica_id)

@@ -5,6 +5,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from humanline.v1 import agent_pb2 as _agent_pb2
 from humanline.v1 import handoff_pb2 as _handoff_pb2
+from humanline.v1 import routing_pb2 as _routing_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -12,6 +13,66 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateRoutingPolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: _routing_pb2.RoutingPolicy
+    def __init__(self, policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ...) -> None: ...
+
+class CreateRoutingPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: _routing_pb2.RoutingPolicy
+    def __init__(self, policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ...) -> None: ...
+
+class UpdateRoutingPolicyRequest(_message.Message):
+    __slots__ = ("policy", "update_mask")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    policy: _routing_pb2.RoutingPolicy
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateRoutingPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: _routing_pb2.RoutingPolicy
+    def __init__(self, policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ...) -> None: ...
+
+class GetRoutingPolicyRequest(_message.Message):
+    __slots__ = ("interaction_type",)
+    INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    interaction_type: str
+    def __init__(self, interaction_type: _Optional[str] = ...) -> None: ...
+
+class GetRoutingPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: _routing_pb2.RoutingPolicy
+    def __init__(self, policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ...) -> None: ...
+
+class ListRoutingPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRoutingPoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[_routing_pb2.RoutingPolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[_routing_pb2.RoutingPolicy, _Mapping]]] = ...) -> None: ...
+
+class DeleteRoutingPolicyRequest(_message.Message):
+    __slots__ = ("interaction_type",)
+    INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    interaction_type: str
+    def __init__(self, interaction_type: _Optional[str] = ...) -> None: ...
+
+class DeleteRoutingPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: _routing_pb2.RoutingPolicy
+    def __init__(self, policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ...) -> None: ...
 
 class CreateAgentRequest(_message.Message):
     __slots__ = ("agent_id", "agent")

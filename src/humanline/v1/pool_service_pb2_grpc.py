@@ -65,6 +65,31 @@ class PoolServiceStub:
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.SerializeToString,
                 response_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.FromString,
                 _registered_method=True)
+        self.CreateRoutingPolicy = channel.unary_unary(
+                '/humanline.v1.PoolService/CreateRoutingPolicy',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateRoutingPolicy = channel.unary_unary(
+                '/humanline.v1.PoolService/UpdateRoutingPolicy',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.UpdateRoutingPolicyRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.UpdateRoutingPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetRoutingPolicy = channel.unary_unary(
+                '/humanline.v1.PoolService/GetRoutingPolicy',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetRoutingPolicyRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetRoutingPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListRoutingPolicies = channel.unary_unary(
+                '/humanline.v1.PoolService/ListRoutingPolicies',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.ListRoutingPoliciesRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.ListRoutingPoliciesResponse.FromString,
+                _registered_method=True)
+        self.DeleteRoutingPolicy = channel.unary_unary(
+                '/humanline.v1.PoolService/DeleteRoutingPolicy',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.DeleteRoutingPolicyRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.DeleteRoutingPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class PoolServiceServicer:
@@ -120,6 +145,48 @@ class PoolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRoutingPolicy(self, request, context):
+        """Sets the routing policy of an interaction type that has none set yet (a built-in one
+        may be in force). Fields left unset take the built-in policy's values (the fallback's
+        for a type without one). Returns INVALID_ARGUMENT, ALREADY_EXISTS (reason
+        POLICY_EXISTS: use UpdateRoutingPolicy) or RESOURCE_EXHAUSTED (too many policies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRoutingPolicy(self, request, context):
+        """Changes fields of the routing policy in force for a type (set or built-in).
+        Returns INVALID_ARGUMENT or NOT_FOUND (no policy in force for the type but the
+        fallback: use CreateRoutingPolicy).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoutingPolicy(self, request, context):
+        """Returns the routing policy in force for a type ("default": the fallback).
+        Returns INVALID_ARGUMENT or NOT_FOUND (the type is routed by the fallback).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutingPolicies(self, request, context):
+        """Lists every routing policy in force: the fallback first, then by interaction type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRoutingPolicy(self, request, context):
+        """Removes the policy set for a type: its built-in policy (or the fallback) is in force
+        again. Returns INVALID_ARGUMENT or NOT_FOUND (nothing set for the type).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PoolServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +219,31 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     servicer.GetPoolStatus,
                     request_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.FromString,
                     response_serializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.SerializeToString,
+            ),
+            'CreateRoutingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRoutingPolicy,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyResponse.SerializeToString,
+            ),
+            'UpdateRoutingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRoutingPolicy,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.UpdateRoutingPolicyRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.UpdateRoutingPolicyResponse.SerializeToString,
+            ),
+            'GetRoutingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingPolicy,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetRoutingPolicyRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.GetRoutingPolicyResponse.SerializeToString,
+            ),
+            'ListRoutingPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutingPolicies,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.ListRoutingPoliciesRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.ListRoutingPoliciesResponse.SerializeToString,
+            ),
+            'DeleteRoutingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRoutingPolicy,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.DeleteRoutingPolicyRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.DeleteRoutingPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +409,141 @@ class PoolService:
             '/humanline.v1.PoolService/GetPoolStatus',
             humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.SerializeToString,
             humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRoutingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.PoolService/CreateRoutingPolicy',
+            humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRoutingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.PoolService/UpdateRoutingPolicy',
+            humanline_dot_v1_dot_pool__service__pb2.UpdateRoutingPolicyRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.UpdateRoutingPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.PoolService/GetRoutingPolicy',
+            humanline_dot_v1_dot_pool__service__pb2.GetRoutingPolicyRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.GetRoutingPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutingPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.PoolService/ListRoutingPolicies',
+            humanline_dot_v1_dot_pool__service__pb2.ListRoutingPoliciesRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.ListRoutingPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRoutingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.PoolService/DeleteRoutingPolicy',
+            humanline_dot_v1_dot_pool__service__pb2.DeleteRoutingPolicyRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.DeleteRoutingPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

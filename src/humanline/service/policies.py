@@ -1,0 +1,174 @@
+"""Routing policy use cases: the policies in force, set by the policy file at start and by ops.
+
+In force for an interaction type is, in this order: the policy stored for it (set by the
+file or over PoolService), its built-in policy, or the fallback (`default`, itself stored or
+built-in). The store holds only what was set, so that every replica sees the same policies.
+
+The policy file is applied at every start: each policy in it replaces what is stored for its
+type. A change made over PoolService therefore lasts until the next start with a file that
+names the type; types the file does not name keep what ops set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from humanline.domain.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from humanline.domain.routing import (
+    DEFAULT_FALLBACK,
+    DEFAULT_POLICIES,
+    FALLBACK_TYPE,
+    RoutingPolicy,
+)
+from humanline.service.dispatcher import Dispatcher
+from humanline.service.transitions import retry_conflicts
+from humanline.store.port import DuplicateKey, PolicySource, Store, StoredPolicy, UnitOfWork
+
+BUILT_IN: Mapping[str, RoutingPolicy] = {p.interaction_type: p for p in DEFAULT_POLICIES} | {
+    FALLBACK_TYPE: DEFAULT_FALLBACK
+}
+MAX_STORED_POLICIES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInForce:
+    """A policy in force and where it comes from (`source` None: built in)."""
+
+    policy: RoutingPolicy
+    source: PolicySource | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def stored(cls, stored: StoredPolicy) -> PolicyInForce:
+        return cls(stored.policy, stored.source, stored.created_at, stored.updated_at)
+
+
+def _checked(policy: RoutingPolicy, prefix: str) -> RoutingPolicy:
+    problems = policy.problems()
+    if problems:
+        raise InvalidArgument([FieldViolation(f"{prefix}.{f}", d) for f, d in problems])
+    return policy
+
+
+def _not_found(interaction_type: str) -> NotFound:
+    return NotFound(
+        "no routing policy is set or built in for this type (the fallback routes it)",
+        reason="POLICY_NOT_FOUND",
+        metadata={"interaction_type": interaction_type},
+    )
+
+
+class RoutingPolicies:
+    """Ops' use cases on routing policies."""
+
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, file: Sequence[RoutingPolicy] = ()
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._file = tuple(file)
+
+    async def apply_file(self) -> None:
+        """Stores the policy file's policies (at start), each replacing its type's."""
+        if not self._file:
+            return
+        async with self._dispatcher.transaction() as (uow, fx):
+            for policy in self._file:
+                if await uow.policies.update(policy, PolicySource.FILE) is None:
+                    await uow.policies.insert(policy, PolicySource.FILE)
+            fx.log(
+                "routing_policies_loaded",
+                interaction_types=[p.interaction_type for p in self._file],
+            )
+
+    async def _in_force(self, uow: UnitOfWork, interaction_type: str) -> PolicyInForce | None:
+        stored = await uow.policies.get(interaction_type)
+        if stored is not None:
+            return PolicyInForce.stored(stored)
+        built_in = BUILT_IN.get(interaction_type)
+        return None if built_in is None else PolicyInForce(built_in)
+
+    @retry_conflicts
+    async def create(self, interaction_type: str, changes: Mapping[str, Any]) -> PolicyInForce:
+        """Sets a policy for a type that has none set: the built-in values (the fallback's)
+        where `changes` (field -> value) says nothing."""
+        base = BUILT_IN.get(interaction_type, DEFAULT_FALLBACK)
+        policy = _checked(replace(base, interaction_type=interaction_type, **changes), "policy")
+        async with self._dispatcher.transaction() as (uow, fx):
+            if len(await uow.policies.all()) >= MAX_STORED_POLICIES:
+                raise ResourceExhausted(
+                    f"at most {MAX_STORED_POLICIES} routing policies can be set",
+                    reason="TOO_MANY_POLICIES",
+                )
+            try:
+                stored = await uow.policies.insert(policy, PolicySource.API)
+            except DuplicateKey as exc:
+                raise AlreadyExists(
+                    "a routing policy is set for this type; update it",
+                    reason="POLICY_EXISTS",
+                    metadata={"interaction_type": interaction_type},
+                ) from exc
+            fx.log("routing_policy_created", interaction_type=interaction_type)
+        return PolicyInForce.stored(stored)
+
+    @retry_conflicts
+    async def update(self, interaction_type: str, changes: Mapping[str, Any]) -> PolicyInForce:
+        """Changes fields of the policy in force for a type (set or built in)."""
+        async with self._dispatcher.transaction() as (uow, fx):
+            current = await self._in_force(uow, interaction_type)
+            if current is None:
+                raise _not_found(interaction_type)
+            policy = _checked(replace(current.policy, **changes), "policy")
+            stored = await uow.policies.update(policy, PolicySource.API)
+            if stored is None:
+                stored = await uow.policies.insert(policy, PolicySource.API)
+            fx.log(
+                "routing_policy_updated",
+                interaction_type=interaction_type,
+                fields=sorted(changes),
+            )
+        return PolicyInForce.stored(stored)
+
+    async def get(self, interaction_type: str) -> PolicyInForce:
+        """The policy in force for a type; NOT_FOUND when the fallback routes it."""
+        async with self._store.read() as uow:
+            current = await self._in_force(uow, interaction_type)
+        if current is None:
+            raise _not_found(interaction_type)
+        return current
+
+    async def list(self) -> list[PolicyInForce]:
+        """Every policy in force: the fallback first, then by interaction type."""
+        async with self._store.read() as uow:
+            stored = {s.policy.interaction_type: s for s in await uow.policies.all()}
+        in_force = {t: PolicyInForce(p) for t, p in BUILT_IN.items()}
+        in_force.update({t: PolicyInForce.stored(s) for t, s in stored.items()})
+        fallback = in_force.pop(FALLBACK_TYPE)
+        return [fallback, *(in_force[t] for t in sorted(in_force))]
+
+    @retry_conflicts
+    async def delete(self, interaction_type: str) -> PolicyInForce:
+        """Removes what is set for a type; returns what is in force for it now."""
+        async with self._dispatcher.transaction() as (uow, fx):
+            if not await uow.policies.delete(interaction_type):
+                raise NotFound(
+                    "no routing policy is set for this type",
+                    reason="POLICY_NOT_FOUND",
+                    metadata={"interaction_type": interaction_type},
+                )
+            now = await self._in_force(uow, interaction_type)
+            if now is None:
+                now = await self._in_force(uow, FALLBACK_TYPE)
+                assert now is not None  # the fallback is always built in
+            fx.log("routing_policy_deleted", interaction_type=interaction_type)
+        return now
