@@ -60,7 +60,9 @@ SERVER_ERRORS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 CALL_TIMEOUT = 30.0
 
 SKILLS = ("billing", "tech", "sales")
-INTERACTION_TYPES = ("billing_dispute", "tech_support", "upgrade", "order_lookup")
+# Types without built-in policies (the fallback routes them): their floors and default
+# skills do not apply, so any agent with the skills named may take them.
+INTERACTION_TYPES = ("billing_question", "tech_support", "upgrade", "order_status")
 URGENCIES = (H.URGENCY_LOW, H.URGENCY_NORMAL, H.URGENCY_HIGH, H.URGENCY_CRITICAL)
 
 

@@ -49,7 +49,7 @@ RESTART_SETTINGS = {
 
 # Needs fraud_security; no agent has that skill until carol arrives after the restart.
 FRAUD = {"interaction_type": "fraud_security", "skills": {"fraud": 3}}
-BILLING = {"interaction_type": "billing_dispute", "skills": {"billing": 3}}
+BILLING = {"interaction_type": "billing_question", "skills": {"billing": 3}}
 
 
 @dataclass
@@ -150,7 +150,7 @@ async def check_after(scene: Queue, stubs: Stubs) -> None:
     pool = pool_counts(await stubs.pool_status())
     assert pool.agents == agents(RECONNECTING=1)
     assert pool.queue_by_urgency == queue(CRITICAL=1, HIGH=1, NORMAL=2, LOW=1)
-    assert pool.queue_by_type == {"billing_dispute": 1, "fraud_security": 4}
+    assert pool.queue_by_type == {"billing_question": 1, "fraud_security": 4}
 
     # The idempotency key survived too: a bot's retry gets the same handoff.
     retried = await stubs.request_handoff(

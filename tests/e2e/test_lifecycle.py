@@ -95,9 +95,11 @@ async def test_handoff_lifecycle_from_bot_to_agent_and_back(
     assert handoff.state == H.HANDOFF_STATE_QUEUED
     assert handoff.queue_position == 1
     assert not handoff.HasField("estimated_wait")  # nobody eligible is online: no estimate
-    # The queue deadline is the enqueue time plus the urgency's target (60 s for HIGH).
+    # The queue deadline is the enqueue time plus the type's target, scaled by urgency:
+    # billing_dispute's 45 s, halved for HIGH (the default targets: 60 s of NORMAL's 120 s).
     target = handoff.target_time.ToDatetime() - handoff.create_time.ToDatetime()
-    assert target == timedelta(seconds=60)
+    assert target == timedelta(seconds=22.5)
+    assert handoff.routing.startswith("policy billing_dispute; urgency HIGH: as asked")
 
     # The bot watches: first the current state, then every change until the end.
     watch = client.handoffs.WatchHandoff(

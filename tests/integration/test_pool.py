@@ -124,5 +124,5 @@ async def test_pool_status_counts(client: Stubs) -> None:
     assert urgency[handoff_pb2.URGENCY_LOW] == 2
     assert urgency[handoff_pb2.URGENCY_CRITICAL] == 0
     types = {c.interaction_type: c.count for c in status.queue_by_interaction_type}
-    assert types == {"order_lookup": 1, "refund": 2}
+    assert types == {"general_question": 1, "refund": 2}
     assert status.oldest_wait.ToTimedelta().total_seconds() >= 0

@@ -152,7 +152,7 @@ def handoff_request(
     request_id: str | None = None,
     conversation_id: str = "conv-1",
     customer_id: str = "cust-1",
-    interaction_type: str = "order_lookup",
+    interaction_type: str = "general_question",  # no policy of its own: the fallback
     skills: dict[str, int] | None = None,
     language: str = "",
     urgency: int = handoff_pb2.URGENCY_NORMAL,

@@ -65,7 +65,7 @@ def test_distress_and_a_large_disputed_amount_make_it_high() -> None:
         (Urgency.LOW, Signals(sentiment=-0.8), LOOKUP, Urgency.NORMAL, "sentiment -0.8"),
         (
             Urgency.LOW,
-            Signals(reason=HandoffReason.REPEATED_CONTACT),
+            Signals(),
             LOOKUP,
             Urgency.NORMAL,
             "repeated contact",
@@ -84,7 +84,8 @@ def test_distress_and_a_large_disputed_amount_make_it_high() -> None:
 def test_each_rule_raises_the_urgency_and_says_why(
     requested: Urgency, signals: Signals, policy: object, urgency: Urgency, why: str
 ) -> None:
-    decision = assess(requested, signals, policy)  # type: ignore[arg-type]
+    reason = HandoffReason.REPEATED_CONTACT if why == "repeated contact" else HandoffReason.OTHER
+    decision = assess(requested, signals, policy, reason=reason)  # type: ignore[arg-type]
     assert decision.urgency is urgency
     assert why in decision.urgency_reasons
 
@@ -92,10 +93,11 @@ def test_each_rule_raises_the_urgency_and_says_why(
 def test_rules_raise_and_never_lower() -> None:
     calm = Signals(sentiment=0.9, tier=CustomerTier.STANDARD, bot_confidence=0.99)
     assert assess(Urgency.CRITICAL, calm, LOOKUP).urgency is Urgency.CRITICAL
-    angry = Signals(distress=True, sentiment=-1, reason=HandoffReason.REPEATED_CONTACT)
-    assert assess(Urgency.CRITICAL, angry, LOOKUP).urgency is Urgency.CRITICAL
+    angry = Signals(distress=True, sentiment=-1)
+    again = HandoffReason.REPEATED_CONTACT
+    assert assess(Urgency.CRITICAL, angry, LOOKUP, reason=again).urgency is Urgency.CRITICAL
     # Raises add up, to CRITICAL at most.
-    assert assess(Urgency.LOW, angry, LOOKUP).urgency is Urgency.CRITICAL
+    assert assess(Urgency.LOW, angry, LOOKUP, reason=again).urgency is Urgency.CRITICAL
     # A valued customer is raised only below HIGH.
     assert assess(Urgency.HIGH, Signals(tier=CustomerTier.VIP), LOOKUP).urgency_reasons == ()
 
@@ -104,15 +106,16 @@ def test_the_proficiency_floor_rises_for_fraud_and_an_unsure_bot() -> None:
     assert assess(Urgency.NORMAL, Signals(), LOOKUP).min_proficiency == 1
     fraud = assess(Urgency.NORMAL, Signals(suspected_fraud=True), LOOKUP)
     assert (fraud.min_proficiency, fraud.proficiency_reasons) == (4, ("suspected fraud",))
-    unsure = Signals(reason=HandoffReason.LOW_CONFIDENCE, bot_confidence=0.1)
-    decision = assess(Urgency.NORMAL, unsure, LOOKUP)
+    low = HandoffReason.LOW_CONFIDENCE
+    unsure = Signals(bot_confidence=0.1)
+    decision = assess(Urgency.NORMAL, unsure, LOOKUP, reason=low)
     assert decision.min_proficiency == 2
     assert decision.proficiency_reasons == ("bot confidence 0.10",)
-    sure = Signals(reason=HandoffReason.LOW_CONFIDENCE, bot_confidence=0.9)
-    assert assess(Urgency.NORMAL, sure, LOOKUP).min_proficiency == 1
+    sure = Signals(bot_confidence=0.9)
+    assert assess(Urgency.NORMAL, sure, LOOKUP, reason=low).min_proficiency == 1
     critical = assess(Urgency.CRITICAL, Signals(), DISPUTE)
     assert critical.min_proficiency == 4
-    assert assess(Urgency.NORMAL, unsure, FRAUD).min_proficiency == 5  # 4 + 1, capped at 5
+    assert assess(Urgency.NORMAL, unsure, FRAUD, reason=low).min_proficiency == 5  # 4 + 1
 
 
 def test_thresholds_come_from_the_rules() -> None:

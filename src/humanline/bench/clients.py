@@ -100,7 +100,7 @@ class Job:
             request_id=str(uuid.uuid4()),
             conversation_id=self.conversation_id(number),
             customer_id=f"bench-customer-{number % 1000}",
-            interaction_type="billing_dispute",
+            interaction_type="order_lookup",  # built in: its policy, one lookup; skills named
             required_skills=[handoff_pb2.SkillRequirement(skill=self.skill, min_proficiency=1)],
             urgency=handoff_pb2.URGENCY_HIGH,
             summary="Charged twice for the same order; asks for a refund of the second charge.",

@@ -210,6 +210,28 @@ class Agent:
         return max(0, self.profile.capacity - self.load)
 
 
+class CustomerTier(enum.StrEnum):
+    """How much the customer's business weighs (the bot's CRM says)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    STANDARD = "STANDARD"
+    PREMIUM = "PREMIUM"
+    VIP = "VIP"
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the bot tells about the conversation; None: it does not know."""
+
+    sentiment: float | None = None  # -1 (hostile, despairing) .. 1 (happy)
+    distress: bool = False
+    suspected_fraud: bool = False
+    disputed_amount: float | None = None  # in the account's currency
+    tier: CustomerTier = CustomerTier.UNSPECIFIED
+    tenure_days: int | None = None
+    bot_confidence: float | None = None  # 0 .. 1
+
+
 @dataclass(frozen=True, slots=True)
 class HandoffRequest:
     """What a bot asks for: the content behind an idempotency key."""
@@ -223,10 +245,11 @@ class HandoffRequest:
     urgency: Urgency
     summary: str
     reason: HandoffReason
+    signals: Signals = Signals()
 
     def fingerprint(self) -> str:
         """A digest of everything but the request id, to tell a retry from a reused key."""
-        content = {
+        content: dict[str, object] = {
             "conversation_id": self.conversation_id,
             "customer_id": self.customer_id,
             "interaction_type": self.interaction_type,
@@ -236,6 +259,17 @@ class HandoffRequest:
             "summary": self.summary,
             "reason": str(self.reason),
         }
+        if self.signals != Signals():
+            # Absent without signals: the digests of handoffs made before stay the same.
+            content["signals"] = {
+                "sentiment": self.signals.sentiment,
+                "distress": self.signals.distress,
+                "suspected_fraud": self.signals.suspected_fraud,
+                "disputed_amount": self.signals.disputed_amount,
+                "tier": str(self.signals.tier),
+                "tenure_days": self.signals.tenure_days,
+                "bot_confidence": self.signals.bot_confidence,
+            }
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -275,6 +309,7 @@ class Handoff:
     ended_at: datetime | None
     completion: Completion | None
     bot_id: str = ""  # the bot that requested it; "" on a server without authentication
+    routing: str = ""  # why it is routed as it is (policy, urgency, floor and reasons)
 
 
 @dataclass(frozen=True, slots=True)

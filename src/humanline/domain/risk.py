@@ -11,35 +11,13 @@ over 500; min proficiency 4: policy floor". Pure and deterministic.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
-from humanline.domain.model import HandoffReason, Urgency
-from humanline.domain.routing import RiskClass, RoutingPolicy
+from humanline.domain.model import CustomerTier, HandoffReason, HandoffRequest, Signals, Urgency
+from humanline.domain.routing import PolicyChoice, RiskClass, RoutingPolicy, requirements_at
 from humanline.domain.validation import MAX_PROFICIENCY
-
-
-class CustomerTier(enum.StrEnum):
-    """How much the customer's business weighs (the bot's CRM says)."""
-
-    UNSPECIFIED = "UNSPECIFIED"
-    STANDARD = "STANDARD"
-    PREMIUM = "PREMIUM"
-    VIP = "VIP"
-
-
-@dataclass(frozen=True, slots=True)
-class Signals:
-    """What the bot tells about the conversation; None: it does not know."""
-
-    sentiment: float | None = None  # -1 (hostile, despairing) .. 1 (happy)
-    distress: bool = False
-    suspected_fraud: bool = False
-    disputed_amount: float | None = None  # in the account's currency
-    tier: CustomerTier = CustomerTier.UNSPECIFIED
-    tenure_days: int | None = None
-    bot_confidence: float | None = None  # 0 .. 1
-    reason: HandoffReason = HandoffReason.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +66,8 @@ def assess(
     signals: Signals,
     policy: RoutingPolicy,
     rules: RiskRules = RiskRules(),
+    *,
+    reason: HandoffReason = HandoffReason.UNSPECIFIED,
 ) -> RiskDecision:
     """The urgency and proficiency floor a handoff gets from its signals and its type's
     policy. Rules raise, never lower: the bot's own urgency is the least it gets."""
@@ -121,7 +101,7 @@ def assess(
         raise_one("distress")
     if signals.sentiment is not None and signals.sentiment <= rules.negative_sentiment:
         raise_one(f"sentiment {signals.sentiment:+.1f}")
-    if signals.reason is HandoffReason.REPEATED_CONTACT:
+    if reason is HandoffReason.REPEATED_CONTACT:
         raise_one("repeated contact")
     valued = signals.tier in (CustomerTier.PREMIUM, CustomerTier.VIP) or (
         signals.tenure_days is not None and signals.tenure_days >= rules.long_tenure_days
@@ -145,7 +125,7 @@ def assess(
     if signals.suspected_fraud:
         floor_at_least(4, "suspected fraud")
     if (
-        signals.reason is HandoffReason.LOW_CONFIDENCE
+        reason is HandoffReason.LOW_CONFIDENCE
         and signals.bot_confidence is not None
         and signals.bot_confidence < rules.low_confidence
     ):
@@ -153,3 +133,38 @@ def assess(
     if urgency is Urgency.CRITICAL and policy.risk_class is RiskClass.HIGH:
         floor_at_least(4, "critical and high-risk")
     return RiskDecision(urgency, floor, tuple(reasons), tuple(floor_reasons), requested)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """A handoff request as it is routed: with its effective urgency and skills, its
+    deadline (the policy's target, scaled by urgency), and why."""
+
+    request: HandoffRequest
+    deadline: datetime
+    explanation: str
+
+
+def decide(
+    request: HandoffRequest,
+    choice: PolicyChoice,
+    targets: Mapping[Urgency, timedelta],
+    now: datetime,
+    rules: RiskRules = RiskRules(),
+) -> RoutingDecision:
+    """How a new handoff is routed: its type's policy (or the fallback, said so), its
+    signals' urgency and proficiency floor, the policy's default skills where the bot named
+    none. The deadline is the policy's target scaled as `targets` scale NORMAL to the
+    effective urgency (with the default targets: CRITICAL a quarter, LOW two and a half
+    times)."""
+    policy = choice.policy
+    decision = assess(request.urgency, request.signals, policy, rules, reason=request.reason)
+    floored = replace(policy, min_proficiency=decision.min_proficiency)
+    skills = requirements_at(floored, request.required_skills, (), timedelta(0)).skills
+    target = policy.target * (targets[decision.urgency] / targets[Urgency.NORMAL])
+    name = f"policy {policy.interaction_type}" + (" (fallback)" if choice.fallback else "")
+    return RoutingDecision(
+        replace(request, urgency=decision.urgency, required_skills=skills),
+        now + target,
+        f"{name}; {decision.explain()}",
+    )

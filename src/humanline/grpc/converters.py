@@ -29,6 +29,7 @@ from humanline.domain.validation import (
     check_handoff_request,
     check_identifier,
     check_languages,
+    check_signals,
     check_skill_requirements,
     check_text,
     check_uuid,
@@ -128,10 +129,43 @@ def handoff_request(msg: handoff_service_pb2.RequestHandoffRequest) -> model.Han
         urgency=urgency or model.Urgency.NORMAL,
         summary=msg.summary,
         reason=reason or model.HandoffReason.UNSPECIFIED,
+        signals=_signals(v, msg.signals),
     )
     check_handoff_request(v, request)
     v.raise_if_any()
     return request
+
+
+def _signals(v: Violations, msg: handoff_pb2.RiskSignals) -> model.Signals:
+    def optional(name: str) -> Any:
+        return getattr(msg, name) if msg.HasField(name) else None
+
+    signals = model.Signals(
+        sentiment=optional("sentiment"),
+        distress=msg.distress,
+        suspected_fraud=msg.suspected_fraud,
+        disputed_amount=optional("disputed_amount"),
+        tier=enum_from_proto(
+            v,
+            "signals.tier",
+            handoff_pb2.CustomerTier,
+            "CUSTOMER_TIER_",
+            msg.tier,
+            model.CustomerTier,
+        )
+        or model.CustomerTier.UNSPECIFIED,
+        tenure_days=optional("tenure_days"),
+        bot_confidence=optional("bot_confidence"),
+    )
+    check_signals(
+        v,
+        "signals",
+        sentiment=signals.sentiment,
+        disputed_amount=signals.disputed_amount,
+        tenure_days=signals.tenure_days,
+        bot_confidence=signals.bot_confidence,
+    )
+    return signals
 
 
 def uuid_id(field: str, value: str) -> str:
@@ -163,6 +197,7 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
         queue_position=view.position,
         requeue_count=h.requeue_count,
         bot_id=h.bot_id,
+        routing=h.routing,
     )
     if view.estimated_wait is not None:
         msg.estimated_wait.CopyFrom(duration(view.estimated_wait))

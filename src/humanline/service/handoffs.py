@@ -10,10 +10,12 @@ from datetime import timedelta
 from humanline.domain.access import Principal, require_handoff_access
 from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
+from humanline.domain.risk import decide
 from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.estimates import WaitEstimates
 from humanline.service.events import Effects, EventHub
+from humanline.service.policies import policy_for
 from humanline.service.transitions import (
     LostRace,
     offer_to_best_agent,
@@ -57,15 +59,17 @@ class Handoffs:
     async def request(self, request: HandoffRequest, bot_id: str) -> HandoffView:
         """Queues a handoff for bot `bot_id`, durably, or returns the one it already made
         under its request id."""
-        fingerprint = request.fingerprint()
+        fingerprint = request.fingerprint()  # of what the bot sent
         async with self._dispatcher.transaction() as (uow, fx):
+            choice = await policy_for(uow, request.interaction_type)
+            routed = decide(request, choice, self._policy.targets, uow.now)
             handoff = Handoff(
                 id=str(uuid.uuid4()),
-                request=request,
+                request=routed.request,
                 fingerprint=fingerprint,
                 state=HandoffState.QUEUED,
                 created_at=uow.now,
-                deadline=self._policy.deadline(uow.now, request.urgency),
+                deadline=routed.deadline,
                 requeue_count=0,
                 agent_id=None,
                 offer_id=None,
@@ -73,6 +77,7 @@ class Handoffs:
                 ended_at=None,
                 completion=None,
                 bot_id=bot_id,
+                routing=routed.explanation,
             )
             try:
                 await uow.handoffs.insert(handoff)  # the common case first: one statement
@@ -95,8 +100,10 @@ class Handoffs:
                     handoff_id=handoff.id,
                     request_id=request.request_id,
                     interaction_type=request.interaction_type,
-                    urgency=request.urgency.name,
-                    skills=[r.skill for r in request.required_skills],
+                    urgency=handoff.request.urgency.name,
+                    asked_urgency=request.urgency.name,
+                    skills=[r.skill for r in handoff.request.required_skills],
+                    policy=choice.policy.interaction_type,
                 )
                 handoff = await self._offer_at_once(uow, handoff, fx)
             view = await self._view(uow, handoff)

@@ -27,6 +27,7 @@ from humanline.domain.routing import (
     DEFAULT_FALLBACK,
     DEFAULT_POLICIES,
     FALLBACK_TYPE,
+    PolicyChoice,
     RoutingPolicy,
 )
 from humanline.service.dispatcher import Dispatcher
@@ -66,6 +67,18 @@ def _not_found(interaction_type: str) -> NotFound:
         reason="POLICY_NOT_FOUND",
         metadata={"interaction_type": interaction_type},
     )
+
+
+async def policy_for(uow: UnitOfWork, interaction_type: str) -> PolicyChoice:
+    """The policy that routes a new handoff of `interaction_type`, in this transaction."""
+    stored = await uow.policies.get(interaction_type)
+    if stored is not None:
+        return PolicyChoice(stored.policy, fallback=False)
+    built_in = BUILT_IN.get(interaction_type)
+    if built_in is not None and interaction_type != FALLBACK_TYPE:
+        return PolicyChoice(built_in, fallback=False)
+    fallback = await uow.policies.get(FALLBACK_TYPE)
+    return PolicyChoice(DEFAULT_FALLBACK if fallback is None else fallback.policy, fallback=True)
 
 
 class RoutingPolicies:

@@ -45,6 +45,13 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_UNRESOLVED: _ClassVar[Outcome]
     OUTCOME_TRANSFERRED: _ClassVar[Outcome]
     OUTCOME_FOLLOW_UP_NEEDED: _ClassVar[Outcome]
+
+class CustomerTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CUSTOMER_TIER_UNSPECIFIED: _ClassVar[CustomerTier]
+    CUSTOMER_TIER_STANDARD: _ClassVar[CustomerTier]
+    CUSTOMER_TIER_PREMIUM: _ClassVar[CustomerTier]
+    CUSTOMER_TIER_VIP: _ClassVar[CustomerTier]
 URGENCY_UNSPECIFIED: Urgency
 URGENCY_LOW: Urgency
 URGENCY_NORMAL: Urgency
@@ -68,6 +75,10 @@ OUTCOME_RESOLVED: Outcome
 OUTCOME_UNRESOLVED: Outcome
 OUTCOME_TRANSFERRED: Outcome
 OUTCOME_FOLLOW_UP_NEEDED: Outcome
+CUSTOMER_TIER_UNSPECIFIED: CustomerTier
+CUSTOMER_TIER_STANDARD: CustomerTier
+CUSTOMER_TIER_PREMIUM: CustomerTier
+CUSTOMER_TIER_VIP: CustomerTier
 
 class SkillRequirement(_message.Message):
     __slots__ = ("skill", "min_proficiency")
@@ -86,7 +97,7 @@ class AssignedAgent(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id")
+    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing")
     HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +120,7 @@ class Handoff(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     DISPOSITION_CODE_FIELD_NUMBER: _ClassVar[int]
     BOT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     handoff_id: str
     request_id: str
     conversation_id: str
@@ -131,4 +143,23 @@ class Handoff(_message.Message):
     outcome: Outcome
     disposition_code: str
     bot_id: str
-    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ...) -> None: ...
+    routing: str
+    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ...) -> None: ...
+
+class RiskSignals(_message.Message):
+    __slots__ = ("sentiment", "distress", "suspected_fraud", "disputed_amount", "tier", "tenure_days", "bot_confidence")
+    SENTIMENT_FIELD_NUMBER: _ClassVar[int]
+    DISTRESS_FIELD_NUMBER: _ClassVar[int]
+    SUSPECTED_FRAUD_FIELD_NUMBER: _ClassVar[int]
+    DISPUTED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    TENURE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    BOT_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    sentiment: float
+    distress: bool
+    suspected_fraud: bool
+    disputed_amount: float
+    tier: CustomerTier
+    tenure_days: int
+    bot_confidence: float
+    def __init__(self, sentiment: _Optional[float] = ..., distress: _Optional[bool] = ..., suspected_fraud: _Optional[bool] = ..., disputed_amount: _Optional[float] = ..., tier: _Optional[_Union[CustomerTier, str]] = ..., tenure_days: _Optional[int] = ..., bot_confidence: _Optional[float] = ...) -> None: ...

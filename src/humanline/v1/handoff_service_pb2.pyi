@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestHandoffRequest(_message.Message):
-    __slots__ = ("request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason")
+    __slots__ = ("request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "signals")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class RequestHandoffRequest(_message.Message):
     URGENCY_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     conversation_id: str
     customer_id: str
@@ -27,7 +28,8 @@ class RequestHandoffRequest(_message.Message):
     urgency: _handoff_pb2.Urgency
     summary: str
     reason: _handoff_pb2.HandoffReason
-    def __init__(self, request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[_handoff_pb2.Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[_handoff_pb2.HandoffReason, str]] = ...) -> None: ...
+    signals: _handoff_pb2.RiskSignals
+    def __init__(self, request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[_handoff_pb2.Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[_handoff_pb2.HandoffReason, str]] = ..., signals: _Optional[_Union[_handoff_pb2.RiskSignals, _Mapping]] = ...) -> None: ...
 
 class RequestHandoffResponse(_message.Message):
     __slots__ = ("handoff",)

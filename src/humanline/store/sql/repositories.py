@@ -519,6 +519,7 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
         ended_at=m["ended_at"],
         completion=completion,
         bot_id=m["bot_id"],
+        routing=m["routing"],
     )
 
 
@@ -701,6 +702,7 @@ class SqlHandoffRepository:
             "deadline": handoff.deadline,
             "requeue_count": handoff.requeue_count,
             "bot_id": handoff.bot_id,
+            "routing": handoff.routing,
             "changed_at": self._now,
             "changed_by": self._writer,
         }

@@ -224,6 +224,7 @@ class HandoffRow(SQLModel, table=True):
     changed_at: datetime = Field(sa_type=UTCDateTime)
     changed_by: str = Field(default="", max_length=8)
     bot_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    routing: str = Field(default="", max_length=1000, sa_column_kwargs={"server_default": ""})
 
 
 class HandoffSkillRow(SQLModel, table=True):
