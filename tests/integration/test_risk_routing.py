@@ -3,10 +3,13 @@ urgency, its proficiency floor, its default skills and its target; GetHandoff sa
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
-from humanline.v1 import handoff_pb2
+from humanline.v1 import handoff_pb2, pool_service_pb2, routing_pb2
 from tests.support.client import Stubs, error_details, handoff_request
 
 H = handoff_pb2
@@ -96,3 +99,55 @@ async def test_the_same_request_with_other_signals_is_another_request(client: St
     with pytest.raises(grpc.aio.AioRpcError) as reused:
         await client.handoffs.RequestHandoff(request)
     assert error_details(reused.value)["reason"] == "REQUEST_ID_REUSED"
+
+
+async def test_routine_handoffs_are_not_starved_by_a_long_urgent_burst(
+    client: Stubs,
+) -> None:
+    """Ordering by deadline ages every handoff: a LOW one queued first is served once its
+    deadline is earlier than those of the CRITICAL ones still arriving, though they never
+    stop arriving while it waits."""
+    # A quick type: targets of 0.4 s at NORMAL, 1 s at LOW, 0.1 s at CRITICAL.
+    await client.pool.CreateRoutingPolicy(
+        pool_service_pb2.CreateRoutingPolicyRequest(
+            policy=routing_pb2.RoutingPolicy(
+                interaction_type="quick",
+                target=duration_pb2.Duration(nanos=400_000_000),
+                max_wait=duration_pb2.Duration(seconds=600),
+            )
+        )
+    )
+    await client.create_agent("solo", {"general": 3})
+    solo = client.agent("solo")
+    routine = await _request(client, interaction_type="quick", urgency=H.URGENCY_LOW)
+
+    stop = asyncio.Event()
+    urgent_ids: list[str] = []  # in the order they were queued
+
+    async def burst() -> None:  # faster than solo works: a queue of urgent ones builds
+        while not stop.is_set():
+            handoff = await _request(client, interaction_type="quick", urgency=H.URGENCY_CRITICAL)
+            urgent_ids.append(handoff.handoff_id)
+            await asyncio.sleep(0.02)
+
+    bursting = asyncio.create_task(burst())
+    await asyncio.sleep(0.3)  # urgent ones queue up behind the routine one, and go ahead
+    await solo.hello()
+    served: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while routine.handoff_id not in served:
+                offer = await solo.offer(timeout=10)
+                served.append(offer.details.handoff_id)
+                waiting_then = set(urgent_ids) - set(served)
+                interaction = await solo.accept(offer.offer_id)
+                await asyncio.sleep(0.1)  # the handle time
+                await client.complete("solo", interaction.interaction_id)
+    finally:
+        stop.set()
+        await bursting
+    # Urgent handoffs went first; the routine one got its agent while urgent ones, queued
+    # before it was offered, were still waiting.
+    assert served[-1] == routine.handoff_id
+    assert len(served) > 1
+    assert waiting_then, "no urgent handoff was waiting: the test made no pressure"
