@@ -130,7 +130,7 @@ async def test_routine_handoffs_are_not_starved_by_a_long_urgent_burst(
             urgent_ids.append(handoff.handoff_id)
             await asyncio.sleep(0.02)
 
-    bursting = asyncio.create_task(burst())
+    bursting = asyncio.gather(*(burst() for _ in range(3)))
     await asyncio.sleep(0.3)  # urgent ones queue up behind the routine one, and go ahead
     await solo.hello()
     served: list[str] = []
@@ -141,7 +141,7 @@ async def test_routine_handoffs_are_not_starved_by_a_long_urgent_burst(
                 served.append(offer.details.handoff_id)
                 waiting_then = set(urgent_ids) - set(served)
                 interaction = await solo.accept(offer.offer_id)
-                await asyncio.sleep(0.1)  # the handle time
+                await asyncio.sleep(0.15)  # the handle time
                 await client.complete("solo", interaction.interaction_id)
     finally:
         stop.set()
