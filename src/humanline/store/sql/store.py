@@ -19,6 +19,7 @@ database's `now()` is the one clock, a deadlock or serialization failure becomes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -57,6 +58,18 @@ from humanline.store.sql.sqlite import GroupCommitWriter
 RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', hint) FROM unnest(CAST(:hints AS text[])) AS hint")
+
+
+async def _end(conn: AsyncConnection, transaction: Any, *, commit: bool) -> None:
+    """Commits (or rolls back) and hands the connection back to its pool."""
+    try:
+        if commit:
+            await transaction.commit()
+        else:
+            with contextlib.suppress(DBAPIError, OSError):  # the first error is the story
+                await transaction.rollback()
+    finally:
+        await conn.close()
 
 
 class SqlUnitOfWork:
@@ -261,16 +274,18 @@ class SqlStore:
             except BaseException:
                 await conn.close()
                 raise
+        # Ending the transaction and handing the connection back run as one task, shielded
+        # from the caller's cancellation (a client that hung up): cut off, the pool's reset
+        # of the connection fails with CancelledError, which SQLAlchemy logs as an error with
+        # a traceback, and the connection is lost. Shielded, they finish in order in the
+        # background while the cancellation goes on up.
         try:
             yield conn, now
         except BaseException:
-            with contextlib.suppress(DBAPIError, OSError):  # the first error is the story
-                await transaction.rollback()
+            await asyncio.shield(_end(conn, transaction, commit=False))
             raise
         else:
-            await transaction.commit()
-        finally:
-            await conn.close()
+            await asyncio.shield(_end(conn, transaction, commit=True))
 
     async def _repositories_connection(self, conn: AsyncConnection) -> SqlConnection:
         """PostgreSQL's connections run prepared statements on asyncpg (`postgres`); SQLite's
