@@ -35,9 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from humanline.domain.model import SkillRequirement
 from humanline.domain.routing import (
+    BUILT_IN_POLICIES,
     DEFAULT_FALLBACK,
-    DEFAULT_POLICIES,
-    FALLBACK_TYPE,
     RelaxationStep,
     RiskClass,
     RoutingPolicy,
@@ -77,11 +76,8 @@ class _File(_Strict):
     policies: list[_Policy] = Field(default_factory=list, max_length=1000)
 
 
-BUILT_IN = {p.interaction_type: p for p in DEFAULT_POLICIES} | {FALLBACK_TYPE: DEFAULT_FALLBACK}
-
-
 def _policy(entry: _Policy) -> RoutingPolicy:
-    base = BUILT_IN.get(entry.interaction_type, DEFAULT_FALLBACK)
+    base = BUILT_IN_POLICIES.get(entry.interaction_type, DEFAULT_FALLBACK)
     policy = replace(base, interaction_type=entry.interaction_type)
     changes: dict[str, object] = {}
     if entry.target_seconds is not None:

@@ -16,7 +16,7 @@ every other type, which says it is one. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -220,6 +220,11 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
 )
 
 DEFAULT_FALLBACK = RoutingPolicy(FALLBACK_TYPE, target=_seconds(120))
+
+# Every built-in policy by interaction type, the fallback under `default`.
+BUILT_IN_POLICIES: Mapping[str, RoutingPolicy] = {
+    p.interaction_type: p for p in (*DEFAULT_POLICIES, DEFAULT_FALLBACK)
+}
 
 
 @dataclass(frozen=True, slots=True)

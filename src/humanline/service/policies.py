@@ -24,8 +24,8 @@ from humanline.domain.errors import (
     ResourceExhausted,
 )
 from humanline.domain.routing import (
+    BUILT_IN_POLICIES,
     DEFAULT_FALLBACK,
-    DEFAULT_POLICIES,
     FALLBACK_TYPE,
     PolicyChoice,
     RoutingPolicy,
@@ -34,9 +34,6 @@ from humanline.service.dispatcher import Dispatcher
 from humanline.service.transitions import retry_conflicts
 from humanline.store.port import DuplicateKey, PolicySource, Store, StoredPolicy, UnitOfWork
 
-BUILT_IN: Mapping[str, RoutingPolicy] = {p.interaction_type: p for p in DEFAULT_POLICIES} | {
-    FALLBACK_TYPE: DEFAULT_FALLBACK
-}
 MAX_STORED_POLICIES = 1000
 
 
@@ -69,16 +66,24 @@ def _not_found(interaction_type: str) -> NotFound:
     )
 
 
-async def policy_for(uow: UnitOfWork, interaction_type: str) -> PolicyChoice:
-    """The policy that routes a new handoff of `interaction_type`, in this transaction."""
+async def in_force(uow: UnitOfWork, interaction_type: str) -> PolicyInForce | None:
+    """The policy in force for a type: set for it, else built in; None when neither (the
+    fallback routes it). `default` is always in force."""
     stored = await uow.policies.get(interaction_type)
     if stored is not None:
-        return PolicyChoice(stored.policy, fallback=False)
-    built_in = BUILT_IN.get(interaction_type)
-    if built_in is not None and interaction_type != FALLBACK_TYPE:
-        return PolicyChoice(built_in, fallback=False)
-    fallback = await uow.policies.get(FALLBACK_TYPE)
-    return PolicyChoice(DEFAULT_FALLBACK if fallback is None else fallback.policy, fallback=True)
+        return PolicyInForce.stored(stored)
+    built_in = BUILT_IN_POLICIES.get(interaction_type)
+    return None if built_in is None else PolicyInForce(built_in)
+
+
+async def policy_for(uow: UnitOfWork, interaction_type: str) -> PolicyChoice:
+    """The policy that routes a new handoff of `interaction_type`, in this transaction."""
+    own = None if interaction_type == FALLBACK_TYPE else await in_force(uow, interaction_type)
+    if own is not None:
+        return PolicyChoice(own.policy, fallback=False)
+    fallback = await in_force(uow, FALLBACK_TYPE)
+    assert fallback is not None  # built in
+    return PolicyChoice(fallback.policy, fallback=True)
 
 
 class RoutingPolicies:
@@ -104,18 +109,11 @@ class RoutingPolicies:
                 interaction_types=[p.interaction_type for p in self._file],
             )
 
-    async def _in_force(self, uow: UnitOfWork, interaction_type: str) -> PolicyInForce | None:
-        stored = await uow.policies.get(interaction_type)
-        if stored is not None:
-            return PolicyInForce.stored(stored)
-        built_in = BUILT_IN.get(interaction_type)
-        return None if built_in is None else PolicyInForce(built_in)
-
     @retry_conflicts
     async def create(self, interaction_type: str, changes: Mapping[str, Any]) -> PolicyInForce:
         """Sets a policy for a type that has none set: the built-in values (the fallback's)
         where `changes` (field -> value) says nothing."""
-        base = BUILT_IN.get(interaction_type, DEFAULT_FALLBACK)
+        base = BUILT_IN_POLICIES.get(interaction_type, DEFAULT_FALLBACK)
         policy = _checked(replace(base, interaction_type=interaction_type, **changes), "policy")
         async with self._dispatcher.transaction() as (uow, fx):
             if len(await uow.policies.all()) >= MAX_STORED_POLICIES:
@@ -138,7 +136,7 @@ class RoutingPolicies:
     async def update(self, interaction_type: str, changes: Mapping[str, Any]) -> PolicyInForce:
         """Changes fields of the policy in force for a type (set or built in)."""
         async with self._dispatcher.transaction() as (uow, fx):
-            current = await self._in_force(uow, interaction_type)
+            current = await in_force(uow, interaction_type)
             if current is None:
                 raise _not_found(interaction_type)
             policy = _checked(replace(current.policy, **changes), "policy")
@@ -155,7 +153,7 @@ class RoutingPolicies:
     async def get(self, interaction_type: str) -> PolicyInForce:
         """The policy in force for a type; NOT_FOUND when the fallback routes it."""
         async with self._store.read() as uow:
-            current = await self._in_force(uow, interaction_type)
+            current = await in_force(uow, interaction_type)
         if current is None:
             raise _not_found(interaction_type)
         return current
@@ -164,10 +162,10 @@ class RoutingPolicies:
         """Every policy in force: the fallback first, then by interaction type."""
         async with self._store.read() as uow:
             stored = {s.policy.interaction_type: s for s in await uow.policies.all()}
-        in_force = {t: PolicyInForce(p) for t, p in BUILT_IN.items()}
-        in_force.update({t: PolicyInForce.stored(s) for t, s in stored.items()})
-        fallback = in_force.pop(FALLBACK_TYPE)
-        return [fallback, *(in_force[t] for t in sorted(in_force))]
+        current = {t: PolicyInForce(p) for t, p in BUILT_IN_POLICIES.items()}
+        current.update({t: PolicyInForce.stored(s) for t, s in stored.items()})
+        fallback = current.pop(FALLBACK_TYPE)
+        return [fallback, *(current[t] for t in sorted(current))]
 
     @retry_conflicts
     async def delete(self, interaction_type: str) -> PolicyInForce:
@@ -179,9 +177,9 @@ class RoutingPolicies:
                     reason="POLICY_NOT_FOUND",
                     metadata={"interaction_type": interaction_type},
                 )
-            now = await self._in_force(uow, interaction_type)
+            now = await in_force(uow, interaction_type)
             if now is None:
-                now = await self._in_force(uow, FALLBACK_TYPE)
+                now = await in_force(uow, FALLBACK_TYPE)
                 assert now is not None  # the fallback is always built in
             fx.log("routing_policy_deleted", interaction_type=interaction_type)
         return now
