@@ -121,7 +121,7 @@ def _demo(args: argparse.Namespace) -> int:
     from humanline.sim.scenario import ScenarioError
 
     try:
-        return demo.run(args.duration)
+        return demo.run(args.duration, routing=args.routing, compare=args.compare)
     except (demo.ServerError, ScenarioError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -265,6 +265,17 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="serve on a fresh embedded store and play the default scenario against it"
     )
     demo.add_argument("--duration", type=float, help="seconds of arrivals (default 60)")
+    demo.add_argument(
+        "--routing",
+        choices=("risk", "topic"),
+        default="risk",
+        help="route by the risk policies (default) or by topic and urgency alone",
+    )
+    demo.add_argument(
+        "--compare",
+        action="store_true",
+        help="play the scenario routed by topic, then by risk, and compare the two",
+    )
     demo.set_defaults(func=_demo)
     bench = sub.add_parser(
         "bench",

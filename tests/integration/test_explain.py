@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
@@ -60,6 +61,7 @@ from humanline.v1 import (
     handoff_pb2,
     handoff_service_pb2,
     pool_service_pb2,
+    routing_pb2,
 )
 from tests.conftest import FAST, Served, empty_postgres
 from tests.support.client import AgentDriver, Stubs
@@ -554,6 +556,24 @@ async def _workload(client: Stubs) -> None:
         while (message := await watch.read()) is not grpc.aio.EOF:
             last = message.handoff.state
     assert last == handoff_pb2.HANDOFF_STATE_CANCELLED
+
+    # A handoff nobody can take, whose type's policy relaxes it and then lets it expire.
+    wait = duration_pb2.Duration()
+    wait.FromTimedelta(timedelta(seconds=0.3))
+    await client.pool.CreateRoutingPolicy(
+        pool_service_pb2.CreateRoutingPolicyRequest(
+            policy=routing_pb2.RoutingPolicy(
+                interaction_type="explain_wait",
+                target=wait,
+                max_wait=duration_pb2.Duration(seconds=1),
+                relaxation=[routing_pb2.RelaxationStep(after=wait, min_proficiency=4)],
+            )
+        )
+    )
+    lapsing = await client.request_handoff(interaction_type="explain_wait", skills={"legal": 5})
+    await _until(
+        lambda: _handoff_state(client, lapsing.handoff_id), handoff_pb2.HANDOFF_STATE_EXPIRED
+    )
 
     # An offer taken back because the bot cancelled; away and back.
     offered = await client.request_handoff(skills={"refunds": 2}, language="de")

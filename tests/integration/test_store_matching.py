@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from humanline.domain.model import (
     HandoffState,
     SkillRequirement,
     Urgency,
+    WaitPlan,
 )
 from humanline.store.sql import tables
 from humanline.store.sql.store import SqlStore
@@ -120,6 +122,23 @@ def runner(
         loop.run(store.close())
 
 
+def with_holds(
+    pool: list[Agent], queue: list[Handoff], holds: list[tuple[int, int, bool]], now: datetime
+) -> list[Handoff]:
+    """The queue with some handoffs held for a known agent: (handoff, agent, whether the
+    hold is still on at `now`, the store's time: PostgreSQL's is its own clock's)."""
+    queue = list(queue)
+    for h, a, on in holds:
+        if not pool or not queue:
+            break
+        i = h % len(queue)
+        until = now + timedelta(seconds=60 if on else -1)
+        plan = WaitPlan(preferred_agent_id=pool[a % len(pool)].id, preferred_until=until)
+        request = replace(queue[i].request, preferred_agent_id=plan.preferred_agent_id)
+        queue[i] = replace(queue[i], request=request, plan=plan)
+    return queue
+
+
 async def load(
     store: SqlStore,
     pool: list[Agent],
@@ -184,19 +203,24 @@ SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_s
     pool=st.lists(agents(), max_size=8),
     queue=st.lists(handoffs(), max_size=8),
     declines=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=6),
+    holds=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.booleans()), max_size=3),
 )
 def test_matching_sql_equals_the_domain_rules(
     runner: tuple[asyncio.Runner, SqlStore],
     pool: list[Agent],
     queue: list[Handoff],
     declines: list[tuple[int, int]],
+    holds: list[tuple[int, int, bool]],
 ) -> None:
     loop, store = runner
 
     async def check() -> None:
-        excluded = await load(store, pool, queue, declines)
         async with store.read() as uow:
-            for handoff in queue:
+            now = uow.now
+        held = with_holds(pool, queue, holds, now)
+        excluded = await load(store, pool, held, declines)
+        async with store.read() as uow:
+            for handoff in held:
                 if handoff.state is not HandoffState.QUEUED:
                     continue
                 out = {a for h, a in excluded if h == handoff.id}
@@ -214,10 +238,10 @@ def test_matching_sql_equals_the_domain_rules(
                 expected_h = sorted(
                     (
                         h
-                        for h in queue
+                        for h in held
                         if h.state is HandoffState.QUEUED
                         and h.id not in mine
-                        and is_eligible(_ready(agent), h)
+                        and is_eligible(_ready(agent), h, now=now)
                     ),
                     key=queue_key,
                 )

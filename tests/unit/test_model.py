@@ -355,6 +355,7 @@ def test_interaction_id_is_the_offer_id() -> None:
         (HandoffState.ASSIGNED, False, False),
         (HandoffState.COMPLETED, False, True),
         (HandoffState.CANCELLED, False, True),
+        (HandoffState.EXPIRED, False, True),
     ],
 )
 def test_handoff_state_predicates(state: HandoffState, waiting: bool, terminal: bool) -> None:
@@ -370,6 +371,7 @@ def test_handoff_state_table_is_complete() -> None:
         "ASSIGNED",
         "COMPLETED",
         "CANCELLED",
+        "EXPIRED",
     }
     assert not any(s.waiting and s.terminal for s in HandoffState)
 

@@ -193,62 +193,37 @@ def test_decide_miss_property(status: AgentStatus, misses: int, limit: int) -> N
 MEAN = timedelta(minutes=4)
 
 
-@pytest.mark.parametrize("position", [1, 2, 50])
-def test_wait_is_zero_while_an_eligible_agent_is_free(position: int) -> None:
-    wait = estimate_wait(
-        position=position, eligible_capacity=3, eligible_free=1, mean_handle_time=MEAN
-    )
-    assert wait == timedelta(0)
-
-
 def test_no_estimate_without_eligible_capacity_online() -> None:
-    wait = estimate_wait(position=1, eligible_capacity=0, eligible_free=0, mean_handle_time=MEAN)
-    assert wait is None
+    assert estimate_wait(ahead=0, eligible_capacity=0, mean_handle_time=MEAN) is None
 
 
 @pytest.mark.parametrize(
-    ("position", "capacity", "rounds"),
-    [(1, 1, 1), (2, 1, 2), (1, 3, 1), (3, 3, 1), (4, 3, 2), (6, 3, 2), (7, 3, 3), (10, 4, 3)],
+    ("ahead", "capacity", "slots"),
+    [
+        (0, 1, 1),  # the next slot to free up: one mean handle time with one slot
+        (0, 4, 0.25),  # with four busy slots, one frees up four times as often
+        (3, 4, 1),
+        (9, 3, 10 / 3),
+    ],
 )
-def test_wait_drains_capacity_per_mean_handle_time(
-    position: int, capacity: int, rounds: int
+def test_wait_is_the_slots_to_free_up_at_the_rate_they_do(
+    ahead: int, capacity: int, slots: float
 ) -> None:
-    wait = estimate_wait(
-        position=position, eligible_capacity=capacity, eligible_free=0, mean_handle_time=MEAN
-    )
-    assert wait == MEAN * rounds
-
-
-@settings(max_examples=500)
-@given(
-    position=st.integers(1, 10_000),
-    capacity=st.integers(0, 200),
-    free=st.integers(0, 20),
-    mean_seconds=st.integers(1, 3600),
-)
-def test_estimate_wait_property(position: int, capacity: int, free: int, mean_seconds: int) -> None:
-    mean = timedelta(seconds=mean_seconds)
-    wait = estimate_wait(
-        position=position, eligible_capacity=capacity, eligible_free=free, mean_handle_time=mean
-    )
-    if free > 0:
-        assert wait == timedelta(0)
-    elif capacity == 0:
-        assert wait is None
-    else:
-        rounds = -(-position // capacity)  # ceiling in integers
-        assert wait == timedelta(seconds=mean_seconds * rounds)
+    wait = estimate_wait(ahead=ahead, eligible_capacity=capacity, mean_handle_time=MEAN)
+    assert wait is not None
+    assert wait.total_seconds() == pytest.approx(MEAN.total_seconds() * slots)
 
 
 @settings(max_examples=300)
-@given(position=st.integers(1, 500), capacity=st.integers(1, 50))
-def test_wait_never_shrinks_further_back_in_the_queue(position: int, capacity: int) -> None:
-    def wait(p: int) -> timedelta | None:
-        return estimate_wait(
-            position=p, eligible_capacity=capacity, eligible_free=0, mean_handle_time=MEAN
-        )
-
-    here, behind = wait(position), wait(position + 1)
+@given(ahead=st.integers(0, 5000), capacity=st.integers(1, 200), mean_seconds=st.integers(1, 3600))
+def test_wait_grows_with_the_queue_ahead_and_shrinks_with_capacity(
+    ahead: int, capacity: int, mean_seconds: int
+) -> None:
+    mean = timedelta(seconds=mean_seconds)
+    here = estimate_wait(ahead=ahead, eligible_capacity=capacity, mean_handle_time=mean)
+    behind = estimate_wait(ahead=ahead + 1, eligible_capacity=capacity, mean_handle_time=mean)
+    wider = estimate_wait(ahead=ahead, eligible_capacity=capacity + 1, mean_handle_time=mean)
     assert here is not None
     assert behind is not None
-    assert here <= behind
+    assert wider is not None
+    assert wider < here < behind

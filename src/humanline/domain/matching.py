@@ -7,8 +7,9 @@ the specification.
 
 Rules:
 - Eligible agent: AVAILABLE (connected, status available, below capacity), every required
-  skill at or above its minimum proficiency, the handoff's language if it names one, and it
-  has not declined or missed this handoff.
+  skill at or above its minimum proficiency, the handoff's language if it names one, it
+  has not declined or missed this handoff, and the handoff is not held for another agent
+  (its known agent, for a while: `Handoff.reserved_for`).
 - Queue order: earliest deadline (enqueue time plus the urgency's target) first, then
   earliest enqueue, then id; so urgency wins and age still counts.
 - Agent choice: the best proficiency on the required skills (their sum), then the longest
@@ -39,14 +40,24 @@ def has_skills(agent: Agent, handoff: Handoff) -> bool:
     return all(skills.get(r.skill, 0) >= r.min_proficiency for r in handoff.request.required_skills)
 
 
-def is_eligible(agent: Agent, handoff: Handoff, excluded: Collection[str] = ()) -> bool:
-    """May `agent` be offered `handoff` now? `excluded` holds agents that declined or missed it."""
+def is_eligible(
+    agent: Agent, handoff: Handoff, excluded: Collection[str] = (), now: datetime | None = None
+) -> bool:
+    """May `agent` be offered `handoff` at `now`? `excluded` holds agents that declined or
+    missed it. Without `now`, a hold for a known agent is not considered."""
     return (
         handoff.state is HandoffState.QUEUED
         and agent.state is AgentState.AVAILABLE
         and agent.id not in excluded
+        and (now is None or handoff.reserved_for(now) in (None, agent.id))
         and has_skills(agent, handoff)
     )
+
+
+def can_wait_for(agent: Agent) -> bool:
+    """May a handoff wait for this agent as its known agent? While it is logged in and
+    working: available, or busy and so soon free. Not while away, reconnecting or offline."""
+    return agent.state in (AgentState.AVAILABLE, AgentState.BUSY)
 
 
 def proficiency_score(agent: Agent, handoff: Handoff) -> int:
@@ -61,19 +72,25 @@ def agent_rank_key(agent: Agent, handoff: Handoff) -> tuple[int, datetime, str]:
 
 
 def choose_agent(
-    handoff: Handoff, candidates: Iterable[Agent], excluded: Collection[str] = ()
+    handoff: Handoff,
+    candidates: Iterable[Agent],
+    excluded: Collection[str] = (),
+    now: datetime | None = None,
 ) -> Agent | None:
     """The agent `handoff` should be offered to, or None if no candidate is eligible."""
-    eligible = [a for a in candidates if is_eligible(a, handoff, excluded)]
+    eligible = [a for a in candidates if is_eligible(a, handoff, excluded, now)]
     return min(eligible, key=lambda a: agent_rank_key(a, handoff), default=None)
 
 
 def choose_handoff(
-    agent: Agent, candidates: Iterable[Handoff], excluded: Collection[str] = ()
+    agent: Agent,
+    candidates: Iterable[Handoff],
+    excluded: Collection[str] = (),
+    now: datetime | None = None,
 ) -> Handoff | None:
     """The handoff `agent` should be offered next, or None. `excluded` holds handoff ids the
     agent declined or missed."""
-    eligible = [h for h in candidates if h.id not in excluded and is_eligible(agent, h)]
+    eligible = [h for h in candidates if h.id not in excluded and is_eligible(agent, h, now=now)]
     return min(eligible, key=queue_key, default=None)
 
 
@@ -81,6 +98,7 @@ def plan_matches(
     handoffs: Iterable[Handoff],
     agents: Iterable[Agent],
     exclusions: Mapping[str, Collection[str]] | None = None,
+    now: datetime | None = None,
 ) -> list[tuple[str, str]]:
     """The reference assignment of a whole snapshot, as (handoff_id, agent_id) pairs.
 
@@ -95,7 +113,7 @@ def plan_matches(
     for handoff in sorted(handoffs, key=queue_key):
         excluded = exclusions.get(handoff.id, ())
         candidates = (a for a in pool.values() if remaining[a.id] > 0)
-        best = choose_agent(handoff, candidates, excluded)
+        best = choose_agent(handoff, candidates, excluded, now)
         if best is not None:
             remaining[best.id] -= 1
             plan.append((handoff.id, best.id))

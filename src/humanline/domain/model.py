@@ -32,6 +32,7 @@ class HandoffState(enum.StrEnum):
     ASSIGNED = "ASSIGNED"
     COMPLETED = "COMPLETED"
     CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
 
     @property
     def waiting(self) -> bool:
@@ -41,7 +42,7 @@ class HandoffState(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         """True once nothing can happen to the handoff any more."""
-        return self in (HandoffState.COMPLETED, HandoffState.CANCELLED)
+        return self in (HandoffState.COMPLETED, HandoffState.CANCELLED, HandoffState.EXPIRED)
 
 
 class HandoffReason(enum.StrEnum):
@@ -141,10 +142,12 @@ class SessionEndReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SkillRequirement:
-    """A skill a handoff needs, at `min_proficiency` (1-5) or better."""
+    """A skill a handoff needs, at `min_proficiency` (1-5) or better. An `optional` one is
+    required until a relaxation step of the handoff's routing policy drops it."""
 
     skill: str
     min_proficiency: int
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +249,7 @@ class HandoffRequest:
     summary: str
     reason: HandoffReason
     signals: Signals = Signals()
+    preferred_agent_id: str | None = None  # the customer's last agent, waited for a while
 
     def fingerprint(self) -> str:
         """A digest of everything but the request id, to tell a retry from a reused key."""
@@ -253,7 +257,11 @@ class HandoffRequest:
             "conversation_id": self.conversation_id,
             "customer_id": self.customer_id,
             "interaction_type": self.interaction_type,
-            "required_skills": sorted((r.skill, r.min_proficiency) for r in self.required_skills),
+            "required_skills": sorted(
+                # The flag only where set: the digests of handoffs made before stay the same.
+                (r.skill, r.min_proficiency, True) if r.optional else (r.skill, r.min_proficiency)
+                for r in self.required_skills
+            ),
             "language": self.language,
             "urgency": int(self.urgency),
             "summary": self.summary,
@@ -270,6 +278,8 @@ class HandoffRequest:
                 "tenure_days": self.signals.tenure_days,
                 "bot_confidence": self.signals.bot_confidence,
             }
+        if self.preferred_agent_id is not None:
+            content["preferred_agent_id"] = self.preferred_agent_id
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -286,6 +296,35 @@ class Completion:
         """A digest of the completion, to tell a retry from a conflicting second completion."""
         canonical = json.dumps([str(self.outcome), self.disposition_code, self.notes])
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A relaxation step of a handoff: once it has waited `after`, `skills` are required."""
+
+    after: timedelta
+    skills: tuple[SkillRequirement, ...]
+    note: str  # what the step changes, for the routing explanation: "min proficiency 3"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPlan:
+    """What happens to a handoff while it waits, fixed from its type's routing policy when
+    it is queued (a later change of the policy leaves queued handoffs as they were).
+
+    - `expires_at`: the end of its maximum wait; still queued then, it ends EXPIRED.
+    - `offer_timeout`: how long each offer waits for the agent's answer (None: the server's).
+    - `steps`: relaxation; `step` of them are applied.
+    - `preferred_agent_id`: the customer's known agent; until `preferred_until` only that
+      agent may be offered the handoff (None: the wait for it is over or never began).
+    """
+
+    expires_at: datetime | None = None
+    offer_timeout: timedelta | None = None
+    steps: tuple[PlannedStep, ...] = ()
+    step: int = 0
+    preferred_agent_id: str | None = None
+    preferred_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +349,25 @@ class Handoff:
     completion: Completion | None
     bot_id: str = ""  # the bot that requested it; "" on a server without authentication
     routing: str = ""  # why it is routed as it is (policy, urgency, floor and reasons)
+    plan: WaitPlan = WaitPlan()
+    end_reason: str = ""  # why it expired
+
+    def reserved_for(self, now: datetime) -> str | None:
+        """The only agent it may be offered to now (its known agent, while waited for)."""
+        plan = self.plan
+        if plan.preferred_until is not None and now < plan.preferred_until:
+            return plan.preferred_agent_id
+        return None
+
+    @property
+    def review_at(self) -> datetime | None:
+        """When its wait plan next changes something: a relaxation step, the end of the wait
+        for its known agent, or its expiry; None when nothing is left to happen."""
+        plan = self.plan
+        moments = [plan.expires_at, plan.preferred_until]
+        if plan.step < len(plan.steps):
+            moments.append(self.created_at + plan.steps[plan.step].after)
+        return min((m for m in moments if m is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)

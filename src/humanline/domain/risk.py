@@ -15,8 +15,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from humanline.domain.model import CustomerTier, HandoffReason, HandoffRequest, Signals, Urgency
-from humanline.domain.routing import PolicyChoice, RiskClass, RoutingPolicy, requirements_at
+from humanline.domain.model import (
+    CustomerTier,
+    HandoffReason,
+    HandoffRequest,
+    Signals,
+    Urgency,
+    WaitPlan,
+)
+from humanline.domain.routing import (
+    PolicyChoice,
+    RiskClass,
+    RoutingPolicy,
+    plan_relaxation,
+    requirements_at,
+    span,
+)
 from humanline.domain.validation import MAX_PROFICIENCY
 
 
@@ -138,10 +152,11 @@ def assess(
 @dataclass(frozen=True, slots=True)
 class RoutingDecision:
     """A handoff request as it is routed: with its effective urgency and skills, its
-    deadline (the policy's target, scaled by urgency), and why."""
+    deadline (the policy's target, scaled by urgency), its wait plan, and why."""
 
     request: HandoffRequest
     deadline: datetime
+    plan: WaitPlan
     explanation: str
 
 
@@ -151,20 +166,43 @@ def decide(
     targets: Mapping[Urgency, timedelta],
     now: datetime,
     rules: RiskRules = RiskRules(),
+    *,
+    known_agent_online: bool = False,
 ) -> RoutingDecision:
     """How a new handoff is routed: its type's policy (or the fallback, said so), its
     signals' urgency and proficiency floor, the policy's default skills where the bot named
-    none. The deadline is the policy's target scaled as `targets` scale NORMAL to the
-    effective urgency (with the default targets: CRITICAL a quarter, LOW two and a half
-    times)."""
+    none, and what happens while it waits (relaxation, expiry, offer timeout, the wait for
+    its known agent if that agent is online). The deadline is the policy's target scaled as
+    `targets` scale NORMAL to the effective urgency (with the default targets: CRITICAL a
+    quarter, LOW two and a half times)."""
     policy = choice.policy
     decision = assess(request.urgency, request.signals, policy, rules, reason=request.reason)
     floored = replace(policy, min_proficiency=decision.min_proficiency)
-    skills = requirements_at(floored, request.required_skills, (), timedelta(0)).skills
+    optional = [s.skill for s in request.required_skills if s.optional]
+    skills = requirements_at(floored, request.required_skills, optional, timedelta(0)).skills
     target = policy.target * (targets[decision.urgency] / targets[Urgency.NORMAL])
     name = f"policy {policy.interaction_type}" + (" (fallback)" if choice.fallback else "")
+    parts = [name, decision.explain()]
+    preferred_until = None
+    known = request.preferred_agent_id
+    if known is not None:
+        if policy.known_agent_wait <= timedelta(0):
+            parts.append(f"known agent {known} not waited for: the policy waits for none")
+        elif known_agent_online:
+            preferred_until = now + policy.known_agent_wait
+            parts.append(f"waits up to {span(policy.known_agent_wait)} for known agent {known}")
+        else:
+            parts.append(f"known agent {known} not waited for: offline")
+    plan = WaitPlan(
+        expires_at=now + policy.max_wait,
+        offer_timeout=policy.offer_timeout,
+        steps=plan_relaxation(floored, request.required_skills, optional),
+        preferred_agent_id=known,
+        preferred_until=preferred_until,
+    )
     return RoutingDecision(
         replace(request, urgency=decision.urgency, required_skills=skills),
         now + target,
-        f"{name}; {decision.explain()}",
+        plan,
+        "; ".join(parts),
     )

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from humanline.domain.model import SkillRequirement
+from humanline.domain.model import Handoff, PlannedStep, SkillRequirement, WaitPlan
 from humanline.domain.validation import MAX_PROFICIENCY, MIN_PROFICIENCY
 
 FALLBACK_TYPE = "default"  # the policy of every interaction type without one of its own
@@ -54,7 +54,7 @@ class RoutingPolicy:
     required_skills: tuple[SkillRequirement, ...] = ()  # when the bot names none
     min_proficiency: int = MIN_PROFICIENCY  # floor for every required skill
     risk_class: RiskClass = RiskClass.MEDIUM
-    offer_timeout: timedelta = timedelta(seconds=15)
+    offer_timeout: timedelta | None = None  # None: the server's setting
     max_wait: timedelta = timedelta(minutes=15)
     relaxation: tuple[RelaxationStep, ...] = ()
     quality_ranking: bool = True
@@ -69,7 +69,7 @@ class RoutingPolicy:
             "max_wait": self.max_wait,
         }
         for name, value in positive.items():
-            if value <= timedelta(0):
+            if value is not None and value <= timedelta(0):
                 found.append((name, "must be positive"))
         if self.known_agent_wait < timedelta(0):
             found.append(("known_agent_wait", "must not be negative"))
@@ -123,7 +123,7 @@ def requirements_at(
     step whose time has come. `optional` names the skills the bot could do without."""
     skills = tuple(required) or policy.required_skills
     skills = tuple(
-        SkillRequirement(s.skill, max(s.min_proficiency, policy.min_proficiency)) for s in skills
+        replace(s, min_proficiency=max(s.min_proficiency, policy.min_proficiency)) for s in skills
     )
     dropped: frozenset[str] = frozenset()
     step = 0
@@ -133,10 +133,88 @@ def requirements_at(
         step = i + 1
         if relax.min_proficiency is not None:
             floor = relax.min_proficiency
-            skills = tuple(SkillRequirement(s.skill, min(s.min_proficiency, floor)) for s in skills)
+            skills = tuple(
+                replace(s, min_proficiency=min(s.min_proficiency, floor)) for s in skills
+            )
         if relax.drop_optional:
             dropped = frozenset(optional)
     return Requirements(tuple(s for s in skills if s.skill not in dropped), step)
+
+
+def span(value: timedelta) -> str:
+    """A wait as people say it: "45s", "2m", "1m30s", "1h5m"."""
+    seconds = round(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return "".join(parts) or "0s"
+
+
+def _describe(skills: tuple[SkillRequirement, ...]) -> str:
+    return ", ".join(f"{s.skill} {s.min_proficiency}+" for s in skills) or "any agent"
+
+
+def plan_relaxation(
+    policy: RoutingPolicy, required: Iterable[SkillRequirement], optional: Iterable[str]
+) -> tuple[PlannedStep, ...]:
+    """The relaxation steps of one handoff: the requirements after each of the policy's
+    steps, where they change anything, each with what it changes."""
+    required, optional = tuple(required), frozenset(optional)
+    current = requirements_at(policy, required, optional, timedelta(0)).skills
+    steps: list[PlannedStep] = []
+    for relax in policy.relaxation:
+        skills = requirements_at(policy, required, optional, relax.after).skills
+        if skills != current:
+            steps.append(PlannedStep(relax.after, skills, _describe(skills)))
+            current = skills
+    return tuple(steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """What a waiting handoff's plan does at one moment: the plan afterwards, the
+    requirements if a relaxation step applied (None: unchanged), what changed, and whether
+    its maximum wait is over."""
+
+    plan: WaitPlan
+    skills: tuple[SkillRequirement, ...] | None
+    notes: tuple[str, ...]
+    expired: bool
+
+
+def review(handoff: Handoff, now: datetime) -> Review:
+    """Applies what is due of a queued handoff's wait plan at `now`: every relaxation step
+    whose time has come, the end of the wait for its known agent, its expiry."""
+    plan = handoff.plan
+    skills = None
+    notes: list[str] = []
+    step = plan.step
+    while step < len(plan.steps) and handoff.created_at + plan.steps[step].after <= now:
+        planned = plan.steps[step]
+        step += 1
+        skills = planned.skills
+        notes.append(f"relaxed after {span(planned.after)} (step {step}): {planned.note}")
+    preferred_until = plan.preferred_until
+    if preferred_until is not None and now >= preferred_until:
+        preferred_until = None
+        notes.append(f"stopped waiting for known agent {plan.preferred_agent_id}")
+    expired = plan.expires_at is not None and now >= plan.expires_at
+    return Review(
+        replace(plan, step=step, preferred_until=preferred_until), skills, tuple(notes), expired
+    )
+
+
+def expiry_reason(handoff: Handoff, eligible_online: int, now: datetime) -> str:
+    """Why a handoff expired, for the bot (which may offer the customer a callback) and ops."""
+    if eligible_online == 0:
+        language = handoff.request.language
+        speaking = f" speaking {language}" if language else ""
+        who = _describe(handoff.request.required_skills)
+        why = f"no agent{speaking} with {who} was online"
+    else:
+        agents = "agent was" if eligible_online == 1 else "agents were"
+        why = f"{eligible_online} eligible {agents} online, none free"
+    return f"maximum wait over after {span(now - handoff.created_at)}: {why}"
 
 
 def next_relaxation(policy: RoutingPolicy, waited: timedelta) -> timedelta | None:

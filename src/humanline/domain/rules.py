@@ -6,11 +6,10 @@ decision. All pure and deterministic given their inputs.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from humanline.domain.model import Agent, AgentStatus, Handoff, Urgency
+from humanline.domain.model import Agent, AgentStatus, Handoff, Urgency, WaitPlan
 
 DEFAULT_TARGETS: dict[Urgency, timedelta] = {
     Urgency.CRITICAL: timedelta(seconds=30),
@@ -41,9 +40,11 @@ class DispatchPolicy:
         """When an agent should have the handoff at the latest; orders the queue."""
         return enqueued_at + self.targets[urgency]
 
-    def offer_expiry(self, now: datetime) -> datetime:
-        """When an offer made now counts as missed."""
-        return now + self.offer_timeout
+    def offer_expiry(self, now: datetime, handoff: Handoff | None = None) -> datetime:
+        """When an offer (of `handoff`) made now counts as missed: the handoff's routing
+        policy says how long its offers wait, else the server's setting."""
+        timeout = handoff.plan.offer_timeout if handoff is not None else None
+        return now + (self.offer_timeout if timeout is None else timeout)
 
 
 def requeue_deadline(handoff: Handoff, now: datetime) -> datetime:
@@ -53,6 +54,17 @@ def requeue_deadline(handoff: Handoff, now: datetime) -> datetime:
     ahead of every handoff queued after this moment (their deadlines lie in the future).
     """
     return min(handoff.deadline, now)
+
+
+def requeue_plan(handoff: Handoff, now: datetime) -> WaitPlan:
+    """The wait plan of an accepted handoff going back to the queue: its maximum wait starts
+    again (the customer did reach a human), its relaxation stays where it was, and the
+    wait for its known agent is over (that agent was the one lost, or the wait was)."""
+    plan = handoff.plan
+    expires_at = None
+    if plan.expires_at is not None:
+        expires_at = now + (plan.expires_at - handoff.created_at)
+    return replace(plan, expires_at=expires_at, preferred_until=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +83,18 @@ def decide_miss(agent: Agent, policy: DispatchPolicy) -> MissDecision:
 
 
 def estimate_wait(
-    *,
-    position: int,
-    eligible_capacity: int,
-    eligible_free: int,
-    mean_handle_time: timedelta,
+    *, ahead: int, eligible_capacity: int, mean_handle_time: timedelta
 ) -> timedelta | None:
-    """Expected time until an agent takes the handoff at `position` (1-based, queue order).
+    """Expected time until an agent takes a queued handoff with `ahead` handoffs before it
+    that the same agents could take, when none of those agents is free (matching would
+    have offered it otherwise).
 
-    With an eligible agent free now the offer is imminent. Otherwise each slot of the eligible
-    agents' capacity frees up once per mean handle time, so the handoffs ahead drain at
-    `eligible_capacity / mean_handle_time`. None when no eligible agent is online at all: no
+    It waits for slots to free up as interactions end. With every eligible slot busy, each
+    ending on average `mean_handle_time` after it began and at random (handle times vary
+    widely), one frees up every `mean_handle_time / eligible_capacity` on average, and the
+    handoff waits for `ahead + 1` of them. None when no eligible agent is online at all: no
     honest estimate exists.
     """
-    if eligible_free > 0:
-        return timedelta(0)
     if eligible_capacity <= 0:
         return None
-    rounds = math.ceil(position / eligible_capacity)
-    return mean_handle_time * rounds
+    return mean_handle_time * (ahead + 1) / eligible_capacity

@@ -116,6 +116,8 @@ def check_handoff_request(v: Violations, req: HandoffRequest) -> None:
     if req.language is not None:
         check_language(v, "language", req.language)
     check_text(v, "summary", req.summary, max_len=MAX_SUMMARY)
+    if req.preferred_agent_id is not None:
+        check_identifier(v, "preferred_agent_id", req.preferred_agent_id)
 
 
 def check_completion(v: Violations, disposition_code: str, notes: str) -> None:

@@ -123,13 +123,15 @@ def handoff_request(msg: handoff_service_pb2.RequestHandoffRequest) -> model.Han
         customer_id=msg.customer_id,
         interaction_type=msg.interaction_type,
         required_skills=tuple(
-            model.SkillRequirement(r.skill, r.min_proficiency or 1) for r in msg.required_skills
+            model.SkillRequirement(r.skill, r.min_proficiency or 1, r.optional)
+            for r in msg.required_skills
         ),
         language=normalize_language(msg.language) or None,
         urgency=urgency or model.Urgency.NORMAL,
         summary=msg.summary,
         reason=reason or model.HandoffReason.UNSPECIFIED,
         signals=_signals(v, msg.signals),
+        preferred_agent_id=msg.preferred_agent_id or None,
     )
     check_handoff_request(v, request)
     v.raise_if_any()
@@ -185,10 +187,7 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
         conversation_id=req.conversation_id,
         customer_id=req.customer_id,
         interaction_type=req.interaction_type,
-        required_skills=[
-            handoff_pb2.SkillRequirement(skill=r.skill, min_proficiency=r.min_proficiency)
-            for r in req.required_skills
-        ],
+        required_skills=_skills_pb(req.required_skills),
         language=req.language or "",
         urgency=_urgency_pb(req.urgency),
         summary=req.summary,
@@ -198,6 +197,9 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
         requeue_count=h.requeue_count,
         bot_id=h.bot_id,
         routing=h.routing,
+        relaxation_step=h.plan.step,
+        end_reason=h.end_reason,
+        preferred_agent_id=req.preferred_agent_id or "",
     )
     if view.estimated_wait is not None:
         msg.estimated_wait.CopyFrom(duration(view.estimated_wait))
@@ -209,10 +211,21 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
     _set_time(msg, "target_time", h.deadline)
     _set_time(msg, "assign_time", h.assigned_at)
     _set_time(msg, "end_time", h.ended_at)
+    _set_time(msg, "expire_time", h.plan.expires_at)
+    _set_time(msg, "preferred_agent_wait_end_time", h.plan.preferred_until)
     if h.completion is not None:
         msg.outcome = enum_to_proto(handoff_pb2.Outcome, "OUTCOME_", h.completion.outcome)
         msg.disposition_code = h.completion.disposition_code
     return msg
+
+
+def _skills_pb(skills: tuple[model.SkillRequirement, ...]) -> list[handoff_pb2.SkillRequirement]:
+    return [
+        handoff_pb2.SkillRequirement(
+            skill=r.skill, min_proficiency=r.min_proficiency, optional=r.optional
+        )
+        for r in skills
+    ]
 
 
 def _reason_pb(reason: model.HandoffReason) -> Any:
@@ -446,10 +459,7 @@ def interaction_details(handoff: model.Handoff) -> agent_service_pb2.Interaction
         urgency=_urgency_pb(req.urgency),
         summary=req.summary,
         reason=_reason_pb(req.reason),
-        required_skills=[
-            handoff_pb2.SkillRequirement(skill=r.skill, min_proficiency=r.min_proficiency)
-            for r in req.required_skills
-        ],
+        required_skills=_skills_pb(req.required_skills),
         language=req.language or "",
         requeue_count=handoff.requeue_count,
     )
@@ -596,8 +606,10 @@ def policy_changes(
     for name in dict.fromkeys(fields):
         place = f"policy.{name}"
         match name:
-            case "target" | "offer_timeout" | "max_wait" | "known_agent_wait":
+            case "target" | "max_wait" | "known_agent_wait":
                 changes[name] = _policy_duration(v, place, getattr(msg, name))
+            case "offer_timeout":  # unset or zero: the server's setting
+                changes[name] = _policy_duration(v, place, msg.offer_timeout) or None
             case "required_skills":
                 skills = [
                     model.SkillRequirement(s.skill, s.min_proficiency) for s in msg.required_skills
@@ -637,13 +649,10 @@ def routing_policy_pb(found: PolicyInForce) -> routing_pb2.RoutingPolicy:
     msg = routing_pb2.RoutingPolicy(
         interaction_type=policy.interaction_type,
         target=duration(policy.target),
-        required_skills=[
-            handoff_pb2.SkillRequirement(skill=s.skill, min_proficiency=s.min_proficiency)
-            for s in policy.required_skills
-        ],
+        required_skills=_skills_pb(policy.required_skills),
         min_proficiency=policy.min_proficiency,
         risk_class=enum_to_proto(routing_pb2.RiskClass, "RISK_CLASS_", policy.risk_class),
-        offer_timeout=duration(policy.offer_timeout),
+        offer_timeout=None if policy.offer_timeout is None else duration(policy.offer_timeout),
         max_wait=duration(policy.max_wait),
         relaxation=[
             routing_pb2.RelaxationStep(

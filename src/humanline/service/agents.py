@@ -55,6 +55,7 @@ from humanline.service.events import (
 )
 from humanline.service.transitions import (
     LostRace,
+    end_known_agent_waits,
     expire_grace,
     grace_over,
     interactions_of,
@@ -256,6 +257,7 @@ class AgentSessions:
                     uow, channel.agent_id, RescindReason.SESSION_ENDED, fx
                 )
                 await uow.sessions.end(session.id, SessionEndReason.LOGGED_OUT, uow.now)
+                await end_known_agent_waits(uow, channel.agent_id, fx)
                 await uow.agents.set_presence(
                     channel.agent_id, status=AgentStatus.OFFLINE, connected=False
                 )
@@ -318,6 +320,7 @@ class AgentSessions:
                 )
             if status is AgentStatus.AWAY:
                 await withdraw_pending_offers(uow, agent_id, RescindReason.AGENT_AWAY, fx)
+                await end_known_agent_waits(uow, agent_id, fx)
             else:
                 fx.match_agent(agent_id)
             fx.to_agent(

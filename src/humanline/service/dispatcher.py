@@ -8,9 +8,10 @@ writer groups them; two that pick the same agent or handoff are a lost race, tri
 Each match restores the invariant "no queued handoff has an eligible agent with free
 capacity" for the changed side, so the backlog drains by itself, earliest deadline first.
 
-Time-driven work (offer expiry, end of a grace period) is scheduled precisely when the offer
-or drop happens; a sweep at least every `sweep_interval` seconds also catches anything a lost
-wake-up would otherwise delay, and nudges ready agents to look for work.
+Time-driven work (offer expiry, end of a grace period, a waiting handoff's relaxation steps,
+the end of its wait for a known agent and its expiry) is scheduled precisely when the offer,
+drop or handoff happens; a sweep at least every `sweep_interval` seconds also catches
+anything a lost wake-up would otherwise delay, and nudges ready agents to look for work.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ from humanline.domain.clock import Clock
 from humanline.domain.model import (
     AgentState,
     AgentStatus,
+    Handoff,
     HandoffState,
     RescindReason,
     StatusChangeReason,
 )
+from humanline.domain.routing import expiry_reason, review
 from humanline.domain.rules import DispatchPolicy, decide_miss
 from humanline.service.events import Effects, EventHub, OfferWithdrawn, StatusUpdated
 from humanline.service.transitions import (
     LostRace,
+    end_known_agent_waits,
     expire_grace,
     grace_over,
     offer_earliest_work,
@@ -237,7 +241,8 @@ class Dispatcher:
                 log.exception("sweep_failed")
 
     async def sweep(self) -> None:
-        """Expires due offers and grace periods, then, as the fallback for a lost wake-up,
+        """Expires due offers and grace periods, moves waiting handoffs along their wait
+        plans (relaxation, known agent, expiry), then, as the fallback for a lost wake-up,
         asks every ready agent to look for work while a handoff has been queued for a sweep
         interval or more. (Every possible match involves a ready agent, so nudging the agents
         is enough; a backlog with nobody free costs two cheap queries. Handoffs queued for
@@ -245,6 +250,7 @@ class Dispatcher:
         of a busy queue every second for nothing.)"""
         await self._each_due(self._expire_offers)
         await self._each_due(self._expire_graces)
+        await self._each_due(self._review_handoffs)
         async with self._store.read() as uow:
             ready = []
             waited = uow.now - timedelta(seconds=self._sweep_interval)
@@ -293,10 +299,72 @@ class Dispatcher:
                 agent.id, AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS, reset_misses=True
             )
             await withdraw_pending_offers(uow, agent.id, RescindReason.AGENT_AWAY, fx)
+            await end_known_agent_waits(uow, agent.id, fx)
             fx.to_agent(agent.id, StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
             fx.log("agent_set_away", agent_id=agent.id, reason="missed_offers")
         else:
             fx.match_agent(agent.id)
+
+    async def _review_handoffs(self) -> int:
+        """Applies what is due of queued handoffs' wait plans: relaxation steps widen who may
+        take them (and they are matched again), the wait for a known agent ends, and those
+        past their maximum wait end EXPIRED. (An offered handoff waits for its offer's
+        answer; should the offer come back, the next sweep reviews it.)"""
+        async with self._store.read() as uow:
+            due = await uow.handoffs.due_for_review(uow.now, self._batch)
+        for handoff in due:
+            with contextlib.suppress(LostRace, StoreConflict):  # changed meanwhile
+                async with self.transaction() as (uow, fx):
+                    await self._review_handoff(uow, handoff.id, fx)
+        return len(due)
+
+    async def _review_handoff(self, uow: UnitOfWork, handoff_id: str, fx: Effects) -> None:
+        handoff = await uow.handoffs.get(handoff_id)
+        if handoff is None or handoff.state is not HandoffState.QUEUED:
+            return
+        now = uow.now
+        due = review(handoff, now)
+        if due.expired:
+            request = handoff.request
+            supply = await uow.agents.supply_for(request.required_skills, request.language)
+            reason = expiry_reason(handoff, supply.agents, now)
+            expired = await uow.handoffs.expire(handoff.id, now, reason)
+            if expired is None:
+                raise LostRace(handoff.id)
+            fx.changed(expired, moved=True)
+            fx.log(
+                "handoff_expired",
+                handoff_id=handoff.id,
+                interaction_type=request.interaction_type,
+                waited_seconds=round((now - handoff.created_at).total_seconds(), 3),
+                eligible_online=supply.agents,
+            )
+            return
+        routing = "; ".join((handoff.routing, *due.notes)) if due.notes else handoff.routing
+        # Written even when nothing was due: the stored review time was then stale (a hold
+        # ended early, another replica reviewed first) and is set right, so that the sweep
+        # does not find this handoff again and again.
+        replanned = await uow.handoffs.replan(handoff, due.plan, due.skills, routing)
+        if replanned is None:
+            raise LostRace(handoff.id)
+        if due.plan != handoff.plan:
+            self._replanned(handoff, replanned, due.notes, fx)
+
+    @staticmethod
+    def _replanned(before: Handoff, after: Handoff, notes: tuple[str, ...], fx: Effects) -> None:
+        fx.changed(after)
+        fx.match_handoff(after.id)  # more agents may take it now
+        if after.review_at is not None:
+            fx.wake(after.review_at)
+        if after.plan.step != before.plan.step:
+            fx.log(
+                "handoff_relaxed",
+                handoff_id=after.id,
+                step=after.plan.step,
+                skills=[f"{r.skill}:{r.min_proficiency}" for r in after.request.required_skills],
+            )
+        if before.plan.preferred_until is not None and after.plan.preferred_until is None:
+            fx.log("known_agent_wait_over", handoff_id=after.id, notes=list(notes))
 
     async def _expire_graces(self) -> int:
         """Ends sessions whose grace period ran out: the agent goes offline, its accepted

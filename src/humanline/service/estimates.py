@@ -2,11 +2,14 @@
 
 An estimate needs two numbers the store can only sum up: the capacity of the agents online
 who could serve a kind of handoff (an aggregate over every agent with its skills, 5 ms with
-5,000 of them) and the mean handle time of the last hour's completions (an aggregate over
-every one of them). Neither may hold up a request, nor the embedded store's writer, whose
-statements run on the event loop. So each is read on a snapshot of its own, kept for a short
-while, and, once stale, still served while one background task reads it anew; a request
-waits only for a number never read, or one stale for long (after a quiet spell).
+5,000 of them) and the mean handle time of the last hour's completions of its type (an
+aggregate over every one of them). Neither may hold up a request, nor the embedded store's
+writer, whose statements run on the event loop. So each is read on a snapshot of its own,
+kept for a short while, and, once stale, still served while one background task reads it
+anew; a request waits only for a number never read, or one stale for long (after a quiet
+spell). The third
+number, how many handoffs ahead compete for the same agents, is the handoff's own: it is
+read for a queued handoff only (an offered one waits for its agent's answer), on a reader.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ class Refreshed(Generic[K, V]):
 
 
 class WaitEstimates:
-    """Estimated waits of handoffs, from the eligible supply and the mean handle time."""
+    """Estimated waits of handoffs, from the eligible supply, the handoffs ahead that the
+    same agents could take, and the recent mean handle time of the handoff's type."""
 
     def __init__(self, store: Store, policy: DispatchPolicy) -> None:
         self._store = store
@@ -110,19 +114,37 @@ class WaitEstimates:
         self._supply: Refreshed[Kind, EligibleSupply] = Refreshed(
             self._read_supply, SUPPLY_FRESH_SECONDS, keys=SUPPLY_KEYS
         )
-        self._handle_time: Refreshed[None, timedelta] = Refreshed(
-            self._read_handle_time, HANDLE_TIME_FRESH_SECONDS
+        # By interaction type; None: over every type.
+        self._handle_time: Refreshed[str | None, timedelta | None] = Refreshed(
+            self._read_handle_time, HANDLE_TIME_FRESH_SECONDS, keys=SUPPLY_KEYS
         )
 
-    async def wait(self, handoff: Handoff, position: int) -> timedelta | None:
-        """The estimated wait of a waiting handoff at `position` in the queue."""
-        supply = await self._supply.get((handoff.request.required_skills, handoff.request.language))
+    async def wait(self, handoff: Handoff) -> timedelta | None:
+        """The estimated wait of a waiting handoff."""
+        if handoff.state is HandoffState.OFFERED:
+            return timedelta(0)  # an agent has it on offer now
+        # Queued: matching offers a handoff to a free eligible agent as soon as there is one,
+        # so none is free (or one is about to take it: on PostgreSQL, a new handoff is
+        # matched right after its request commits, and for that moment this is pessimistic).
+        request = handoff.request
+        supply = await self._supply.get((request.required_skills, request.language))
+        if supply.capacity <= 0:
+            return None  # nobody online could take it: no honest estimate
+        async with self._store.read() as uow:
+            ahead = await uow.handoffs.competing_ahead(handoff)
         return estimate_wait(
-            position=position,
+            ahead=ahead,
             eligible_capacity=supply.capacity,
-            eligible_free=supply.free if handoff.state is HandoffState.QUEUED else 1,
-            mean_handle_time=await self._handle_time.get(None),
+            mean_handle_time=await self._mean_handle_time(request.interaction_type),
         )
+
+    async def _mean_handle_time(self, interaction_type: str) -> timedelta:
+        """The last hour's mean handle time of the type, else of every type, else the
+        configured default."""
+        mean = await self._handle_time.get(interaction_type)
+        if mean is None:
+            mean = await self._handle_time.get(None)
+        return mean or self._policy.default_handle_time
 
     async def stop(self) -> None:
         """Cancels the readings under way (before the store closes)."""
@@ -133,7 +155,7 @@ class WaitEstimates:
         async with self._store.read() as uow:
             return await uow.agents.supply_for(*kind)
 
-    async def _read_handle_time(self, _: None) -> timedelta:
+    async def _read_handle_time(self, interaction_type: str | None) -> timedelta | None:
         async with self._store.read() as uow:
-            mean = await uow.handoffs.mean_handle_time(uow.now - HANDLE_TIME_WINDOW)
-        return mean or self._policy.default_handle_time
+            since = uow.now - HANDLE_TIME_WINDOW
+            return await uow.handoffs.mean_handle_time(since, interaction_type)

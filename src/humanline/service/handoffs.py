@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from humanline.domain.access import Principal, require_handoff_access
 from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from humanline.domain.matching import can_wait_for
 from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
 from humanline.domain.risk import decide
 from humanline.domain.rules import DispatchPolicy
@@ -62,7 +63,17 @@ class Handoffs:
         fingerprint = request.fingerprint()  # of what the bot sent
         async with self._dispatcher.transaction() as (uow, fx):
             choice = await policy_for(uow, request.interaction_type)
-            routed = decide(request, choice, self._policy.targets, uow.now)
+            known_online = False
+            if request.preferred_agent_id is not None:
+                known = await uow.agents.get(request.preferred_agent_id)
+                known_online = known is not None and can_wait_for(known)
+            routed = decide(
+                request,
+                choice,
+                self._policy.targets,
+                uow.now,
+                known_agent_online=known_online,
+            )
             handoff = Handoff(
                 id=str(uuid.uuid4()),
                 request=routed.request,
@@ -78,6 +89,7 @@ class Handoffs:
                 completion=None,
                 bot_id=bot_id,
                 routing=routed.explanation,
+                plan=routed.plan,
             )
             try:
                 await uow.handoffs.insert(handoff)  # the common case first: one statement
@@ -95,6 +107,8 @@ class Handoffs:
                 handoff = existing
             else:
                 fx.changed(handoff, moved=True)
+                if handoff.review_at is not None:
+                    fx.wake(handoff.review_at)
                 fx.log(
                     "handoff_queued",
                     handoff_id=handoff.id,
@@ -104,6 +118,8 @@ class Handoffs:
                     asked_urgency=request.urgency.name,
                     skills=[r.skill for r in handoff.request.required_skills],
                     policy=choice.policy.interaction_type,
+                    known_agent=request.preferred_agent_id,
+                    known_agent_waited=handoff.plan.preferred_until is not None,
                 )
                 handoff = await self._offer_at_once(uow, handoff, fx)
             view = await self._view(uow, handoff)
@@ -210,4 +226,4 @@ class Handoffs:
         """The view with the estimated wait of a waiting handoff."""
         if not view.handoff.state.waiting:
             return view
-        return replace(view, estimated_wait=await self._estimates.wait(view.handoff, view.position))
+        return replace(view, estimated_wait=await self._estimates.wait(view.handoff))

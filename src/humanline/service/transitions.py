@@ -26,7 +26,7 @@ from humanline.domain.model import (
     Session,
     SessionEndReason,
 )
-from humanline.domain.rules import DispatchPolicy, requeue_deadline
+from humanline.domain.rules import DispatchPolicy, requeue_deadline, requeue_plan
 from humanline.service.events import Effects, OfferMade, OfferWithdrawn
 from humanline.store.port import DuplicateKey, StoreConflict, UnitOfWork
 
@@ -73,7 +73,7 @@ async def make_offer(
         raise LostRace(handoff.id)
     if not await uow.agents.reserve(agent.id):
         # This transaction holds the handoff now: give it back as it was.
-        if await uow.handoffs.return_to_queue(handoff.id, offer_id) is None:
+        if await uow.handoffs.return_to_queue(handoff.id, offer_id, keep_hold=True) is None:
             raise StoreConflict(f"handoff {handoff.id} changed while held")
         raise LostRace(agent.id)
     offer = Offer(
@@ -82,7 +82,7 @@ async def make_offer(
         agent_id=agent.id,
         state=OfferState.PENDING,
         created_at=uow.now,
-        expires_at=policy.offer_expiry(uow.now),
+        expires_at=policy.offer_expiry(uow.now, handoff),
         decided_at=None,
         decline_reason=None,
         rescind_reason=None,
@@ -112,11 +112,20 @@ async def offer_to_best_agent(
     an earlier-deadline handoff, which then goes first. Returns the handoff offered (None:
     no eligible agent is free); `LostRace` as `make_offer`."""
     # The store ranks candidates as the domain does (tests hold it to that), so the best one
-    # is all there is to read; `choose_agent` checks it.
-    agent = choose_agent(handoff, await uow.agents.candidates_for(handoff, 1))
+    # is all there is to read; `choose_agent` checks it. A handoff held for its known agent
+    # has that agent as its only candidate.
+    now = uow.now
+    held_for = handoff.reserved_for(now)
+    if held_for is None:
+        candidates = await uow.agents.candidates_for(handoff, 1)
+    else:
+        known = await uow.agents.get(held_for)
+        candidates = [] if known is None else [known]
+    agent = choose_agent(handoff, candidates, now=now)
     if agent is None:
         return None
-    target = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1)) or handoff
+    queued = await uow.handoffs.queued_for_agent(agent, 1)
+    target = choose_handoff(agent, queued, now=now) or handoff
     return await make_offer(uow, target, agent, policy, fx)
 
 
@@ -125,7 +134,8 @@ async def offer_earliest_work(
 ) -> Handoff | None:
     """Offers an agent with a free slot the earliest-deadline handoff it can take. Returns
     the handoff offered (None: nothing it can take is queued); `LostRace` as `make_offer`."""
-    handoff = choose_handoff(agent, await uow.handoffs.queued_for_agent(agent, 1))
+    queued = await uow.handoffs.queued_for_agent(agent, 1)
+    handoff = choose_handoff(agent, queued, now=uow.now)
     if handoff is None:
         return None
     return await make_offer(uow, handoff, agent, policy, fx)
@@ -178,6 +188,15 @@ async def withdraw_pending_offers(
         await withdraw_offer(uow, offer, reason, fx, session_id=session_id)
 
 
+async def end_known_agent_waits(uow: UnitOfWork, agent_id: str, fx: Effects) -> None:
+    """The agent went away, lost its stream or logged out: handoffs waiting for it as their
+    customer's known agent stop waiting and go to whoever may take them."""
+    for handoff in await uow.handoffs.end_holds_for(agent_id):
+        fx.changed(handoff)
+        fx.match_handoff(handoff.id)
+        fx.log("known_agent_wait_over", handoff_id=handoff.id, agent_id=agent_id)
+
+
 async def requeue_interactions(uow: UnitOfWork, agent_id: str, fx: Effects) -> None:
     """The agent is gone for good: its accepted interactions go back to the queue, due now,
     ahead of everything queued later."""
@@ -186,7 +205,10 @@ async def requeue_interactions(uow: UnitOfWork, agent_id: str, fx: Effects) -> N
         if handoff is None:
             raise LostRace(offer.handoff_id)
         requeued = await uow.handoffs.requeue(
-            handoff.id, offer.id, requeue_deadline(handoff, uow.now)
+            handoff.id,
+            offer.id,
+            requeue_deadline(handoff, uow.now),
+            requeue_plan(handoff, uow.now),
         )
         if (
             requeued is None
@@ -221,6 +243,7 @@ async def start_grace(
     if await uow.sessions.disconnect(session.id, connection_id, uow.now, grace_end) is None:
         raise LostRace(session.id)
     await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
+    await end_known_agent_waits(uow, session.agent_id, fx)
     agent = await uow.agents.get(session.agent_id)
     status = agent.status if agent is not None else AgentStatus.AVAILABLE
     await uow.agents.set_presence(session.agent_id, status=status, connected=False)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from humanline.sim.report import ALL, Summary
+from humanline.sim.report import ALL, Compared, Summary
 from humanline.sim.runner import Progress as RunProgress
 
 
@@ -27,6 +27,39 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _pair(values: tuple[float | None, float | None], show: Callable[[float | None], str]) -> str:
+    return f"{show(values[0])} → {show(values[1])}"
+
+
+def comparison_table(rows: list[Compared]) -> Table:
+    """Two runs of a scenario side by side, per interaction type: before → after."""
+    table = Table(title="before (topic and urgency) → after (risk policies), per interaction type")
+    table.add_column("type")
+    table.add_column("risk")
+    for header in (
+        "handoffs",
+        "within\ntarget",
+        "to agent\np90 s",
+        "over max\nwait",
+        "aban-\ndoned",
+        "ex-\npired",
+    ):
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(
+            row.interaction_type,
+            row.risk.lower(),
+            f"{row.handoffs[0]} / {row.handoffs[1]}",
+            _pair(row.within_target, _share),
+            _pair(row.time_to_agent_p90, _seconds),
+            _pair(row.over_max_wait, _share),
+            _pair(row.abandoned, _share),
+            _pair(row.expired, _share),
+            style="bold" if row.interaction_type == ALL else None,
+        )
+    return table
+
+
 def tables(summary: Summary) -> list[Table]:
     """Per interaction type and urgency, then agent occupancy."""
     handoffs = Table(title=f"{summary.scenario}: handoffs by interaction type and urgency")
@@ -37,6 +70,8 @@ def tables(summary: Summary) -> list[Table]:
         "to agent s\np50/p90/p99",
         "in\ntarget",
         "aban-\ndoned",
+        "ex-\npired",
+        "estimate\noff p50 s",
         "still\nwaiting",
         "offers\ndeclined",
         "offers\nmissed",
@@ -55,6 +90,8 @@ def tables(summary: Summary) -> list[Table]:
             waits,
             _share(row.within_target),
             _share(row.abandoned),
+            _share(row.expired),
+            _seconds(row.estimate_error_p50),
             str(row.unfinished),
             str(row.offers_declined),
             str(row.offers_missed),

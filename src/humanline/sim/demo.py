@@ -1,5 +1,7 @@
 """`humanline demo` (and `make demo`): a server on a fresh embedded store, the default scenario
-against it for about a minute, the summary, and the server stopped again.
+against it for about a minute, the summary, and the server stopped again. `--compare` plays
+the scenario twice, routed by topic and urgency alone and then by the risk policies, and
+sets the two side by side.
 
 `local_server` is the demo's way of running a server process on a free port, shared with
 `humanline bench`."""
@@ -16,15 +18,23 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
 
+from humanline import policyfile
+from humanline.domain.model import Urgency
+from humanline.domain.rules import DEFAULT_TARGETS
+from humanline.sim import report
 from humanline.sim import scenario as scenarios
+from humanline.sim.console import comparison_table, progress_bar, tables
 from humanline.sim.console import console as make_console
-from humanline.sim.console import progress_bar, tables
+from humanline.sim.report import Observations, Summary, Yardstick
 from humanline.sim.runner import Options, simulate
+from humanline.sim.scenario import Scenario
 from humanline.tokens import KeyRing
 
 START_TIMEOUT = 30.0
@@ -100,31 +110,83 @@ def local_server(
             server.wait()
 
 
-def run(duration: float | None = None) -> int:
-    """Runs the demo; returns the exit status."""
-    console = make_console()
-    scenario = scenarios.with_run(scenarios.load(), duration=duration)
+ROUTING = {
+    # The built-in routing policies at the default scenario's pace.
+    "risk": "default-routing.toml",
+    # Topic and urgency alone, as before routing policies: the comparison's "before".
+    "topic": "default-routing-topic.toml",
+}
+
+
+@dataclass(frozen=True)
+class Played:
+    """One play of a scenario: its summary and everything observed."""
+
+    summary: Summary
+    seen: Observations
+
+
+def _play(scenario: Scenario, routing: str, console: Console, note: str = "") -> Played:
+    """Plays `scenario` against a server of its own on a fresh embedded store, routing with
+    the packaged policy file `routing` names."""
+    policies = resources.files("humanline.sim").joinpath(ROUTING[routing])
     with tempfile.TemporaryDirectory(prefix="humanline-demo-") as workdir:
         keys = Path(workdir) / "keys.json"
         KeyRing.generate().save(keys)  # the server's, and the simulated callers sign with it
+        policy_file = Path(workdir) / "routing.toml"
+        policy_file.write_text(policies.read_text())
         settings = {
             "HUMANLINE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/demo.db",
             "HUMANLINE_AUTH_KEYS": str(keys),
+            "HUMANLINE_ROUTING_POLICIES": str(policy_file),
         }
         with local_server(Path(workdir) / "server.log", settings) as server:
             console.print(
-                f"[bold]humanline demo[/]: a server on {server.target} (embedded store), the "
-                f"{scenario.name!r} scenario for {scenario.run.duration:.0f} s: "
-                f"{len(scenario.types)} interaction types, {scenario.agent_count} gig agents, "
-                f"an offered load of {scenario.offered_load():.1f} busy agents on average"
+                f"[bold]humanline demo[/]{note}: a server on {server.target} (embedded store, "
+                f"routing {ROUTING[routing]}), the {scenario.name!r} scenario for "
+                f"{scenario.run.duration:.0f} s: {len(scenario.types)} interaction types, "
+                f"{scenario.agent_count} gig agents, an offered load of "
+                f"{scenario.offered_load():.1f} busy agents on average"
             )
             with progress_bar(console, scenario.run.duration) as on_progress:
                 options = Options(target=server.target, keys=str(keys))
-                summary, _ = simulate(scenario, options, on_progress)
-        for table in tables(summary):
-            console.print(table)
-        console.print(
-            "Times run 60x faster than in a contact centre (see the scenario file): "
-            "1 s here is 1 minute there. Try your own: humanline simulate my-scenario.toml"
+                summary, seen = simulate(scenario, options, on_progress)
+    return Played(summary, seen)
+
+
+def yardsticks() -> tuple[dict[str, Yardstick], dict[str, float]]:
+    """What each interaction type of the default scenario should get (the risk policies at
+    its pace), and how urgency scales a target (as the server's default targets do)."""
+    text = resources.files("humanline.sim").joinpath(ROUTING["risk"]).read_text()
+    sticks = {
+        p.interaction_type: Yardstick(
+            p.target.total_seconds(), p.max_wait.total_seconds(), p.risk_class.name
         )
+        for p in policyfile.parse(text, ROUTING["risk"])
+    }
+    normal = DEFAULT_TARGETS[Urgency.NORMAL]
+    return sticks, {u.name: DEFAULT_TARGETS[u] / normal for u in Urgency}
+
+
+def run(duration: float | None = None, *, routing: str = "risk", compare: bool = False) -> int:
+    """Runs the demo; returns the exit status. With `compare`, plays the scenario routed by
+    topic and urgency alone, then by the risk policies, and sets the two side by side."""
+    console = make_console()
+    scenario = scenarios.with_run(scenarios.load(), duration=duration)
+    if not compare:
+        played = _play(scenario, routing, console)
+        for table in tables(played.summary):
+            console.print(table)
+    else:
+        before = _play(scenario, "topic", console, " (1 of 2, by topic and urgency)")
+        after = _play(scenario, "risk", console, " (2 of 2, by risk)")
+        sticks, scale = yardsticks()
+        rows = report.compare(before.seen.handoffs, after.seen.handoffs, sticks, scale)
+        console.print(comparison_table(rows))
+        for table in tables(after.summary):
+            console.print(table)
+    console.print(
+        "Times run 60x faster than in a contact centre (see the scenario file): "
+        "1 s here is 1 minute there. Try your own: humanline simulate my-scenario.toml"
+    )
     return 0

@@ -43,7 +43,11 @@ OUTCOMES = {
     agent_service_pb2.RESCIND_REASON_DECLINED: "declined",
     agent_service_pb2.RESCIND_REASON_EXPIRED: "missed",
 }
-FINISHED = (handoff_pb2.HANDOFF_STATE_COMPLETED, handoff_pb2.HANDOFF_STATE_CANCELLED)
+FINISHED = (
+    handoff_pb2.HANDOFF_STATE_COMPLETED,
+    handoff_pb2.HANDOFF_STATE_CANCELLED,
+    handoff_pb2.HANDOFF_STATE_EXPIRED,
+)
 
 
 def urgency_name(value: int) -> str:
@@ -306,6 +310,7 @@ class Bots:
     requested: int = 0
     _sent: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (type, urgency)
     _abandoned: set[str] = field(default_factory=set)
+    _estimated: dict[str, float] = field(default_factory=dict)  # id -> estimated wait, s
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self, until: float) -> None:
@@ -349,6 +354,10 @@ class Bots:
             return
         handoff_id = handoff.handoff.handoff_id
         self._sent[handoff_id] = (kind.name, urgency)
+        if handoff.handoff.HasField("estimated_wait"):
+            self._estimated[handoff_id] = (
+                handoff.handoff.estimated_wait.ToTimedelta().total_seconds()
+            )
         if kind.patience is not None:
             await asyncio.sleep(kind.patience.sample(self.rng))
             cancel = handoff_service_pb2.CancelHandoffRequest(handoff_id=handoff_id)
@@ -415,6 +424,8 @@ class Bots:
                     assigned=_seconds(h.assign_time) if h.HasField("assign_time") else None,
                     target=_seconds(h.target_time) if h.HasField("target_time") else None,
                     abandoned=handoff_id in self._abandoned,
+                    estimated=self._estimated.get(handoff_id),
+                    expired=h.state == handoff_pb2.HANDOFF_STATE_EXPIRED,
                 )
             )
 

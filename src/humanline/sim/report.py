@@ -2,7 +2,8 @@
 
 Records are plain data (they cross process boundaries); `summarize` turns them into the
 summary: per interaction type and urgency, handoffs, time-to-agent p50/p90/p99, the share
-answered within its target, abandonment, offers declined or missed; and agent occupancy.
+answered within its target, abandonment and expiry, offers declined or missed, how far the
+wait estimates were off (median absolute error); and agent occupancy.
 Pure: no I/O, no gRPC.
 """
 
@@ -29,6 +30,8 @@ class HandoffRecord:
     assigned: float | None = None
     target: float | None = None
     abandoned: bool = False  # the customer's patience ran out (the bot cancelled it)
+    estimated: float | None = None  # the wait RequestHandoff estimated, in seconds
+    expired: bool = False  # it ended EXPIRED: its maximum wait passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,11 @@ class Row:
     time_to_agent_p99: float | None
     within_target: float | None  # share of the handoffs answered by their target time
     abandoned: float | None  # share of the handoffs whose customer left first
+    expired: float | None  # share of the handoffs that ended at their maximum wait
+    # Median of |estimated wait at the request - actual time to agent| over answered handoffs
+    # with an estimate, and how many those were.
+    estimate_error_p50: float | None
+    estimated: int
     unfinished: int  # still waiting when the run ended
     offers_accepted: int
     offers_declined: int
@@ -165,6 +173,11 @@ def _row(
         1 for h in handoffs if h.assigned is not None and h.target and h.assigned <= h.target
     )
     total = len(handoffs)
+    errors = [
+        abs(h.estimated - (h.assigned - h.created))
+        for h in handoffs
+        if h.assigned is not None and h.estimated is not None
+    ]
 
     def offered(result: str) -> int:
         return sum(
@@ -184,6 +197,9 @@ def _row(
         time_to_agent_p99=percentile(waits, 99),
         within_target=in_time / total if total else None,
         abandoned=sum(h.abandoned for h in handoffs) / total if total else None,
+        expired=sum(h.expired for h in handoffs) / total if total else None,
+        estimate_error_p50=percentile(errors, 50),
+        estimated=len(errors),
         unfinished=sum(1 for h in handoffs if h.state in ("QUEUED", "OFFERED")),
         offers_accepted=offered("accepted"),
         offers_declined=offered("declined"),
@@ -204,3 +220,95 @@ def _occupancy(agents: Iterable[AgentRecord]) -> list[Occupancy]:
         return Occupancy(group, len(members), online, busy / slots if slots else None)
 
     return [one(g, by_group[g]) for g in sorted(by_group, key=lambda g: (g == ALL, g))]
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """What one interaction type should get, the same in both runs of a comparison: its
+    target time-to-agent at NORMAL urgency (scaled by each handoff's urgency as
+    `urgency_scale` says) and its maximum wait."""
+
+    target: float
+    max_wait: float
+    risk: str
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One interaction type (or `all`) in two runs of the same scenario: `before` and
+    `after` a change of routing."""
+
+    interaction_type: str
+    risk: str
+    handoffs: tuple[int, int]
+    within_target: tuple[float | None, float | None]  # answered within the yardstick's target
+    time_to_agent_p90: tuple[float | None, float | None]
+    over_max_wait: tuple[float | None, float | None]  # waited past the max wait, no agent
+    abandoned: tuple[float | None, float | None]
+    expired: tuple[float | None, float | None]
+
+
+def compare(
+    before: Iterable[HandoffRecord],
+    after: Iterable[HandoffRecord],
+    yardsticks: dict[str, Yardstick],
+    urgency_scale: dict[str, float],
+) -> list[Compared]:
+    """Two runs side by side, per interaction type with a yardstick and over all of them.
+    A handoff is within target when an agent took it by its type's target scaled by its
+    (bot-given) urgency, and over its maximum wait when no agent took it by then and its
+    customer had not left before."""
+    runs = (list(before), list(after))
+    kinds = sorted({h.interaction_type for run in runs for h in run} & set(yardsticks))
+
+    def shares(
+        handoffs: list[HandoffRecord],
+    ) -> tuple[int, float | None, float | None, float | None, float | None, float | None]:
+        total = len(handoffs)
+        if not total:
+            return 0, None, None, None, None, None
+        in_target = over = 0
+        waits = []
+        for h in handoffs:
+            stick = yardsticks[h.interaction_type]
+            waited = None if h.assigned is None else h.assigned - h.created
+            if waited is not None:
+                waits.append(waited)
+                in_target += waited <= stick.target * urgency_scale.get(h.urgency, 1.0)
+            if (waited is None and not h.abandoned) or (
+                waited is not None and waited > stick.max_wait
+            ):
+                over += 1
+        return (
+            total,
+            in_target / total,
+            percentile(waits, 90),
+            over / total,
+            sum(h.abandoned for h in handoffs) / total,
+            sum(h.expired for h in handoffs) / total,
+        )
+
+    rows = []
+    for kind in [*kinds, ALL]:
+        picked = [
+            [
+                h
+                for h in run
+                if h.interaction_type in yardsticks and kind in (ALL, h.interaction_type)
+            ]
+            for run in runs
+        ]
+        b, a = shares(picked[0]), shares(picked[1])
+        rows.append(
+            Compared(
+                interaction_type=kind,
+                risk=yardsticks[kind].risk if kind != ALL else "",
+                handoffs=(b[0], a[0]),
+                within_target=(b[1], a[1]),
+                time_to_agent_p90=(b[2], a[2]),
+                over_max_wait=(b[3], a[3]),
+                abandoned=(b[4], a[4]),
+                expired=(b[5], a[5]),
+            )
+        )
+    return rows

@@ -34,6 +34,7 @@ from humanline.domain.model import (
     SkillRequirement,
     StatusChangeReason,
     Urgency,
+    WaitPlan,
 )
 from humanline.domain.routing import RoutingPolicy
 
@@ -75,10 +76,11 @@ class PoolSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class EligibleSupply:
-    """Agents online who could serve a handoff (ignoring their current load and status)."""
+    """Agents online and available who could serve a handoff, busy or not: their slots and
+    how many they are."""
 
     capacity: int
-    free: int
+    agents: int
 
 
 class AgentRepository(Protocol):
@@ -109,7 +111,8 @@ class AgentRepository(Protocol):
         ...
 
     async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
-        """Agents eligible for `handoff` (see `domain.matching.is_eligible`), best first."""
+        """Agents eligible for `handoff` (see `domain.matching.is_eligible`), best first; a
+        hold for a known agent is not considered (the caller asks for that agent itself)."""
         ...
 
     async def supply_for(
@@ -174,16 +177,48 @@ class HandoffRepository(Protocol):
         """QUEUED -> OFFERED to one agent."""
         ...
 
-    async def return_to_queue(self, handoff_id: str, offer_id: str) -> Handoff | None:
-        """OFFERED (by this offer) -> QUEUED, keeping its place (declined, expired, rescinded)."""
+    async def return_to_queue(
+        self, handoff_id: str, offer_id: str, *, keep_hold: bool = False
+    ) -> Handoff | None:
+        """OFFERED (by this offer) -> QUEUED, keeping its place (declined, expired, rescinded).
+        An offer to the handoff's known agent coming back ends the wait for that agent, unless
+        `keep_hold` (the offer never reached the agent)."""
         ...
 
     async def assign(self, handoff_id: str, offer_id: str, now: datetime) -> Handoff | None:
         """OFFERED (by this offer) -> ASSIGNED to the offer's agent."""
         ...
 
-    async def requeue(self, handoff_id: str, offer_id: str, deadline: datetime) -> Handoff | None:
-        """ASSIGNED (by this offer) -> QUEUED with a new deadline, counting the re-queue."""
+    async def requeue(
+        self, handoff_id: str, offer_id: str, deadline: datetime, plan: WaitPlan
+    ) -> Handoff | None:
+        """ASSIGNED (by this offer) -> QUEUED with a new deadline and wait plan, counting the
+        re-queue."""
+        ...
+
+    async def replan(
+        self,
+        handoff: Handoff,
+        plan: WaitPlan,
+        skills: tuple[SkillRequirement, ...] | None,
+        routing: str,
+    ) -> Handoff | None:
+        """A QUEUED handoff, its wait plan still as in `handoff`, gets `plan`, the required
+        `skills` (None: unchanged) and the `routing` explanation."""
+        ...
+
+    async def expire(self, handoff_id: str, now: datetime, reason: str) -> Handoff | None:
+        """QUEUED -> EXPIRED (its maximum wait is over), with why."""
+        ...
+
+    async def due_for_review(self, now: datetime, limit: int) -> list[Handoff]:
+        """Queued handoffs whose wait plan has something due at `now` (`Handoff.review_at`),
+        the most overdue first."""
+        ...
+
+    async def end_holds_for(self, agent_id: str) -> list[Handoff]:
+        """Ends the wait of every queued handoff held for known agent `agent_id` (it went
+        offline or away); returns those handoffs as they are now."""
         ...
 
     async def complete(
@@ -208,8 +243,8 @@ class HandoffRepository(Protocol):
         ...
 
     async def queued_for_agent(self, agent: Agent, limit: int) -> list[Handoff]:
-        """Queued handoffs `agent` may take (skills, language, not declined or missed by it),
-        in queue order."""
+        """Queued handoffs `agent` may take (skills, language, not declined or missed by it,
+        not held for another agent at the unit of work's time), in queue order."""
         ...
 
     async def queued_since(self, moment: datetime) -> bool:
@@ -220,8 +255,16 @@ class HandoffRepository(Protocol):
         """1-based place among waiting (queued or offered) handoffs in queue order."""
         ...
 
-    async def mean_handle_time(self, since: datetime) -> timedelta | None:
-        """Mean accept-to-completion time of handoffs completed since `since`."""
+    async def competing_ahead(self, handoff: Handoff) -> int:
+        """Queued handoffs ahead of `handoff` in queue order that the same agents could take:
+        those sharing one of its required skills or requiring none (all ahead, when it
+        requires none). Offered ones are not counted: they hold their agent's slot already."""
+        ...
+
+    async def mean_handle_time(
+        self, since: datetime, interaction_type: str | None = None
+    ) -> timedelta | None:
+        """Mean accept-to-completion time of handoffs (of one type) completed since `since`."""
         ...
 
     async def changed_since(self, since: datetime) -> list[str]:

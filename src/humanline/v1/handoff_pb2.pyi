@@ -27,6 +27,7 @@ class HandoffState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HANDOFF_STATE_ASSIGNED: _ClassVar[HandoffState]
     HANDOFF_STATE_COMPLETED: _ClassVar[HandoffState]
     HANDOFF_STATE_CANCELLED: _ClassVar[HandoffState]
+    HANDOFF_STATE_EXPIRED: _ClassVar[HandoffState]
 
 class HandoffReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -63,6 +64,7 @@ HANDOFF_STATE_OFFERED: HandoffState
 HANDOFF_STATE_ASSIGNED: HandoffState
 HANDOFF_STATE_COMPLETED: HandoffState
 HANDOFF_STATE_CANCELLED: HandoffState
+HANDOFF_STATE_EXPIRED: HandoffState
 HANDOFF_REASON_UNSPECIFIED: HandoffReason
 HANDOFF_REASON_CUSTOMER_REQUEST: HandoffReason
 HANDOFF_REASON_LOW_CONFIDENCE: HandoffReason
@@ -81,12 +83,14 @@ CUSTOMER_TIER_PREMIUM: CustomerTier
 CUSTOMER_TIER_VIP: CustomerTier
 
 class SkillRequirement(_message.Message):
-    __slots__ = ("skill", "min_proficiency")
+    __slots__ = ("skill", "min_proficiency", "optional")
     SKILL_FIELD_NUMBER: _ClassVar[int]
     MIN_PROFICIENCY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONAL_FIELD_NUMBER: _ClassVar[int]
     skill: str
     min_proficiency: int
-    def __init__(self, skill: _Optional[str] = ..., min_proficiency: _Optional[int] = ...) -> None: ...
+    optional: bool
+    def __init__(self, skill: _Optional[str] = ..., min_proficiency: _Optional[int] = ..., optional: _Optional[bool] = ...) -> None: ...
 
 class AssignedAgent(_message.Message):
     __slots__ = ("agent_id", "display_name")
@@ -97,7 +101,7 @@ class AssignedAgent(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing")
+    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing", "relaxation_step", "end_reason", "expire_time", "preferred_agent_id", "preferred_agent_wait_end_time")
     HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +125,11 @@ class Handoff(_message.Message):
     DISPOSITION_CODE_FIELD_NUMBER: _ClassVar[int]
     BOT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    RELAXATION_STEP_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_AGENT_WAIT_END_TIME_FIELD_NUMBER: _ClassVar[int]
     handoff_id: str
     request_id: str
     conversation_id: str
@@ -144,7 +153,12 @@ class Handoff(_message.Message):
     disposition_code: str
     bot_id: str
     routing: str
-    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ...) -> None: ...
+    relaxation_step: int
+    end_reason: str
+    expire_time: _timestamp_pb2.Timestamp
+    preferred_agent_id: str
+    preferred_agent_wait_end_time: _timestamp_pb2.Timestamp
+    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ..., relaxation_step: _Optional[int] = ..., end_reason: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preferred_agent_id: _Optional[str] = ..., preferred_agent_wait_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RiskSignals(_message.Message):
     __slots__ = ("sentiment", "distress", "suspected_fraud", "disputed_amount", "tier", "tenure_days", "bot_confidence")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from humanline.v1 import handoff_pb2 as humanline_dot_v1_dot_handoff__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"humanline/v1/handoff_service.proto\x12\x0chumanline.v1\x1a\x1ahumanline/v1/handoff.proto\"\xd0\x02\n\x15RequestHandoffRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x18\n\x10interaction_type\x18\x04 \x01(\t\x12\x37\n\x0frequired_skills\x18\x05 \x03(\x0b\x32\x1e.humanline.v1.SkillRequirement\x12\x10\n\x08language\x18\x06 \x01(\t\x12&\n\x07urgency\x18\x07 \x01(\x0e\x32\x15.humanline.v1.Urgency\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12+\n\x06reason\x18\t \x01(\x0e\x32\x1b.humanline.v1.HandoffReason\x12*\n\x07signals\x18\n \x01(\x0b\x32\x19.humanline.v1.RiskSignals\"@\n\x16RequestHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff\"\'\n\x11GetHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"<\n\x12GetHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff\")\n\x13WatchHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\">\n\x14WatchHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff\"*\n\x14\x43\x61ncelHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"?\n\x15\x43\x61ncelHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff2\xf1\x02\n\x0eHandoffService\x12[\n\x0eRequestHandoff\x12#.humanline.v1.RequestHandoffRequest\x1a$.humanline.v1.RequestHandoffResponse\x12O\n\nGetHandoff\x12\x1f.humanline.v1.GetHandoffRequest\x1a .humanline.v1.GetHandoffResponse\x12W\n\x0cWatchHandoff\x12!.humanline.v1.WatchHandoffRequest\x1a\".humanline.v1.WatchHandoffResponse0\x01\x12X\n\rCancelHandoff\x12\".humanline.v1.CancelHandoffRequest\x1a#.humanline.v1.CancelHandoffResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"humanline/v1/handoff_service.proto\x12\x0chumanline.v1\x1a\x1ahumanline/v1/handoff.proto\"\xec\x02\n\x15RequestHandoffRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x18\n\x10interaction_type\x18\x04 \x01(\t\x12\x37\n\x0frequired_skills\x18\x05 \x03(\x0b\x32\x1e.humanline.v1.SkillRequirement\x12\x10\n\x08language\x18\x06 \x01(\t\x12&\n\x07urgency\x18\x07 \x01(\x0e\x32\x15.humanline.v1.Urgency\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12+\n\x06reason\x18\t \x01(\x0e\x32\x1b.humanline.v1.HandoffReason\x12*\n\x07signals\x18\n \x01(\x0b\x32\x19.humanline.v1.RiskSignals\x12\x1a\n\x12preferred_agent_id\x18\x0b \x01(\t\"@\n\x16RequestHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff\"\'\n\x11GetHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"<\n\x12GetHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff\")\n\x13WatchHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\">\n\x14WatchHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff\"*\n\x14\x43\x61ncelHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"?\n\x15\x43\x61ncelHandoffResponse\x12&\n\x07handoff\x18\x01 \x01(\x0b\x32\x15.humanline.v1.Handoff2\xf1\x02\n\x0eHandoffService\x12[\n\x0eRequestHandoff\x12#.humanline.v1.RequestHandoffRequest\x1a$.humanline.v1.RequestHandoffResponse\x12O\n\nGetHandoff\x12\x1f.humanline.v1.GetHandoffRequest\x1a .humanline.v1.GetHandoffResponse\x12W\n\x0cWatchHandoff\x12!.humanline.v1.WatchHandoffRequest\x1a\".humanline.v1.WatchHandoffResponse0\x01\x12X\n\rCancelHandoff\x12\".humanline.v1.CancelHandoffRequest\x1a#.humanline.v1.CancelHandoffResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'humanline.v1.handoff_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUESTHANDOFFREQUEST']._serialized_start=81
-  _globals['_REQUESTHANDOFFREQUEST']._serialized_end=417
-  _globals['_REQUESTHANDOFFRESPONSE']._serialized_start=419
-  _globals['_REQUESTHANDOFFRESPONSE']._serialized_end=483
-  _globals['_GETHANDOFFREQUEST']._serialized_start=485
-  _globals['_GETHANDOFFREQUEST']._serialized_end=524
-  _globals['_GETHANDOFFRESPONSE']._serialized_start=526
-  _globals['_GETHANDOFFRESPONSE']._serialized_end=586
-  _globals['_WATCHHANDOFFREQUEST']._serialized_start=588
-  _globals['_WATCHHANDOFFREQUEST']._serialized_end=629
-  _globals['_WATCHHANDOFFRESPONSE']._serialized_start=631
-  _globals['_WATCHHANDOFFRESPONSE']._serialized_end=693
-  _globals['_CANCELHANDOFFREQUEST']._serialized_start=695
-  _globals['_CANCELHANDOFFREQUEST']._serialized_end=737
-  _globals['_CANCELHANDOFFRESPONSE']._serialized_start=739
-  _globals['_CANCELHANDOFFRESPONSE']._serialized_end=802
-  _globals['_HANDOFFSERVICE']._serialized_start=805
-  _globals['_HANDOFFSERVICE']._serialized_end=1174
+  _globals['_REQUESTHANDOFFREQUEST']._serialized_end=445
+  _globals['_REQUESTHANDOFFRESPONSE']._serialized_start=447
+  _globals['_REQUESTHANDOFFRESPONSE']._serialized_end=511
+  _globals['_GETHANDOFFREQUEST']._serialized_start=513
+  _globals['_GETHANDOFFREQUEST']._serialized_end=552
+  _globals['_GETHANDOFFRESPONSE']._serialized_start=554
+  _globals['_GETHANDOFFRESPONSE']._serialized_end=614
+  _globals['_WATCHHANDOFFREQUEST']._serialized_start=616
+  _globals['_WATCHHANDOFFREQUEST']._serialized_end=657
+  _globals['_WATCHHANDOFFRESPONSE']._serialized_start=659
+  _globals['_WATCHHANDOFFRESPONSE']._serialized_end=721
+  _globals['_CANCELHANDOFFREQUEST']._serialized_start=723
+  _globals['_CANCELHANDOFFREQUEST']._serialized_end=765
+  _globals['_CANCELHANDOFFRESPONSE']._serialized_start=767
+  _globals['_CANCELHANDOFFRESPONSE']._serialized_end=830
+  _globals['_HANDOFFSERVICE']._serialized_start=833
+  _globals['_HANDOFFSERVICE']._serialized_end=1202
 # @@protoc_insertion_point(module_scope)

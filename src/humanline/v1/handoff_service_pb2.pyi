@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestHandoffRequest(_message.Message):
-    __slots__ = ("request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "signals")
+    __slots__ = ("request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "signals", "preferred_agent_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class RequestHandoffRequest(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     conversation_id: str
     customer_id: str
@@ -29,7 +30,8 @@ class RequestHandoffRequest(_message.Message):
     summary: str
     reason: _handoff_pb2.HandoffReason
     signals: _handoff_pb2.RiskSignals
-    def __init__(self, request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[_handoff_pb2.Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[_handoff_pb2.HandoffReason, str]] = ..., signals: _Optional[_Union[_handoff_pb2.RiskSignals, _Mapping]] = ...) -> None: ...
+    preferred_agent_id: str
+    def __init__(self, request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[_handoff_pb2.Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[_handoff_pb2.HandoffReason, str]] = ..., signals: _Optional[_Union[_handoff_pb2.RiskSignals, _Mapping]] = ..., preferred_agent_id: _Optional[str] = ...) -> None: ...
 
 class RequestHandoffResponse(_message.Message):
     __slots__ = ("handoff",)

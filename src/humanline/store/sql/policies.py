@@ -30,7 +30,9 @@ def policy_document(policy: RoutingPolicy) -> dict[str, Any]:
         "required_skills": [[s.skill, s.min_proficiency] for s in policy.required_skills],
         "min_proficiency": policy.min_proficiency,
         "risk_class": policy.risk_class.name,
-        "offer_timeout": policy.offer_timeout.total_seconds(),
+        "offer_timeout": (
+            None if policy.offer_timeout is None else policy.offer_timeout.total_seconds()
+        ),
         "max_wait": policy.max_wait.total_seconds(),
         "relaxation": [
             {
@@ -61,7 +63,11 @@ def policy_from_document(interaction_type: str, document: dict[str, Any]) -> Rou
         ),
         min_proficiency=int(document.get("min_proficiency", _DEFAULTS.min_proficiency)),
         risk_class=RiskClass[document.get("risk_class", _DEFAULTS.risk_class.name)],
-        offer_timeout=_seconds(document, "offer_timeout", _DEFAULTS.offer_timeout),
+        offer_timeout=(
+            None
+            if document.get("offer_timeout") is None
+            else timedelta(seconds=float(document["offer_timeout"]))
+        ),
         max_wait=_seconds(document, "max_wait", _DEFAULTS.max_wait),
         relaxation=tuple(
             RelaxationStep(

@@ -12,6 +12,7 @@ import enum
 import functools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +35,7 @@ from humanline.domain.model import (
     Offer,
     OfferState,
     Outcome,
+    PlannedStep,
     RescindReason,
     Session,
     SessionEndReason,
@@ -41,6 +43,7 @@ from humanline.domain.model import (
     SkillRequirement,
     StatusChangeReason,
     Urgency,
+    WaitPlan,
 )
 from humanline.domain.validation import MAX_REQUIRED_SKILLS
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
@@ -286,10 +289,7 @@ def _supply(skills: int, language: bool) -> sa.Select[Any]:
     sub = qualified.where(
         agents.c.status == _const(AgentStatus.AVAILABLE), agents.c.connected == sa.true()
     ).subquery()
-    return sa.select(
-        sa.func.coalesce(sa.func.sum(sub.c.capacity), 0),
-        sa.func.coalesce(sa.func.sum(sub.c.capacity - sub.c.load), 0),
-    )
+    return sa.select(sa.func.coalesce(sa.func.sum(sub.c.capacity), 0), sa.func.count())
 
 
 class SqlAgentRepository:
@@ -426,8 +426,8 @@ class SqlAgentRepository:
     ) -> EligibleSupply:
         stmt = _supply(len(skills), language is not None)
         params = _qualified_params(skills, language)
-        capacity, free = (await self._conn.execute(stmt, params)).one()
-        return EligibleSupply(capacity=int(capacity), free=int(free))
+        capacity, online = (await self._conn.execute(stmt, params)).one()
+        return EligibleSupply(capacity=int(capacity), agents=int(online))
 
     async def set_presence(self, agent_id: str, *, status: AgentStatus, connected: bool) -> Agent:
         values: dict[str, Any] = {"status": status.value, "connected": connected}
@@ -502,11 +502,12 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
             conversation_id=m["conversation_id"],
             customer_id=m["customer_id"],
             interaction_type=m["interaction_type"],
-            required_skills=tuple(SkillRequirement(s, p) for s, p in m["required_skills"]),
+            required_skills=_skills_from(m["required_skills"]),
             language=m["language"],
             urgency=Urgency(m["urgency"]),
             summary=m["summary"],
             reason=HandoffReason(m["reason"]),
+            preferred_agent_id=m["preferred_agent_id"],
         ),
         fingerprint=m["fingerprint"],
         state=HandoffState(m["state"]),
@@ -520,7 +521,52 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
         completion=completion,
         bot_id=m["bot_id"],
         routing=m["routing"],
+        plan=WaitPlan(
+            expires_at=m["expires_at"],
+            offer_timeout=(
+                None
+                if m["offer_timeout_seconds"] is None
+                else timedelta(seconds=m["offer_timeout_seconds"])
+            ),
+            steps=tuple(
+                PlannedStep(timedelta(seconds=after), _skills_from(skills), note)
+                for after, skills, note in m["relaxation"] or ()
+            ),
+            step=m["relax_step"],
+            preferred_agent_id=m["preferred_agent_id"],
+            preferred_until=m["preferred_until"],
+        ),
+        end_reason=m["end_reason"],
     )
+
+
+def _skills_to(skills: tuple[SkillRequirement, ...]) -> list[list[Any]]:
+    """Skills as stored: [skill, minimum] pairs, [skill, minimum, true] for optional ones."""
+    return [
+        [r.skill, r.min_proficiency, True] if r.optional else [r.skill, r.min_proficiency]
+        for r in skills
+    ]
+
+
+def _skills_from(stored: list[list[Any]]) -> tuple[SkillRequirement, ...]:
+    return tuple(SkillRequirement(r[0], r[1], len(r) > 2 and bool(r[2])) for r in stored)
+
+
+def _plan_values(handoff: Handoff, plan: WaitPlan) -> dict[str, Any]:
+    """The wait plan's columns (`handoff` gives the moment its steps count from)."""
+    return {
+        "expires_at": plan.expires_at,
+        "offer_timeout_seconds": (
+            None if plan.offer_timeout is None else plan.offer_timeout.total_seconds()
+        ),
+        "relaxation": [
+            [step.after.total_seconds(), _skills_to(step.skills), step.note] for step in plan.steps
+        ]
+        or None,
+        "relax_step": plan.step,
+        "preferred_until": plan.preferred_until,
+        "review_at": replace(handoff, plan=plan).review_at,
+    }
 
 
 _QUEUE_ORDER = (handoffs.c.deadline, handoffs.c.created_at, handoffs.c.id)
@@ -572,9 +618,15 @@ def _offer_handoff() -> sa.Update:
 
 
 @_statement
-def _return_handoff() -> sa.Update:
+def _return_handoff(keep_hold: bool) -> sa.Update:
+    values: dict[str, Any] = {}
+    if not keep_hold:  # the known agent had its offer: the wait for it is over
+        values["preferred_until"] = sa.case(
+            (handoffs.c.preferred_agent_id == handoffs.c.agent_id, None),
+            else_=handoffs.c.preferred_until,
+        )
     return _handoff_update(
-        _OFFERED_AS, state=HandoffState.QUEUED.value, agent_id=None, offer_id=None
+        _OFFERED_AS, state=HandoffState.QUEUED.value, agent_id=None, offer_id=None, **values
     )
 
 
@@ -593,6 +645,64 @@ def _requeue_handoff() -> sa.Update:
         assigned_at=None,
         deadline=_p("deadline"),
         requeue_count=handoffs.c.requeue_count + 1,
+        expires_at=_p("expires_at"),
+        preferred_until=_p("preferred_until"),
+        review_at=_p("review_at"),
+    )
+
+
+@_statement
+def _replan_handoff(relaxed: bool) -> sa.Update:
+    values: dict[str, Any] = {"required_skills": _p("required_skills")} if relaxed else {}
+    return _handoff_update(
+        _IS_QUEUED,
+        handoffs.c.relax_step == _p("old_step", sa.Integer()),
+        relax_step=_p("step"),
+        preferred_until=_p("preferred_until"),
+        review_at=_p("review_at"),
+        routing=_p("routing"),
+        **values,
+    )
+
+
+@_statement
+def _expire_handoff() -> sa.Update:
+    return _handoff_update(
+        _IS_QUEUED,
+        state=HandoffState.EXPIRED.value,
+        ended_at=_p("now"),
+        end_reason=_p("end_reason"),
+        review_at=None,
+        preferred_until=None,
+    )
+
+
+@_statement
+def _due_for_review() -> sa.Select[Any]:
+    return (
+        sa.select(handoffs)
+        .where(_IS_QUEUED, handoffs.c.review_at.is_not(None), handoffs.c.review_at <= _p("now"))
+        .order_by(handoffs.c.review_at)
+        .limit(_p("limit"))
+    )
+
+
+@_statement
+def _end_holds() -> sa.Update:
+    return (
+        sa.update(handoffs)
+        .where(
+            handoffs.c.preferred_until.is_not(None),
+            handoffs.c.preferred_agent_id == _p("agent_id"),
+            handoffs.c.preferred_until > _p("now"),
+            _IS_QUEUED,
+        )
+        .values(
+            preferred_until=None,
+            changed_at=_p("changed_at"),
+            changed_by=_p("changed_by"),
+        )
+        .returning(*handoffs.c)
     )
 
 
@@ -645,9 +755,14 @@ def _queued_for(languages: int) -> sa.Select[Any]:
     if languages:
         spoken = [_p(f"language{i}") for i in range(languages)]
         language_ok = sa.or_(language_ok, handoffs.c.language.in_(spoken))
+    not_held = sa.or_(
+        handoffs.c.preferred_until.is_(None),
+        handoffs.c.preferred_until <= _p("now"),
+        handoffs.c.preferred_agent_id == _p("agent_id"),
+    )
     return (
         sa.select(handoffs)
-        .where(_IS_QUEUED, language_ok, ~sa.exists(unmet), ~excluded)
+        .where(_IS_QUEUED, language_ok, not_held, ~sa.exists(unmet), ~excluded)
         .order_by(*_QUEUE_ORDER)
         .limit(_p("limit"))
     )
@@ -664,6 +779,20 @@ def _queue_position() -> sa.Select[Any]:
     return sa.select(sa.func.count()).where(
         handoffs.c.state.in_([_const(s) for s in _WAITING]), sa.tuple_(*_QUEUE_ORDER) < mine
     )
+
+
+@_statement
+def _competing_ahead(skills: int) -> sa.Select[Any]:
+    """How many queued handoffs before (`p_deadline`, `p_created_at`, `p_id`) need one of
+    the skills `p_skill<i>`, or none; with no skills given, all of them. (Offered ones hold
+    their agent's slot already: they wait for no slot to free up.)"""
+    mine = sa.tuple_(*(_p(c.name, c.type) for c in _QUEUE_ORDER))
+    where: list[sa.ColumnElement[bool]] = [_IS_QUEUED, sa.tuple_(*_QUEUE_ORDER) < mine]
+    if skills:
+        theirs = handoff_skills.c.handoff_id == handoffs.c.id
+        shared = handoff_skills.c.skill.in_([_p(f"skill{i}", sa.String()) for i in range(skills)])
+        where.append(sa.or_(~sa.exists().where(theirs), sa.exists().where(theirs, shared)))
+    return sa.select(sa.func.count()).select_from(handoffs).where(*where)
 
 
 class SqlHandoffRepository:
@@ -692,7 +821,7 @@ class SqlHandoffRepository:
             "conversation_id": req.conversation_id,
             "customer_id": req.customer_id,
             "interaction_type": req.interaction_type,
-            "required_skills": [[r.skill, r.min_proficiency] for r in req.required_skills],
+            "required_skills": _skills_to(req.required_skills),
             "language": req.language,
             "urgency": int(req.urgency),
             "reason": req.reason.value,
@@ -703,22 +832,28 @@ class SqlHandoffRepository:
             "requeue_count": handoff.requeue_count,
             "bot_id": handoff.bot_id,
             "routing": handoff.routing,
+            "preferred_agent_id": req.preferred_agent_id,
+            "end_reason": handoff.end_reason,
             "changed_at": self._now,
             "changed_by": self._writer,
+            **_plan_values(handoff, handoff.plan),
         }
         inserted = await self._conn.execute(_insert_new(handoffs, self._conn.dialect.name), values)
         if _rowcount(inserted) != 1:
             raise DuplicateKey(req.request_id)
-        if req.required_skills:
+        await self._insert_skills(handoff.id, req.required_skills)
+
+    async def _insert_skills(self, handoff_id: str, skills: tuple[SkillRequirement, ...]) -> None:
+        if skills:
             await self._conn.execute(
                 _INSERT_HANDOFF_SKILLS,
                 [
                     {
-                        "handoff_id": handoff.id,
+                        "handoff_id": handoff_id,
                         "skill": r.skill,
                         "min_proficiency": r.min_proficiency,
                     }
-                    for r in req.required_skills
+                    for r in skills
                 ],
             )
 
@@ -734,16 +869,79 @@ class SqlHandoffRepository:
             _offer_handoff(), handoff_id, agent_id=agent_id, new_offer_id=offer_id
         )
 
-    async def return_to_queue(self, handoff_id: str, offer_id: str) -> Handoff | None:
-        return await self._transition(_return_handoff(), handoff_id, offer_id=offer_id)
+    async def return_to_queue(
+        self, handoff_id: str, offer_id: str, *, keep_hold: bool = False
+    ) -> Handoff | None:
+        stmt = _return_handoff(keep_hold)
+        return await self._transition(stmt, handoff_id, offer_id=offer_id)
 
     async def assign(self, handoff_id: str, offer_id: str, now: datetime) -> Handoff | None:
         return await self._transition(_assign_handoff(), handoff_id, offer_id=offer_id, now=now)
 
-    async def requeue(self, handoff_id: str, offer_id: str, deadline: datetime) -> Handoff | None:
+    async def requeue(
+        self, handoff_id: str, offer_id: str, deadline: datetime, plan: WaitPlan
+    ) -> Handoff | None:
+        current = await self.get(handoff_id)
+        if current is None:
+            return None
+        values = _plan_values(replace(current, deadline=deadline), plan)
         return await self._transition(
-            _requeue_handoff(), handoff_id, offer_id=offer_id, deadline=deadline
+            _requeue_handoff(),
+            handoff_id,
+            offer_id=offer_id,
+            deadline=deadline,
+            expires_at=values["expires_at"],
+            preferred_until=values["preferred_until"],
+            review_at=values["review_at"],
         )
+
+    async def replan(
+        self,
+        handoff: Handoff,
+        plan: WaitPlan,
+        skills: tuple[SkillRequirement, ...] | None,
+        routing: str,
+    ) -> Handoff | None:
+        values = _plan_values(handoff, plan)
+        params: dict[str, Any] = {
+            "step": plan.step,
+            "old_step": handoff.plan.step,
+            "preferred_until": values["preferred_until"],
+            "review_at": values["review_at"],
+            "routing": routing[:1000],
+        }
+        if skills is None:
+            return await self._transition(_replan_handoff(False), handoff.id, **params)
+        replanned = await self._transition(
+            _replan_handoff(True), handoff.id, required_skills=_skills_to(skills), **params
+        )
+        if replanned is not None:
+            await self._conn.execute(
+                sa.delete(handoff_skills).where(handoff_skills.c.handoff_id == handoff.id)
+            )
+            await self._insert_skills(handoff.id, skills)
+        return replanned
+
+    async def expire(self, handoff_id: str, now: datetime, reason: str) -> Handoff | None:
+        return await self._transition(
+            _expire_handoff(), handoff_id, now=now, end_reason=reason[:500]
+        )
+
+    async def due_for_review(self, now: datetime, limit: int) -> list[Handoff]:
+        rows = await self._conn.execute(_due_for_review(), {"p_now": now, "p_limit": limit})
+        return [_handoff(r) for r in rows]
+
+    async def end_holds_for(self, agent_id: str) -> list[Handoff]:
+        rows = await self._conn.execute(
+            _end_holds(),
+            {
+                "p_agent_id": agent_id,
+                "p_now": self._now,
+                "p_changed_at": self._now,
+                "p_changed_by": self._writer,
+            },
+        )
+        return [_handoff(r) for r in rows]
 
     async def complete(
         self,
@@ -778,7 +976,7 @@ class SqlHandoffRepository:
 
     async def queued_for_agent(self, agent: Agent, limit: int) -> list[Handoff]:
         spoken = sorted(agent.profile.languages)
-        params: dict[str, Any] = {"p_agent_id": agent.id, "p_limit": limit}
+        params: dict[str, Any] = {"p_agent_id": agent.id, "p_limit": limit, "p_now": self._now}
         params.update({f"p_language{i}": language for i, language in enumerate(spoken)})
         rows = await self._conn.execute(_queued_for(len(spoken)), params)
         return [_handoff(r) for r in rows]
@@ -802,10 +1000,25 @@ class SqlHandoffRepository:
         )
         return list((await self._conn.execute(stmt)).scalars())
 
-    async def mean_handle_time(self, since: datetime) -> timedelta | None:
+    async def competing_ahead(self, handoff: Handoff) -> int:
+        skills = sorted({r.skill for r in handoff.request.required_skills})
+        params: dict[str, Any] = {
+            "p_deadline": handoff.deadline,
+            "p_created_at": handoff.created_at,
+            "p_id": handoff.id,
+        }
+        params.update({f"p_skill{i}": skill for i, skill in enumerate(skills)})
+        stmt = _competing_ahead(len(skills))
+        return int((await self._conn.execute(stmt, params)).scalar_one())
+
+    async def mean_handle_time(
+        self, since: datetime, interaction_type: str | None = None
+    ) -> timedelta | None:
         stmt = sa.select(sa.func.avg(handoffs.c.handle_seconds)).where(
             handoffs.c.state == _const(HandoffState.COMPLETED), handoffs.c.ended_at >= since
         )
+        if interaction_type is not None:
+            stmt = stmt.where(handoffs.c.interaction_type == interaction_type)
         mean = (await self._conn.execute(stmt)).scalar()
         return None if mean is None else timedelta(seconds=float(mean))
 

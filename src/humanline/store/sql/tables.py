@@ -84,7 +84,7 @@ def _states(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
 NEVER = datetime(1, 1, 1, tzinfo=UTC)  # `idle_since` of an agent never assigned
 
 AGENT_STATUSES = ("OFFLINE", "AVAILABLE", "AWAY")
-HANDOFF_STATES = ("QUEUED", "OFFERED", "ASSIGNED", "COMPLETED", "CANCELLED")
+HANDOFF_STATES = ("QUEUED", "OFFERED", "ASSIGNED", "COMPLETED", "CANCELLED", "EXPIRED")
 OFFER_STATES = ("PENDING", "ACCEPTED", "DECLINED", "EXPIRED", "RESCINDED", "COMPLETED", "REVOKED")
 SESSION_STATES = ("CONNECTED", "DISCONNECTED", "ENDED")
 
@@ -195,6 +195,18 @@ class HandoffRow(SQLModel, table=True):
             sqlite_where=text("state = 'COMPLETED'"),
             postgresql_where=text("state = 'COMPLETED'"),
         ),
+        Index(
+            "ix_handoffs_review",
+            "review_at",
+            sqlite_where=text("state = 'QUEUED' AND review_at IS NOT NULL"),
+            postgresql_where=text("state = 'QUEUED' AND review_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_handoffs_holds",
+            "preferred_agent_id",
+            sqlite_where=text("preferred_until IS NOT NULL"),
+            postgresql_where=text("preferred_until IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -225,6 +237,15 @@ class HandoffRow(SQLModel, table=True):
     changed_by: str = Field(default="", max_length=8)
     bot_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     routing: str = Field(default="", max_length=1000, sa_column_kwargs={"server_default": ""})
+    # The wait plan (domain.model.WaitPlan); `review_at` is when it next has something due.
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    offer_timeout_seconds: float | None = None
+    relaxation: list[list[Any]] | None = Field(default=None, sa_type=JSON_TYPE)
+    relax_step: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    preferred_agent_id: str | None = Field(default=None, max_length=64)
+    preferred_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    review_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
 
 
 class HandoffSkillRow(SQLModel, table=True):
