@@ -11,6 +11,7 @@ offer_timeout_seconds = 10
 max_wait_seconds = 300              # then the handoff expires
 quality_ranking = true
 known_agent_wait_seconds = 0
+agent_order = "most_proficient"     # or "least_proficient": routine work, experts kept free
 relaxation = [
     { after_seconds = 60, min_proficiency = 3 },
     { after_seconds = 120, drop_optional = true },
@@ -33,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from humanline.domain.model import SkillRequirement
+from humanline.domain.model import AgentOrder, SkillRequirement
 from humanline.domain.routing import (
     BUILT_IN_POLICIES,
     DEFAULT_FALLBACK,
@@ -69,6 +70,7 @@ class _Policy(_Strict):
     max_wait_seconds: float | None = Field(None, gt=0)
     quality_ranking: bool | None = None
     known_agent_wait_seconds: float | None = Field(None, ge=0)
+    agent_order: Literal["most_proficient", "least_proficient"] | None = None
     relaxation: list[_Step] | None = Field(None, max_length=10)
 
 
@@ -98,6 +100,8 @@ def _policy(entry: _Policy) -> RoutingPolicy:
         changes["quality_ranking"] = entry.quality_ranking
     if entry.known_agent_wait_seconds is not None:
         changes["known_agent_wait"] = timedelta(seconds=entry.known_agent_wait_seconds)
+    if entry.agent_order is not None:
+        changes["agent_order"] = AgentOrder(entry.agent_order.upper())
     if entry.relaxation is not None:
         changes["relaxation"] = tuple(
             RelaxationStep(timedelta(seconds=s.after_seconds), s.min_proficiency, s.drop_optional)

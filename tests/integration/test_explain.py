@@ -596,6 +596,11 @@ async def _workload(client: Stubs) -> None:
     for handoff in (missed, held):
         await client.cancel_handoff(handoff.handoff_id)
 
+    # Routine work, offered to the least proficient agent who qualifies.
+    routine = await client.request_handoff(interaction_type="order_lookup", skills={"orders": 1})
+    await client.cancel_handoff(routine.handoff_id)
+    await client.request_handoff(interaction_type="order_lookup", skills={"orders": 1, "x": 1})
+
     # Clean log-outs.
     drivers: tuple[AgentDriver, ...] = (ann, bob, cyd)
     for driver in drivers:

@@ -151,3 +151,21 @@ async def test_routine_handoffs_are_not_starved_by_a_long_urgent_burst(
     assert served[-1] == routine.handoff_id
     assert len(served) > 1
     assert waiting_then, "no urgent handoff was waiting: the test made no pressure"
+
+
+async def test_routine_work_leaves_the_expert_free_for_the_risky_kind(client: Stubs) -> None:
+    """Standard refunds go to the least proficient agent who qualifies, so that a billing
+    dispute coming next still finds the expert free (most proficient first, the refund
+    would have taken the expert and the dispute would wait)."""
+    await client.create_agent("expert", {"billing": 5})
+    await client.create_agent("junior", {"billing": 2})
+    expert, junior = client.agent("expert"), client.agent("junior")
+    await expert.hello()
+    await junior.hello()
+    refund = await _request(client, interaction_type="standard_refund")
+    assert refund.routing.endswith("; least proficient agent first")
+    offer = await junior.offer()
+    assert offer.details.handoff_id == refund.handoff_id
+    dispute = await _request(client, interaction_type="billing_dispute")
+    offer = await expert.offer()
+    assert offer.details.handoff_id == dispute.handoff_id

@@ -116,6 +116,17 @@ async def test_ops_create_update_and_delete_policies(client: Stubs) -> None:
         )
     ).policy
     assert (off.quality_ranking, off.target.seconds) == (False, 20)
+    assert off.agent_order == R.AGENT_ORDER_MOST_PROFICIENT
+    least = (
+        await client.pool.UpdateRoutingPolicy(
+            P.UpdateRoutingPolicyRequest(
+                policy=R.RoutingPolicy(
+                    interaction_type="fraud", agent_order=R.AGENT_ORDER_LEAST_PROFICIENT
+                )
+            )
+        )
+    ).policy
+    assert (least.agent_order, least.quality_ranking) == (R.AGENT_ORDER_LEAST_PROFICIENT, False)
 
     # Deleting what was set puts the built-in policy (or the fallback) back in force.
     back = (

@@ -26,6 +26,7 @@ from humanline.domain.clock import FakeClock
 from humanline.domain.matching import agent_rank_key, is_eligible, queue_key
 from humanline.domain.model import (
     Agent,
+    AgentOrder,
     AgentProfile,
     AgentState,
     AgentStatus,
@@ -101,6 +102,7 @@ def handoffs(draw: st.DrawFn) -> Handoff:
         assigned_at=None,
         ended_at=None,
         completion=None,
+        agent_order=draw(st.sampled_from(list(AgentOrder))),
     )
 
 

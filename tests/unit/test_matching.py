@@ -33,6 +33,7 @@ from humanline.domain.matching import (
 )
 from humanline.domain.model import (
     Agent,
+    AgentOrder,
     AgentState,
     AgentStatus,
     Handoff,
@@ -202,6 +203,25 @@ def test_agent_rank_key_prefers_score_then_idle_then_id() -> None:
     assert strong_busy < weak_idle
     assert never < long_ago
     assert weak_idle < never  # same score, both never assigned: "a" before "n"
+
+
+def test_routine_work_goes_to_the_least_proficient_who_qualifies() -> None:
+    """A handoff routed LEAST_PROFICIENT (order lookups, standard refunds) keeps the experts
+    free: the least proficient eligible agent first, then the longest idle."""
+    routine = dataclasses.replace(
+        handoff(skills={"billing": 2}), agent_order=AgentOrder.LEAST_PROFICIENT
+    )
+    expert = agent("expert", skills={"billing": 5})
+    junior = agent("junior", skills={"billing": 2}, last_assigned_at=at(100))
+    novice = agent("novice", skills={"billing": 1})  # does not qualify
+    assert choose_agent(routine, [expert, junior, novice]) == junior
+    assert agent_rank_key(junior, routine) == (2, at(100), "junior")
+    # Among equals, the longest idle still goes first.
+    idle = agent("idle", skills={"billing": 2})
+    assert choose_agent(routine, [expert, junior, idle]) == idle
+    # The same pool, most proficient first (the default).
+    most = dataclasses.replace(routine, agent_order=AgentOrder.MOST_PROFICIENT)
+    assert choose_agent(most, [expert, junior]) == expert
 
 
 def test_most_proficient_agent_wins_over_longest_idle() -> None:

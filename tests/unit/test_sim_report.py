@@ -14,6 +14,8 @@ from humanline.sim.report import (
     HandoffRecord,
     Observations,
     PoolSample,
+    Yardstick,
+    compare,
     percentile,
     summarize,
 )
@@ -22,7 +24,7 @@ from humanline.sim.report import (
 def handoff(kind: str, urgency: str, wait: float | None, **fields: object) -> HandoffRecord:
     """A handoff created at t=100 with a target 10 s later, answered after `wait` seconds."""
     return HandoffRecord(
-        handoff_id=f"{kind}-{urgency}-{wait}",
+        handoff_id=str(fields.pop("handoff_id", f"{kind}-{urgency}-{wait}")),
         interaction_type=kind,
         urgency=urgency,
         state=str(fields.pop("state", "COMPLETED" if wait is not None else "CANCELLED")),
@@ -117,3 +119,58 @@ def test_the_plot_draws_the_run(tmp_path: Path) -> None:
     draw(seen, picture, "tiny")
     assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert picture.stat().st_size > 10_000
+
+
+def test_estimates_are_judged_by_their_median_absolute_error() -> None:
+    seen = Observations(
+        handoffs=[
+            handoff("fraud", "HIGH", 2.0, estimated=1.0),  # off by 1
+            handoff("fraud", "HIGH", 4.0, estimated=7.0),  # off by 3
+            handoff("fraud", "HIGH", 5.0, estimated=5.5),  # off by 0.5
+            handoff("fraud", "HIGH", 5.0),  # no estimate (nobody was online)
+            handoff("fraud", "HIGH", None, estimated=2.0, expired=True),  # never answered
+        ]
+    )
+    high = next(r for r in summarize("s", 60, seen).rows if r.urgency == "HIGH")
+    assert (high.estimate_error_p50, high.estimated) == (1.0, 3)
+    assert high.expired == 0.2
+
+
+def test_a_comparison_measures_both_runs_with_the_same_yardstick() -> None:
+    sticks = {
+        "fraud": Yardstick(target=2.0, max_wait=6.0, risk="HIGH"),
+        "order_lookup": Yardstick(target=10.0, max_wait=30.0, risk="LOW"),
+    }
+    scale = {"NORMAL": 1.0, "HIGH": 0.5}
+    before = Observations(
+        handoffs=[
+            handoff("fraud", "HIGH", 3.0, handoff_id="b1"),  # offered after 2.5 s: late
+            handoff("fraud", "NORMAL", 8.0, handoff_id="b2"),  # offered 7.5 s: late, over max
+            handoff("order_lookup", "NORMAL", 1.0, handoff_id="b3"),
+            handoff("fraud", "HIGH", None, handoff_id="b4", abandoned=True),
+        ],
+        offered={"b1": 102.5, "b2": 107.5, "b3": 100.2},
+    )
+    after = Observations(
+        handoffs=[
+            handoff("fraud", "HIGH", 1.5, handoff_id="a1"),  # offered 0.5 s: in target (1 s)
+            handoff("fraud", "NORMAL", 2.5, handoff_id="a2"),  # offered 1.5 s: in target (2 s)
+            handoff("order_lookup", "NORMAL", 1.0, handoff_id="a3"),
+            handoff("fraud", "HIGH", None, handoff_id="a4", state="EXPIRED", expired=True),
+        ],
+        offered={"a1": 100.5, "a2": 101.5, "a3": 100.1},
+    )
+    rows = {r.interaction_type: r for r in compare(before, after, sticks, scale)}
+    assert list(rows) == ["fraud", "order_lookup", ALL]
+    fraud = rows["fraud"]
+    assert fraud.risk == "HIGH"
+    assert fraud.handoffs == (3, 3)
+    assert fraud.offered_in_target == (0.0, pytest.approx(2 / 3))
+    assert fraud.time_to_offer_p90 == (pytest.approx(7.0), pytest.approx(1.4))
+    # b2 waited 8 s (over 6 s); the expired a4 never got an agent (the abandoned b4 left).
+    assert fraud.over_max_wait == (pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert fraud.abandoned == (pytest.approx(1 / 3), 0.0)
+    assert fraud.expired == (0.0, pytest.approx(1 / 3))
+    assert rows["order_lookup"].offered_in_target == (1.0, 1.0)
+    assert rows[ALL].handoffs == (4, 4)
+    assert rows[ALL].offered_in_target == (0.25, 0.75)

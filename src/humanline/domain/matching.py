@@ -12,8 +12,9 @@ Rules:
   (its known agent, for a while: `Handoff.reserved_for`).
 - Queue order: earliest deadline (enqueue time plus the urgency's target) first, then
   earliest enqueue, then id; so urgency wins and age still counts.
-- Agent choice: the best proficiency on the required skills (their sum), then the longest
-  idle since its last assignment (never assigned first), then id.
+- Agent choice: the best proficiency on the required skills (their sum), or the least that
+  qualifies for a handoff routed `LEAST_PROFICIENT` (routine work, keeping experts free),
+  then the longest idle since its last assignment (never assigned first), then id.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 
-from humanline.domain.model import Agent, AgentState, Handoff, HandoffState
+from humanline.domain.model import Agent, AgentOrder, AgentState, Handoff, HandoffState
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -67,8 +68,12 @@ def proficiency_score(agent: Agent, handoff: Handoff) -> int:
 
 
 def agent_rank_key(agent: Agent, handoff: Handoff) -> tuple[int, datetime, str]:
-    """Sort key among eligible agents: best proficiency, then longest idle, then id."""
-    return (-proficiency_score(agent, handoff), agent.last_assigned_at or _NEVER, agent.id)
+    """Sort key among eligible agents: best proficiency (least, for a handoff routed
+    LEAST_PROFICIENT), then longest idle, then id."""
+    score = proficiency_score(agent, handoff)
+    if handoff.agent_order is AgentOrder.MOST_PROFICIENT:
+        score = -score
+    return (score, agent.last_assigned_at or _NEVER, agent.id)
 
 
 def choose_agent(

@@ -45,6 +45,16 @@ class HandoffState(enum.StrEnum):
         return self in (HandoffState.COMPLETED, HandoffState.CANCELLED, HandoffState.EXPIRED)
 
 
+class AgentOrder(enum.StrEnum):
+    """Which eligible agent a handoff is offered to first."""
+
+    # The most proficient on its skills: where the quality of the answer matters most.
+    MOST_PROFICIENT = "MOST_PROFICIENT"
+    # The least proficient who qualifies: routine work, keeping the experts free for the
+    # risky kinds (TaskRouter's `order_by worker.level ASC`).
+    LEAST_PROFICIENT = "LEAST_PROFICIENT"
+
+
 class HandoffReason(enum.StrEnum):
     """Why the bot handed the conversation over."""
 
@@ -351,6 +361,7 @@ class Handoff:
     routing: str = ""  # why it is routed as it is (policy, urgency, floor and reasons)
     plan: WaitPlan = WaitPlan()
     end_reason: str = ""  # why it expired
+    agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
 
     def reserved_for(self, now: datetime) -> str | None:
         """The only agent it may be offered to now (its known agent, while waited for)."""

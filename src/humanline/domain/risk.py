@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from humanline.domain.model import (
+    AgentOrder,
     CustomerTier,
     HandoffReason,
     HandoffRequest,
@@ -158,6 +159,7 @@ class RoutingDecision:
     deadline: datetime
     plan: WaitPlan
     explanation: str
+    agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
 
 
 def decide(
@@ -183,6 +185,8 @@ def decide(
     target = policy.target * (targets[decision.urgency] / targets[Urgency.NORMAL])
     name = f"policy {policy.interaction_type}" + (" (fallback)" if choice.fallback else "")
     parts = [name, decision.explain()]
+    if policy.agent_order is AgentOrder.LEAST_PROFICIENT:
+        parts.append("least proficient agent first")
     preferred_until = None
     known = request.preferred_agent_id
     if known is not None:
@@ -205,4 +209,5 @@ def decide(
         now + target,
         plan,
         "; ".join(parts),
+        policy.agent_order,
     )

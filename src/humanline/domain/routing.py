@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from humanline.domain.model import Handoff, PlannedStep, SkillRequirement, WaitPlan
+from humanline.domain.model import AgentOrder, Handoff, PlannedStep, SkillRequirement, WaitPlan
 from humanline.domain.validation import MAX_PROFICIENCY, MIN_PROFICIENCY
 
 FALLBACK_TYPE = "default"  # the policy of every interaction type without one of its own
@@ -59,6 +59,7 @@ class RoutingPolicy:
     relaxation: tuple[RelaxationStep, ...] = ()
     quality_ranking: bool = True
     known_agent_wait: timedelta = timedelta(seconds=30)
+    agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
 
     def problems(self) -> list[tuple[str, str]]:
         """What is wrong with this policy, as (field, description) pairs; empty when valid."""
@@ -234,7 +235,8 @@ def _seconds(value: float) -> timedelta:
 
 
 # The six interaction types of DESIGN.md 1. Low-risk, rule-bound types wait longer and take any
-# agent with the skill; high-risk ones get short targets and the most proficient agents,
+# agent with the skill, the least proficient first, so that the experts stay free for the
+# risky kinds; high-risk ones get short targets and the most proficient agents,
 # widening slowly and never below a safe floor.
 DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
     RoutingPolicy(
@@ -245,6 +247,7 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         offer_timeout=_seconds(20),
         max_wait=_seconds(1800),
         quality_ranking=False,
+        agent_order=AgentOrder.LEAST_PROFICIENT,
     ),
     RoutingPolicy(
         "standard_refund",
@@ -254,6 +257,7 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         offer_timeout=_seconds(20),
         max_wait=_seconds(1200),
         quality_ranking=False,
+        agent_order=AgentOrder.LEAST_PROFICIENT,
     ),
     RoutingPolicy(
         "billing_dispute",

@@ -568,6 +568,7 @@ POLICY_FIELDS = (
     "relaxation",
     "quality_ranking",
     "known_agent_wait",
+    "agent_order",
 )
 MAX_POLICY_DURATION = timedelta(days=7)
 MAX_RELAXATION_STEPS = 10
@@ -639,6 +640,19 @@ def policy_changes(
                 )
             case "quality_ranking":
                 changes[name] = msg.quality_ranking
+            case "agent_order":
+                order = enum_from_proto(
+                    v,
+                    place,
+                    routing_pb2.AgentOrder,
+                    "AGENT_ORDER_",
+                    msg.agent_order,
+                    model.AgentOrder,
+                )
+                if order is None and msg.agent_order == 0:
+                    v.add(place, "required when named in the update mask")
+                if order is not None:
+                    changes[name] = order
     v.raise_if_any()
     return msg.interaction_type, changes
 
@@ -652,6 +666,7 @@ def routing_policy_pb(found: PolicyInForce) -> routing_pb2.RoutingPolicy:
         required_skills=_skills_pb(policy.required_skills),
         min_proficiency=policy.min_proficiency,
         risk_class=enum_to_proto(routing_pb2.RiskClass, "RISK_CLASS_", policy.risk_class),
+        agent_order=enum_to_proto(routing_pb2.AgentOrder, "AGENT_ORDER_", policy.agent_order),
         offer_timeout=None if policy.offer_timeout is None else duration(policy.offer_timeout),
         max_wait=duration(policy.max_wait),
         relaxation=[

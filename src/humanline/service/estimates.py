@@ -1,13 +1,13 @@
 """Wait estimates for bots, from numbers kept fresh off the hot path.
 
-An estimate needs two numbers the store can only sum up: the capacity of the agents online
+An estimate needs three numbers the store can only sum up: the capacity of the agents online
 who could serve a kind of handoff (an aggregate over every agent with its skills, 5 ms with
-5,000 of them) and the mean handle time of the last hour's completions of its type (an
-aggregate over every one of them). Neither may hold up a request, nor the embedded store's
-writer, whose statements run on the event loop. So each is read on a snapshot of its own,
-kept for a short while, and, once stale, still served while one background task reads it
-anew; a request waits only for a number never read, or one stale for long (after a quiet
-spell). The third
+5,000 of them), the mean handle time of the last hour's completions of its type (an
+aggregate over every one of them) and the mean time agents took to accept their last
+thousand offers. None may hold up a request, nor the embedded store's writer, whose
+statements run on the event loop. So each is read on a snapshot of its own, kept for a short
+while, and, once stale, still served while one background task reads it anew; a request
+waits only for a number never read, or one stale for long (after a quiet spell). The fourth
 number, how many handoffs ahead compete for the same agents, is the handoff's own: it is
 read for a queued handoff only (an offered one waits for its agent's answer), on a reader.
 """
@@ -31,6 +31,7 @@ from humanline.store.port import EligibleSupply, Store, StoreError
 log = structlog.get_logger("humanline.estimates")
 
 HANDLE_TIME_WINDOW = timedelta(hours=1)
+ANSWERS = 1000  # the latest accepted offers whose time to accept makes the mean
 HANDLE_TIME_FRESH_SECONDS = 5.0
 SUPPLY_FRESH_SECONDS = 1.0
 STALE_LIMIT = 5  # times the fresh time: older than that, a request waits for a new reading
@@ -118,11 +119,16 @@ class WaitEstimates:
         self._handle_time: Refreshed[str | None, timedelta | None] = Refreshed(
             self._read_handle_time, HANDLE_TIME_FRESH_SECONDS, keys=SUPPLY_KEYS
         )
+        self._answer_time: Refreshed[None, timedelta] = Refreshed(
+            self._read_answer_time, HANDLE_TIME_FRESH_SECONDS
+        )
 
     async def wait(self, handoff: Handoff) -> timedelta | None:
-        """The estimated wait of a waiting handoff."""
+        """The estimated wait of a waiting handoff until an agent accepts it: for a free slot
+        of an eligible agent, then for that agent's answer (the recent mean time to accept)."""
+        answer = await self._answer_time.get(None)
         if handoff.state is HandoffState.OFFERED:
-            return timedelta(0)  # an agent has it on offer now
+            return answer  # an agent has it on offer now
         # Queued: matching offers a handoff to a free eligible agent as soon as there is one,
         # so none is free (or one is about to take it: on PostgreSQL, a new handoff is
         # matched right after its request commits, and for that moment this is pessimistic).
@@ -132,11 +138,12 @@ class WaitEstimates:
             return None  # nobody online could take it: no honest estimate
         async with self._store.read() as uow:
             ahead = await uow.handoffs.competing_ahead(handoff)
-        return estimate_wait(
+        slot = estimate_wait(
             ahead=ahead,
             eligible_capacity=supply.capacity,
             mean_handle_time=await self._mean_handle_time(request.interaction_type),
         )
+        return None if slot is None else slot + answer
 
     async def _mean_handle_time(self, interaction_type: str) -> timedelta:
         """The last hour's mean handle time of the type, else of every type, else the
@@ -150,10 +157,16 @@ class WaitEstimates:
         """Cancels the readings under way (before the store closes)."""
         await self._supply.stop()
         await self._handle_time.stop()
+        await self._answer_time.stop()
 
     async def _read_supply(self, kind: Kind) -> EligibleSupply:
         async with self._store.read() as uow:
             return await uow.agents.supply_for(*kind)
+
+    async def _read_answer_time(self, _: None) -> timedelta:
+        async with self._store.read() as uow:
+            mean = await uow.offers.mean_answer_time(uow.now - HANDLE_TIME_WINDOW, ANSWERS)
+        return mean or timedelta(0)
 
     async def _read_handle_time(self, interaction_type: str | None) -> timedelta | None:
         async with self._store.read() as uow:

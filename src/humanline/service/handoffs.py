@@ -90,6 +90,7 @@ class Handoffs:
                 bot_id=bot_id,
                 routing=routed.explanation,
                 plan=routed.plan,
+                agent_order=routed.agent_order,
             )
             try:
                 await uow.handoffs.insert(handoff)  # the common case first: one statement

@@ -38,7 +38,8 @@ def comparison_table(rows: list[Compared]) -> Table:
     table.add_column("risk")
     for header in (
         "handoffs",
-        "within\ntarget",
+        "offered in\ntarget",
+        "to offer\np90 s",
         "to agent\np90 s",
         "over max\nwait",
         "aban-\ndoned",
@@ -50,7 +51,8 @@ def comparison_table(rows: list[Compared]) -> Table:
             row.interaction_type,
             row.risk.lower(),
             f"{row.handoffs[0]} / {row.handoffs[1]}",
-            _pair(row.within_target, _share),
+            _pair(row.offered_in_target, _share),
+            _pair(row.time_to_offer_p90, _seconds),
             _pair(row.time_to_agent_p90, _seconds),
             _pair(row.over_max_wait, _share),
             _pair(row.abandoned, _share),

@@ -181,7 +181,7 @@ def run(duration: float | None = None, *, routing: str = "risk", compare: bool =
         before = _play(scenario, "topic", console, " (1 of 2, by topic and urgency)")
         after = _play(scenario, "risk", console, " (2 of 2, by risk)")
         sticks, scale = yardsticks()
-        rows = report.compare(before.seen.handoffs, after.seen.handoffs, sticks, scale)
+        rows = report.compare(before.seen, after.seen, sticks, scale)
         console.print(comparison_table(rows))
         for table in tables(after.summary):
             console.print(table)

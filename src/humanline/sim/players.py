@@ -96,7 +96,7 @@ class AgentPlayer:
     _leaving: bool = False
     _work: set[asyncio.Task[None]] = field(default_factory=set)
     _answered: set[str] = field(default_factory=set)
-    _offers: dict[str, tuple[str, str]] = field(default_factory=dict)  # offer id -> type, urgency
+    _offers: dict[str, _Offered] = field(default_factory=dict)  # by offer id
     _chores: set[asyncio.Future[None]] = field(default_factory=set)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _leaving_at: asyncio.TimerHandle | None = None
@@ -219,9 +219,10 @@ class AgentPlayer:
         if offer.offer_id in self._answered:
             return  # shown again after a resume: already answered
         self._answered.add(offer.offer_id)
-        self._offers[offer.offer_id] = (
-            offer.details.interaction_type,
-            urgency_name(offer.details.urgency),
+        self._offers[offer.offer_id] = _Offered(
+            (offer.details.interaction_type, urgency_name(offer.details.urgency)),
+            offer.details.handoff_id,
+            _seconds(offer.offer_time),
         )
         roll = self.rng.random()
         if roll < self.group.miss:
@@ -232,9 +233,11 @@ class AgentPlayer:
 
     def _outcome(self, offer_id: str, result: str | None) -> None:
         """What became of an offer, as the server confirmed it (None: nothing to count)."""
-        key = self._offers.pop(offer_id, None)
-        if key is not None and result is not None:
-            self.seen.offers[(*key, result)] += 1
+        offered = self._offers.pop(offer_id, None)
+        if offered is not None and result is not None:
+            self.seen.offers[(*offered.key, result)] += 1
+            if result == "accepted":
+                self.seen.offered[offered.handoff_id] = offered.at
 
     def _answer(self, offer_id: str, decline: bool) -> None:
         if decline:
@@ -428,6 +431,15 @@ class Bots:
                     expired=h.state == handoff_pb2.HANDOFF_STATE_EXPIRED,
                 )
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Offered:
+    """An offer an agent was shown: its type and urgency, its handoff and when it was made."""
+
+    key: tuple[str, str]
+    handoff_id: str
+    at: float  # epoch seconds
 
 
 def _seconds(stamp: Timestamp) -> float:

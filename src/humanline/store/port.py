@@ -318,6 +318,11 @@ class OfferRepository(Protocol):
         """The agent's live interactions (accepted offers)."""
         ...
 
+    async def mean_answer_time(self, since: datetime, limit: int) -> timedelta | None:
+        """Mean time from offer to acceptance over the last `limit` offers accepted since
+        `since`."""
+        ...
+
     async def due_to_expire(self, now: datetime, limit: int) -> list[Offer]:
         """Pending offers whose expiry has passed, oldest first."""
         ...

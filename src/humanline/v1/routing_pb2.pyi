@@ -19,6 +19,12 @@ class RiskClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RISK_CLASS_MEDIUM: _ClassVar[RiskClass]
     RISK_CLASS_HIGH: _ClassVar[RiskClass]
 
+class AgentOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_ORDER_UNSPECIFIED: _ClassVar[AgentOrder]
+    AGENT_ORDER_MOST_PROFICIENT: _ClassVar[AgentOrder]
+    AGENT_ORDER_LEAST_PROFICIENT: _ClassVar[AgentOrder]
+
 class PolicySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POLICY_SOURCE_UNSPECIFIED: _ClassVar[PolicySource]
@@ -29,6 +35,9 @@ RISK_CLASS_UNSPECIFIED: RiskClass
 RISK_CLASS_LOW: RiskClass
 RISK_CLASS_MEDIUM: RiskClass
 RISK_CLASS_HIGH: RiskClass
+AGENT_ORDER_UNSPECIFIED: AgentOrder
+AGENT_ORDER_MOST_PROFICIENT: AgentOrder
+AGENT_ORDER_LEAST_PROFICIENT: AgentOrder
 POLICY_SOURCE_UNSPECIFIED: PolicySource
 POLICY_SOURCE_BUILT_IN: PolicySource
 POLICY_SOURCE_FILE: PolicySource
@@ -45,7 +54,7 @@ class RelaxationStep(_message.Message):
     def __init__(self, after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_proficiency: _Optional[int] = ..., drop_optional: _Optional[bool] = ...) -> None: ...
 
 class RoutingPolicy(_message.Message):
-    __slots__ = ("interaction_type", "target", "required_skills", "min_proficiency", "risk_class", "offer_timeout", "max_wait", "relaxation", "quality_ranking", "known_agent_wait", "source", "create_time", "update_time")
+    __slots__ = ("interaction_type", "target", "required_skills", "min_proficiency", "risk_class", "offer_timeout", "max_wait", "relaxation", "quality_ranking", "known_agent_wait", "agent_order", "source", "create_time", "update_time")
     INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_SKILLS_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +65,7 @@ class RoutingPolicy(_message.Message):
     RELAXATION_FIELD_NUMBER: _ClassVar[int]
     QUALITY_RANKING_FIELD_NUMBER: _ClassVar[int]
     KNOWN_AGENT_WAIT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ORDER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -69,7 +79,8 @@ class RoutingPolicy(_message.Message):
     relaxation: _containers.RepeatedCompositeFieldContainer[RelaxationStep]
     quality_ranking: bool
     known_agent_wait: _duration_pb2.Duration
+    agent_order: AgentOrder
     source: PolicySource
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, interaction_type: _Optional[str] = ..., target: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., min_proficiency: _Optional[int] = ..., risk_class: _Optional[_Union[RiskClass, str]] = ..., offer_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., relaxation: _Optional[_Iterable[_Union[RelaxationStep, _Mapping]]] = ..., quality_ranking: _Optional[bool] = ..., known_agent_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., source: _Optional[_Union[PolicySource, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, interaction_type: _Optional[str] = ..., target: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., min_proficiency: _Optional[int] = ..., risk_class: _Optional[_Union[RiskClass, str]] = ..., offer_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., relaxation: _Optional[_Iterable[_Union[RelaxationStep, _Mapping]]] = ..., quality_ranking: _Optional[bool] = ..., known_agent_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent_order: _Optional[_Union[AgentOrder, str]] = ..., source: _Optional[_Union[PolicySource, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

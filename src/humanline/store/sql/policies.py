@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from humanline.domain.model import SkillRequirement
+from humanline.domain.model import AgentOrder, SkillRequirement
 from humanline.domain.routing import RelaxationStep, RiskClass, RoutingPolicy
 from humanline.store.port import DuplicateKey, PolicySource, StoredPolicy
 from humanline.store.sql.repositories import SqlConnection, _rowcount
@@ -44,6 +44,7 @@ def policy_document(policy: RoutingPolicy) -> dict[str, Any]:
         ],
         "quality_ranking": policy.quality_ranking,
         "known_agent_wait": policy.known_agent_wait.total_seconds(),
+        "agent_order": policy.agent_order.value,
     }
 
 
@@ -79,6 +80,7 @@ def policy_from_document(interaction_type: str, document: dict[str, Any]) -> Rou
         ),
         quality_ranking=bool(document.get("quality_ranking", _DEFAULTS.quality_ranking)),
         known_agent_wait=_seconds(document, "known_agent_wait", _DEFAULTS.known_agent_wait),
+        agent_order=AgentOrder(document.get("agent_order", _DEFAULTS.agent_order.value)),
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from humanline.domain.model import (
     Agent,
+    AgentOrder,
     AgentProfile,
     AgentState,
     AgentStatus,
@@ -251,7 +252,9 @@ def _qualified_params(skills: tuple[SkillRequirement, ...], language: str | None
 
 
 @_statement
-def _candidates(skills: int, language: bool) -> sa.Select[Any]:
+def _candidates(skills: int, language: bool, least: bool) -> sa.Select[Any]:
+    """Agents eligible for handoff `p_handoff_id`, best first: the most proficient, or with
+    `least` the least proficient who qualifies; then the longest idle."""
     excluded = sa.exists().where(
         offers.c.handoff_id == _p("handoff_id"),
         offers.c.agent_id == agents.c.id,
@@ -259,8 +262,10 @@ def _candidates(skills: int, language: bool) -> sa.Select[Any]:
     )
     if skills == 1:
         # The common case, in index order: the first ready agent of the skill that is not
-        # excluded is the best (ix_agent_skills_ready; its columns follow the agent's).
+        # excluded is the best (ix_agent_skills_ready, or ix_agent_skills_ready_least; their
+        # columns follow the agent's).
         ready = _SKILL_MATCH[0]
+        level = ready.c.proficiency.asc() if least else ready.c.proficiency.desc()
         stmt = (
             sa.select(agents)
             .select_from(ready.join(agents, agents.c.id == ready.c.agent_id))
@@ -270,7 +275,7 @@ def _candidates(skills: int, language: bool) -> sa.Select[Any]:
                 ready.c.proficiency >= _p("min0"),
                 ~excluded,
             )
-            .order_by(ready.c.proficiency.desc(), ready.c.idle_since, ready.c.agent_id)
+            .order_by(level, ready.c.idle_since, ready.c.agent_id)
         )
         if language:
             stmt = stmt.where(_speaks(agents.c.id))
@@ -278,7 +283,11 @@ def _candidates(skills: int, language: bool) -> sa.Select[Any]:
     stmt, score = _qualified_agents(skills, language)
     return (
         stmt.where(_READY, ~excluded)
-        .order_by(score.desc(), agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
+        .order_by(
+            score.asc() if least else score.desc(),
+            agents.c.last_assigned_at.asc().nulls_first(),
+            agents.c.id,
+        )
         .limit(_p("limit"))
     )
 
@@ -418,7 +427,8 @@ class SqlAgentRepository:
             "p_handoff_id": handoff.id,
             "p_limit": limit,
         }
-        stmt = _candidates(len(skills), language is not None)
+        least = handoff.agent_order is AgentOrder.LEAST_PROFICIENT
+        stmt = _candidates(len(skills), language is not None, least)
         return [_agent(r) for r in await self._conn.execute(stmt, params)]
 
     async def supply_for(
@@ -537,6 +547,7 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
             preferred_until=m["preferred_until"],
         ),
         end_reason=m["end_reason"],
+        agent_order=AgentOrder(m["agent_order"]),
     )
 
 
@@ -834,6 +845,7 @@ class SqlHandoffRepository:
             "routing": handoff.routing,
             "preferred_agent_id": req.preferred_agent_id,
             "end_reason": handoff.end_reason,
+            "agent_order": handoff.agent_order.value,
             "changed_at": self._now,
             "changed_by": self._writer,
             **_plan_values(handoff, handoff.plan),
@@ -1182,6 +1194,20 @@ class SqlOfferRepository:
             .limit(limit)
         )
         return [_offer(r) for r in await self._conn.execute(stmt)]
+
+    async def mean_answer_time(self, since: datetime, limit: int) -> timedelta | None:
+        # The mean in Python: time arithmetic differs between SQLite's text and PostgreSQL.
+        stmt = (
+            sa.select(offers.c.created_at, offers.c.decided_at)
+            .where(
+                offers.c.state.in_([_const(OfferState.ACCEPTED), _const(OfferState.COMPLETED)]),
+                offers.c.decided_at >= since,
+            )
+            .order_by(offers.c.decided_at.desc())
+            .limit(limit)
+        )
+        answers = [decided - made for made, decided in await self._conn.execute(stmt)]
+        return sum(answers, timedelta(0)) / len(answers) if answers else None
 
 
 # --- sessions -----------------------------------------------------------------------------

@@ -153,6 +153,15 @@ Index(  # made from the columns, as the DESC needs (a string would not compare e
     sqlite_where=text("ready = 1"),
     postgresql_where=text("ready"),
 )
+Index(  # the same for handoffs routed LEAST_PROFICIENT
+    "ix_agent_skills_ready_least",
+    _skills.c.skill,
+    _skills.c.proficiency,
+    _skills.c.idle_since,
+    _skills.c.agent_id,
+    sqlite_where=text("ready = 1"),
+    postgresql_where=text("ready"),
+)
 
 
 class AgentLanguageRow(SQLModel, table=True):
@@ -246,6 +255,11 @@ class HandoffRow(SQLModel, table=True):
     preferred_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     review_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     end_reason: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
+    agent_order: str = Field(
+        default="MOST_PROFICIENT",
+        max_length=16,
+        sa_column_kwargs={"server_default": "MOST_PROFICIENT"},
+    )
 
 
 class HandoffSkillRow(SQLModel, table=True):
@@ -285,6 +299,12 @@ class OfferRow(SQLModel, table=True):
             "expires_at",
             sqlite_where=text("state = 'PENDING'"),
             postgresql_where=text("state = 'PENDING'"),
+        ),
+        Index(
+            "ix_offers_answered",
+            "decided_at",
+            sqlite_where=text("state IN ('ACCEPTED', 'COMPLETED')"),
+            postgresql_where=text("state IN ('ACCEPTED', 'COMPLETED')"),
         ),
     )
 

@@ -2,7 +2,10 @@
 wait (then it ends EXPIRED, a new state, with a reason), its offers' timeout, its relaxation
 steps and how many are applied, the wait for the customer's known agent, and `review_at`, the
 next moment any of these is due, which the dispatcher's sweep finds by index. Handoffs made
-before have no plan: they wait as they did.
+before have no plan: they wait as they did. Also the order in which a handoff's eligible
+agents are tried (`agent_order`: least proficient first for routine work, with an index of
+ready agents by skill in that order), and an index on when accepted offers were answered,
+for the wait estimates' mean time to accept.
 
 On SQLite the new state needs the table copied (its CHECK constraint cannot be altered in
 place); `migrations.upgrade` runs revisions with foreign keys off for that, as Alembic's
@@ -42,6 +45,14 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("end_reason", sa.String(length=500), nullable=False, server_default="")
         )
+        batch_op.add_column(
+            sa.Column(
+                "agent_order",
+                sa.String(length=16),
+                nullable=False,
+                server_default="MOST_PROFICIENT",
+            )
+        )
         batch_op.drop_constraint("ck_handoffs_state", type_="check")
         batch_op.create_check_constraint("ck_handoffs_state", sa.text(NEW_STATES))
         batch_op.create_index(
@@ -59,8 +70,27 @@ def upgrade() -> None:
             postgresql_where=sa.text("preferred_until IS NOT NULL"),
         )
 
+    op.create_index(
+        "ix_agent_skills_ready_least",
+        "agent_skills",
+        ["skill", "proficiency", "idle_since", "agent_id"],
+        unique=False,
+        sqlite_where=sa.text("ready = 1"),
+        postgresql_where=sa.text("ready"),
+    )
+    op.create_index(
+        "ix_offers_answered",
+        "offers",
+        ["decided_at"],
+        unique=False,
+        sqlite_where=sa.text("state IN ('ACCEPTED', 'COMPLETED')"),
+        postgresql_where=sa.text("state IN ('ACCEPTED', 'COMPLETED')"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_offers_answered", table_name="offers")
+    op.drop_index("ix_agent_skills_ready_least", table_name="agent_skills")
     op.execute("UPDATE handoffs SET state = 'CANCELLED' WHERE state = 'EXPIRED'")
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.drop_index("ix_handoffs_holds")
@@ -68,6 +98,7 @@ def downgrade() -> None:
         batch_op.drop_constraint("ck_handoffs_state", type_="check")
         batch_op.create_check_constraint("ck_handoffs_state", sa.text(OLD_STATES))
         for column in (
+            "agent_order",
             "end_reason",
             "review_at",
             "preferred_until",
