@@ -11,7 +11,7 @@ offer_timeout_seconds = 10
 max_wait_seconds = 300              # then the handoff expires
 quality_ranking = true
 known_agent_wait_seconds = 0
-agent_order = "most_proficient"     # or "least_proficient": routine work, experts kept free
+agent_order = "most_proficient"     # or "least_expert": routine work, experts kept free
 relaxation = [
     { after_seconds = 60, min_proficiency = 3 },
     { after_seconds = 120, drop_optional = true },
@@ -70,7 +70,7 @@ class _Policy(_Strict):
     max_wait_seconds: float | None = Field(None, gt=0)
     quality_ranking: bool | None = None
     known_agent_wait_seconds: float | None = Field(None, ge=0)
-    agent_order: Literal["most_proficient", "least_proficient"] | None = None
+    agent_order: Literal["most_proficient", "least_expert"] | None = None
     relaxation: list[_Step] | None = Field(None, max_length=10)
 
 

@@ -163,7 +163,7 @@ async def test_routine_work_leaves_the_expert_free_for_the_risky_kind(client: St
     await expert.hello()
     await junior.hello()
     refund = await _request(client, interaction_type="standard_refund")
-    assert refund.routing.endswith("; least proficient agent first")
+    assert refund.routing.endswith("; least expert agent first")
     offer = await junior.offer()
     assert offer.details.handoff_id == refund.handoff_id
     dispute = await _request(client, interaction_type="billing_dispute")

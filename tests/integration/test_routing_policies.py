@@ -121,12 +121,12 @@ async def test_ops_create_update_and_delete_policies(client: Stubs) -> None:
         await client.pool.UpdateRoutingPolicy(
             P.UpdateRoutingPolicyRequest(
                 policy=R.RoutingPolicy(
-                    interaction_type="fraud", agent_order=R.AGENT_ORDER_LEAST_PROFICIENT
+                    interaction_type="fraud", agent_order=R.AGENT_ORDER_LEAST_EXPERT
                 )
             )
         )
     ).policy
-    assert (least.agent_order, least.quality_ranking) == (R.AGENT_ORDER_LEAST_PROFICIENT, False)
+    assert (least.agent_order, least.quality_ranking) == (R.AGENT_ORDER_LEAST_EXPERT, False)
 
     # Deleting what was set puts the built-in policy (or the fallback) back in force.
     back = (

@@ -190,6 +190,7 @@ def test_proficiency_score_sums_required_skills_only() -> None:
 def test_agent_rank_key_prefers_score_then_idle_then_id() -> None:
     h = handoff(skills={"billing": 1})
     assert agent_rank_key(agent("b", skills={"billing": 4}, last_assigned_at=at(5)), h) == (
+        0,
         -4,
         at(5),
         "b",
@@ -205,17 +206,23 @@ def test_agent_rank_key_prefers_score_then_idle_then_id() -> None:
     assert weak_idle < never  # same score, both never assigned: "a" before "n"
 
 
-def test_routine_work_goes_to_the_least_proficient_who_qualifies() -> None:
-    """A handoff routed LEAST_PROFICIENT (order lookups, standard refunds) keeps the experts
-    free: the least proficient eligible agent first, then the longest idle."""
+def test_routine_work_goes_to_the_least_expert_who_qualifies() -> None:
+    """A handoff routed LEAST_EXPERT (order lookups, standard refunds) keeps the experts
+    free: first the agent whose best skill, in any skill, is lowest; then the least
+    proficient on the handoff's skills; then the longest idle."""
     routine = dataclasses.replace(
-        handoff(skills={"billing": 2}), agent_order=AgentOrder.LEAST_PROFICIENT
+        handoff(skills={"billing": 2}), agent_order=AgentOrder.LEAST_EXPERT
     )
     expert = agent("expert", skills={"billing": 5})
     junior = agent("junior", skills={"billing": 2}, last_assigned_at=at(100))
     novice = agent("novice", skills={"billing": 1})  # does not qualify
     assert choose_agent(routine, [expert, junior, novice]) == junior
-    assert agent_rank_key(junior, routine) == (2, at(100), "junior")
+    assert agent_rank_key(junior, routine) == (2, 2, at(100), "junior")
+    # An agent who does billing at 3 but fraud at 5 is kept for fraud: the billing
+    # specialist (best skill 4) goes first, although more proficient at billing.
+    fraud_expert = agent("fraud-expert", skills={"billing": 3, "fraud": 5})
+    specialist = agent("specialist", skills={"billing": 4, "orders": 2})
+    assert choose_agent(routine, [fraud_expert, specialist]) == specialist
     # Among equals, the longest idle still goes first.
     idle = agent("idle", skills={"billing": 2})
     assert choose_agent(routine, [expert, junior, idle]) == idle

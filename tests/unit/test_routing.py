@@ -134,7 +134,7 @@ target_seconds = 200
 required_skills = { warranty = 2 }
 risk_class = "low"
 max_wait_seconds = 3600
-agent_order = "least_proficient"
+agent_order = "least_expert"
 relaxation = [{ after_seconds = 300, min_proficiency = 1 }]
 
 [[policies]]
@@ -156,7 +156,7 @@ def test_a_policy_file_replaces_types_and_keeps_what_it_leaves_out(tmp_path: Pat
     assert warranty.required_skills == (SkillRequirement("warranty", 2),)
     assert warranty.risk_class is RiskClass.LOW
     assert warranty.relaxation == (RelaxationStep(300 * S, 1),)
-    assert warranty.agent_order is AgentOrder.LEAST_PROFICIENT
+    assert warranty.agent_order is AgentOrder.LEAST_EXPERT
     assert fraud.agent_order is AgentOrder.MOST_PROFICIENT
     assert (fallback.interaction_type, fallback.max_wait) == (FALLBACK_TYPE, 1200 * S)
 

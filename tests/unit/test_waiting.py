@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from humanline.domain.matching import can_wait_for, choose_agent, choose_handoff, is_eligible
-from humanline.domain.model import AgentStatus, Handoff, SkillRequirement, WaitPlan
+from humanline.domain.model import AgentOrder, AgentStatus, Handoff, SkillRequirement, WaitPlan
 from humanline.domain.risk import RoutingDecision, decide
 from humanline.domain.routing import (
     BUILT_IN_POLICIES,
@@ -252,3 +252,10 @@ def test_the_built_in_policies_plan_their_steps() -> None:
     )
     assert [s.note for s in routed.plan.steps] == ["billing 3+, spanish 3+", "billing 3+"]
     assert routed.plan.expires_at == at(600)
+
+
+def test_routine_types_go_to_the_least_expert_and_say_so() -> None:
+    routed = _decide(BUILT_IN_POLICIES["order_lookup"])
+    assert routed.agent_order is AgentOrder.LEAST_EXPERT
+    assert routed.explanation.endswith("; least expert agent first")
+    assert _decide(DISPUTE).agent_order is AgentOrder.MOST_PROFICIENT

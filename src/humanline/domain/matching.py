@@ -12,9 +12,10 @@ Rules:
   (its known agent, for a while: `Handoff.reserved_for`).
 - Queue order: earliest deadline (enqueue time plus the urgency's target) first, then
   earliest enqueue, then id; so urgency wins and age still counts.
-- Agent choice: the best proficiency on the required skills (their sum), or the least that
-  qualifies for a handoff routed `LEAST_PROFICIENT` (routine work, keeping experts free),
-  then the longest idle since its last assignment (never assigned first), then id.
+- Agent choice: the best proficiency on the required skills (their sum); for a handoff routed
+  `LEAST_EXPERT` (routine work, keeping experts free), the agent whose best skill level in
+  any skill is lowest, then the least proficiency on the required skills; then the longest
+  idle since its last assignment (never assigned first), then id.
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ def proficiency_score(agent: Agent, handoff: Handoff) -> int:
     return sum(skills.get(r.skill, 0) for r in handoff.request.required_skills)
 
 
-def agent_rank_key(agent: Agent, handoff: Handoff) -> tuple[int, datetime, str]:
-    """Sort key among eligible agents: best proficiency (least, for a handoff routed
-    LEAST_PROFICIENT), then longest idle, then id."""
+def agent_rank_key(agent: Agent, handoff: Handoff) -> tuple[int, int, datetime, str]:
+    """Sort key among eligible agents: best proficiency, then longest idle, then id; for a
+    handoff routed LEAST_EXPERT, the least expert and least proficient first."""
     score = proficiency_score(agent, handoff)
-    if handoff.agent_order is AgentOrder.MOST_PROFICIENT:
-        score = -score
-    return (score, agent.last_assigned_at or _NEVER, agent.id)
+    idle = agent.last_assigned_at or _NEVER
+    if handoff.agent_order is AgentOrder.LEAST_EXPERT:
+        return (agent.expertise, score, idle, agent.id)
+    return (0, -score, idle, agent.id)
 
 
 def choose_agent(

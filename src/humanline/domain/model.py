@@ -50,9 +50,10 @@ class AgentOrder(enum.StrEnum):
 
     # The most proficient on its skills: where the quality of the answer matters most.
     MOST_PROFICIENT = "MOST_PROFICIENT"
-    # The least proficient who qualifies: routine work, keeping the experts free for the
-    # risky kinds (TaskRouter's `order_by worker.level ASC`).
-    LEAST_PROFICIENT = "LEAST_PROFICIENT"
+    # The least expert who qualifies (the lowest best skill level, in any skill), then the
+    # least proficient on its skills: routine work, keeping the experts free for the risky
+    # kinds (as TaskRouter's `order_by worker.level ASC`, over every skill).
+    LEAST_EXPERT = "LEAST_EXPERT"
 
 
 class HandoffReason(enum.StrEnum):
@@ -216,6 +217,11 @@ class Agent:
         if self.load >= self.profile.capacity:
             return AgentState.BUSY
         return AgentState.AVAILABLE
+
+    @property
+    def expertise(self) -> int:
+        """Its best proficiency in any skill (0 without skills): how much of an expert it is."""
+        return max(self.profile.skills.values(), default=0)
 
     @property
     def free_capacity(self) -> int:

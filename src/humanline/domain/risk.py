@@ -185,8 +185,8 @@ def decide(
     target = policy.target * (targets[decision.urgency] / targets[Urgency.NORMAL])
     name = f"policy {policy.interaction_type}" + (" (fallback)" if choice.fallback else "")
     parts = [name, decision.explain()]
-    if policy.agent_order is AgentOrder.LEAST_PROFICIENT:
-        parts.append("least proficient agent first")
+    if policy.agent_order is AgentOrder.LEAST_EXPERT:
+        parts.append("least expert agent first")
     preferred_until = None
     known = request.preferred_agent_id
     if known is not None:

@@ -235,7 +235,7 @@ def _seconds(value: float) -> timedelta:
 
 
 # The six interaction types of DESIGN.md 1. Low-risk, rule-bound types wait longer and take any
-# agent with the skill, the least proficient first, so that the experts stay free for the
+# agent with the skill, the least expert first, so that the experts stay free for the
 # risky kinds; high-risk ones get short targets and the most proficient agents,
 # widening slowly and never below a safe floor.
 DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
@@ -247,7 +247,7 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         offer_timeout=_seconds(20),
         max_wait=_seconds(1800),
         quality_ranking=False,
-        agent_order=AgentOrder.LEAST_PROFICIENT,
+        agent_order=AgentOrder.LEAST_EXPERT,
     ),
     RoutingPolicy(
         "standard_refund",
@@ -257,7 +257,7 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         offer_timeout=_seconds(20),
         max_wait=_seconds(1200),
         quality_ranking=False,
-        agent_order=AgentOrder.LEAST_PROFICIENT,
+        agent_order=AgentOrder.LEAST_EXPERT,
     ),
     RoutingPolicy(
         "billing_dispute",

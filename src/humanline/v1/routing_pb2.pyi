@@ -23,7 +23,7 @@ class AgentOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AGENT_ORDER_UNSPECIFIED: _ClassVar[AgentOrder]
     AGENT_ORDER_MOST_PROFICIENT: _ClassVar[AgentOrder]
-    AGENT_ORDER_LEAST_PROFICIENT: _ClassVar[AgentOrder]
+    AGENT_ORDER_LEAST_EXPERT: _ClassVar[AgentOrder]
 
 class PolicySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,7 +37,7 @@ RISK_CLASS_MEDIUM: RiskClass
 RISK_CLASS_HIGH: RiskClass
 AGENT_ORDER_UNSPECIFIED: AgentOrder
 AGENT_ORDER_MOST_PROFICIENT: AgentOrder
-AGENT_ORDER_LEAST_PROFICIENT: AgentOrder
+AGENT_ORDER_LEAST_EXPERT: AgentOrder
 POLICY_SOURCE_UNSPECIFIED: PolicySource
 POLICY_SOURCE_BUILT_IN: PolicySource
 POLICY_SOURCE_FILE: PolicySource

@@ -254,7 +254,7 @@ def _qualified_params(skills: tuple[SkillRequirement, ...], language: str | None
 @_statement
 def _candidates(skills: int, language: bool, least: bool) -> sa.Select[Any]:
     """Agents eligible for handoff `p_handoff_id`, best first: the most proficient, or with
-    `least` the least proficient who qualifies; then the longest idle."""
+    `least` the least expert and least proficient who qualifies; then the longest idle."""
     excluded = sa.exists().where(
         offers.c.handoff_id == _p("handoff_id"),
         offers.c.agent_id == agents.c.id,
@@ -263,9 +263,11 @@ def _candidates(skills: int, language: bool, least: bool) -> sa.Select[Any]:
     if skills == 1:
         # The common case, in index order: the first ready agent of the skill that is not
         # excluded is the best (ix_agent_skills_ready, or ix_agent_skills_ready_least; their
-        # columns follow the agent's).
+        # columns follow the agent's, expertise included).
         ready = _SKILL_MATCH[0]
-        level = ready.c.proficiency.asc() if least else ready.c.proficiency.desc()
+        levels: tuple[sa.ColumnElement[Any], ...] = (
+            (ready.c.expertise, ready.c.proficiency) if least else (ready.c.proficiency.desc(),)
+        )
         stmt = (
             sa.select(agents)
             .select_from(ready.join(agents, agents.c.id == ready.c.agent_id))
@@ -275,19 +277,23 @@ def _candidates(skills: int, language: bool, least: bool) -> sa.Select[Any]:
                 ready.c.proficiency >= _p("min0"),
                 ~excluded,
             )
-            .order_by(level, ready.c.idle_since, ready.c.agent_id)
+            .order_by(*levels, ready.c.idle_since, ready.c.agent_id)
         )
         if language:
             stmt = stmt.where(_speaks(agents.c.id))
         return stmt.limit(_p("limit"))
     stmt, score = _qualified_agents(skills, language)
+    levels = (score.desc(),)
+    if least:
+        theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
+        top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
+        expertise = (
+            _SKILL_MATCH[0].c.expertise if skills else sa.func.coalesce(top.scalar_subquery(), 0)
+        )
+        levels = (expertise, score.asc())
     return (
         stmt.where(_READY, ~excluded)
-        .order_by(
-            score.asc() if least else score.desc(),
-            agents.c.last_assigned_at.asc().nulls_first(),
-            agents.c.id,
-        )
+        .order_by(*levels, agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
         .limit(_p("limit"))
     )
 
@@ -355,10 +361,11 @@ class SqlAgentRepository:
     async def _index_profile(self, agent_id: str, profile: AgentProfile) -> None:
         await self._unindex(agent_id)
         if profile.skills:
+            expertise = max(profile.skills.values())
             await self._conn.execute(
                 sa.insert(agent_skills),
                 [
-                    {"agent_id": agent_id, "skill": s, "proficiency": p}
+                    {"agent_id": agent_id, "skill": s, "proficiency": p, "expertise": expertise}
                     for s, p in profile.skills.items()
                 ],
             )
@@ -427,7 +434,7 @@ class SqlAgentRepository:
             "p_handoff_id": handoff.id,
             "p_limit": limit,
         }
-        least = handoff.agent_order is AgentOrder.LEAST_PROFICIENT
+        least = handoff.agent_order is AgentOrder.LEAST_EXPERT
         stmt = _candidates(len(skills), language is not None, least)
         return [_agent(r) for r in await self._conn.execute(stmt, params)]
 

@@ -128,7 +128,8 @@ class AgentSkillRow(SQLModel, table=True):
     """Index of agents by skill and proficiency, for matching. `ready` and `idle_since` copy
     their agent's readiness for offers and last assignment (the beginning of time if never),
     kept in step by triggers (migration 0003), so that ix_agent_skills_ready lists the ready
-    agents of a skill in matching order."""
+    agents of a skill in matching order; `expertise` copies its agent's best proficiency in
+    any skill (written with the profile), for ix_agent_skills_ready_least."""
 
     __tablename__ = "agent_skills"
     __table_args__ = (
@@ -139,6 +140,7 @@ class AgentSkillRow(SQLModel, table=True):
     agent_id: str = Field(primary_key=True, foreign_key="agents.id", ondelete="CASCADE")
     skill: str = Field(primary_key=True, max_length=64)
     proficiency: int
+    expertise: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # its agent's
     ready: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     idle_since: datetime = Field(default=NEVER, sa_type=UTCDateTime)
 
@@ -153,9 +155,10 @@ Index(  # made from the columns, as the DESC needs (a string would not compare e
     sqlite_where=text("ready = 1"),
     postgresql_where=text("ready"),
 )
-Index(  # the same for handoffs routed LEAST_PROFICIENT
+Index(  # the same for handoffs routed LEAST_EXPERT
     "ix_agent_skills_ready_least",
     _skills.c.skill,
+    _skills.c.expertise,
     _skills.c.proficiency,
     _skills.c.idle_since,
     _skills.c.agent_id,

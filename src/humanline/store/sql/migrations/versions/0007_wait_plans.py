@@ -3,8 +3,9 @@ wait (then it ends EXPIRED, a new state, with a reason), its offers' timeout, it
 steps and how many are applied, the wait for the customer's known agent, and `review_at`, the
 next moment any of these is due, which the dispatcher's sweep finds by index. Handoffs made
 before have no plan: they wait as they did. Also the order in which a handoff's eligible
-agents are tried (`agent_order`: least proficient first for routine work, with an index of
-ready agents by skill in that order), and an index on when accepted offers were answered,
+agents are tried (`agent_order`: the least expert first for routine work, with each agent's
+best skill level copied to its skill rows and an index of ready agents by skill in that
+order), and an index on when accepted offers were answered,
 for the wait estimates' mean time to accept.
 
 On SQLite the new state needs the table copied (its CHECK constraint cannot be altered in
@@ -70,10 +71,19 @@ def upgrade() -> None:
             postgresql_where=sa.text("preferred_until IS NOT NULL"),
         )
 
+    # Not in batch mode: copying agent_skills on SQLite would drop its triggers (0003).
+    op.add_column(
+        "agent_skills",
+        sa.Column("expertise", sa.Integer(), nullable=False, server_default="0"),
+    )
+    op.execute(
+        "UPDATE agent_skills SET expertise = (SELECT max(s.proficiency) FROM agent_skills s"
+        " WHERE s.agent_id = agent_skills.agent_id)"
+    )
     op.create_index(
         "ix_agent_skills_ready_least",
         "agent_skills",
-        ["skill", "proficiency", "idle_since", "agent_id"],
+        ["skill", "expertise", "proficiency", "idle_since", "agent_id"],
         unique=False,
         sqlite_where=sa.text("ready = 1"),
         postgresql_where=sa.text("ready"),
@@ -91,6 +101,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_offers_answered", table_name="offers")
     op.drop_index("ix_agent_skills_ready_least", table_name="agent_skills")
+    op.drop_column("agent_skills", "expertise")
     op.execute("UPDATE handoffs SET state = 'CANCELLED' WHERE state = 'EXPIRED'")
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.drop_index("ix_handoffs_holds")

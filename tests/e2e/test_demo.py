@@ -1,0 +1,50 @@
+"""`humanline demo --compare` as a user runs it: the default scenario (cut short) played
+against two servers of its own, routed by topic and urgency and then by the risk policies,
+and the two set side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TYPES = (
+    "billing_dispute",
+    "fraud",
+    "novel_product_question",
+    "order_lookup",
+    "policy_edge_case",
+    "standard_refund",
+)
+
+
+async def test_the_demo_compares_topic_routing_with_risk_routing() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "humanline",
+        "demo",
+        "--compare",
+        "--duration",
+        "6",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(240):
+        out, err = await process.communicate()
+    text = out.decode()
+    assert process.returncode == 0, err.decode()
+    assert "(1 of 2, by topic and urgency)" in text
+    assert "routing default-routing-topic.toml" in text
+    assert "(2 of 2, by risk)" in text
+    assert "routing default-routing.toml" in text
+    comparison = text[text.index("before (topic and urgency) → after (risk policies)") :]
+    comparison = comparison[: comparison.index("default: handoffs by interaction type")]
+    rows = {line.split("│")[1].strip(): line for line in comparison.splitlines() if "│" in line}
+    for kind in (*TYPES, "all"):
+        assert kind in rows, comparison
+        assert rows[kind].count("→") == 6  # before → after, in each measure
+    assert "estimate" in text  # the risk run's own table, with the estimates' error
