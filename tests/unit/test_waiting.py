@@ -27,7 +27,7 @@ from humanline.domain.rules import DEFAULT_TARGETS, DispatchPolicy, requeue_plan
 from tests.unit.builders import T0, agent, at, handoff, request
 
 S = timedelta(seconds=1)
-DISPUTE = BUILT_IN_POLICIES["billing_dispute"]  # floor 4; 60 s: floor 3; 120 s: drop optional
+DISPUTE = BUILT_IN_POLICIES["billing_dispute"]  # floor 4; 30 s: floor 3; 120 s: drop optional
 POLICY = RoutingPolicy(
     "relaxing",
     target=30 * S,
@@ -244,7 +244,7 @@ def test_a_known_agent_is_waited_for_only_while_working(
 
 def test_the_built_in_policies_plan_their_steps() -> None:
     routed = _decide(DISPUTE, required_skills=BILLING_AND_SPANISH)
-    # billing_dispute: floor 4 (billing 5 stays, spanish rises to 4), 60 s: floor 3,
+    # billing_dispute: floor 4 (billing 5 stays, spanish rises to 4), 30 s: floor 3,
     # 120 s: the optional Spanish goes.
     assert routed.request.required_skills == (
         SkillRequirement("billing", 5),

@@ -267,7 +267,9 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         risk_class=RiskClass.HIGH,
         max_wait=_seconds(600),
         relaxation=(
-            RelaxationStep(_seconds(60), min_proficiency=3),
+            # Widened before the target passes: a proficient agent soon beats the most
+            # proficient late.
+            RelaxationStep(_seconds(30), min_proficiency=3),
             RelaxationStep(_seconds(120), drop_optional=True),
         ),
     ),
