@@ -382,6 +382,9 @@ class Bots:
                 if error.code() not in (
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.StatusCode.DEADLINE_EXCEEDED,
+                    # Over the caller's rate limit (the end-of-run look at every handoff):
+                    # a well-behaved client waits and tries again.
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
                 ):
                     return None
                 await asyncio.sleep(self.rng.uniform(*RETRY_DELAY))
