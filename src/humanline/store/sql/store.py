@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -157,6 +157,7 @@ class SqlStore:
         self._group: GroupCommitWriter | None = None  # SQLite's writer
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
+        self._ending: set[asyncio.Task[None]] = set()  # see _transaction
         self._tag = ""
         self._plans: Plans | None = None  # PostgreSQL's prepared statements
 
@@ -231,6 +232,8 @@ class SqlStore:
 
     async def close(self) -> None:
         """Commits what is open and releases connections."""
+        if self._ending:  # transactions of cancelled callers, ending in the background
+            await asyncio.gather(*list(self._ending), return_exceptions=True)
         if self._group is not None:
             await self._group.close()
             self._group = None
@@ -279,13 +282,21 @@ class SqlStore:
         # of the connection fails with CancelledError, which SQLAlchemy logs as an error with
         # a traceback, and the connection is lost. Shielded, they finish in order in the
         # background while the cancellation goes on up.
+        # `close` waits for those still running, so that no connection comes back to a pool
+        # already disposed (and is lost unclosed).
         try:
             yield conn, now
         except BaseException:
-            await asyncio.shield(_end(conn, transaction, commit=False))
+            await asyncio.shield(self._ending_task(_end(conn, transaction, commit=False)))
             raise
         else:
-            await asyncio.shield(_end(conn, transaction, commit=True))
+            await asyncio.shield(self._ending_task(_end(conn, transaction, commit=True)))
+
+    def _ending_task(self, ending: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(ending)
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        return task
 
     async def _repositories_connection(self, conn: AsyncConnection) -> SqlConnection:
         """PostgreSQL's connections run prepared statements on asyncpg (`postgres`); SQLite's
