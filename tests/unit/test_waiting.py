@@ -187,6 +187,8 @@ def test_the_expiry_reason_says_whether_anyone_could_have_taken_it() -> None:
         "maximum wait over after 5m1s: 1 eligible agent was online, none free"
     )
     assert expiry_reason(queued, 3, at(300)).endswith("3 eligible agents were online, none free")
+    anyone = _queued(BUILT_IN_POLICIES["default"])
+    assert expiry_reason(anyone, 0, at(900)).endswith(": no agent was online")
 
 
 @pytest.mark.parametrize(

@@ -210,8 +210,9 @@ def expiry_reason(handoff: Handoff, eligible_online: int, now: datetime) -> str:
     if eligible_online == 0:
         language = handoff.request.language
         speaking = f" speaking {language}" if language else ""
-        who = _describe(handoff.request.required_skills)
-        why = f"no agent{speaking} with {who} was online"
+        skills = handoff.request.required_skills
+        who = f" with {_describe(skills)}" if skills else ""
+        why = f"no agent{speaking}{who} was online"
     else:
         agents = "agent was" if eligible_online == 1 else "agents were"
         why = f"{eligible_online} eligible {agents} online, none free"
