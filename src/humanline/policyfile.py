@@ -12,6 +12,8 @@ max_wait_seconds = 300              # then the handoff expires
 quality_ranking = true
 known_agent_wait_seconds = 0
 agent_order = "most_proficient"     # or "least_expert": routine work, experts kept free
+expert_level = 5                    # agents whose best skill is 5+ are kept back (0: none)...
+expert_delay_seconds = 60           # ...until the handoff has waited this long
 relaxation = [
     { after_seconds = 60, min_proficiency = 3 },
     { after_seconds = 120, drop_optional = true },
@@ -71,6 +73,8 @@ class _Policy(_Strict):
     quality_ranking: bool | None = None
     known_agent_wait_seconds: float | None = Field(None, ge=0)
     agent_order: Literal["most_proficient", "least_expert"] | None = None
+    expert_level: int | None = Field(None, ge=0, le=5)
+    expert_delay_seconds: float | None = Field(None, gt=0)
     relaxation: list[_Step] | None = Field(None, max_length=10)
 
 
@@ -102,6 +106,12 @@ def _policy(entry: _Policy) -> RoutingPolicy:
         changes["known_agent_wait"] = timedelta(seconds=entry.known_agent_wait_seconds)
     if entry.agent_order is not None:
         changes["agent_order"] = AgentOrder(entry.agent_order.upper())
+    if entry.expert_level == 0:  # no expert kept back
+        changes.update(expert_level=None, expert_delay=timedelta(0))
+    elif entry.expert_level is not None:
+        changes["expert_level"] = entry.expert_level
+    if entry.expert_delay_seconds is not None:
+        changes["expert_delay"] = timedelta(seconds=entry.expert_delay_seconds)
     if entry.relaxation is not None:
         changes["relaxation"] = tuple(
             RelaxationStep(timedelta(seconds=s.after_seconds), s.min_proficiency, s.drop_optional)
@@ -115,6 +125,7 @@ _FIELD_OF = {
     "offer_timeout": "offer_timeout_seconds",
     "max_wait": "max_wait_seconds",
     "known_agent_wait": "known_agent_wait_seconds",
+    "expert_delay": "expert_delay_seconds",
 }
 
 

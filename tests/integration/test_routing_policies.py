@@ -127,6 +127,29 @@ async def test_ops_create_update_and_delete_policies(client: Stubs) -> None:
         )
     ).policy
     assert (least.agent_order, least.quality_ranking) == (R.AGENT_ORDER_LEAST_EXPERT, False)
+    assert not least.expert_level  # none kept back
+    assert not least.HasField("expert_delay")
+    reserving = (
+        await client.pool.UpdateRoutingPolicy(
+            P.UpdateRoutingPolicyRequest(
+                policy=R.RoutingPolicy(
+                    interaction_type="fraud", expert_level=5, expert_delay=_seconds(40)
+                )
+            )
+        )
+    ).policy
+    assert (reserving.expert_level, reserving.expert_delay.seconds) == (5, 40)
+    assert await _get(client, "fraud") == reserving
+    cleared = (
+        await client.pool.UpdateRoutingPolicy(
+            P.UpdateRoutingPolicyRequest(
+                policy=R.RoutingPolicy(interaction_type="fraud"),
+                update_mask=field_mask_pb2.FieldMask(paths=["expert_level"]),
+            )
+        )
+    ).policy
+    assert not cleared.expert_level
+    assert not cleared.HasField("expert_delay")
 
     # Deleting what was set puts the built-in policy (or the fallback) back in force.
     back = (
@@ -181,6 +204,17 @@ async def test_ops_create_update_and_delete_policies(client: Stubs) -> None:
             "policy.required_skills[0].skill",
         ),
         (R.RoutingPolicy(interaction_type="", target=_seconds(20)), [], "policy.interaction_type"),
+        (R.RoutingPolicy(interaction_type="fraud", expert_level=7), [], "policy.expert_level"),
+        (  # a delay with no level to keep back
+            R.RoutingPolicy(interaction_type="fraud", expert_delay=_seconds(20)),
+            [],
+            "policy.expert_delay",
+        ),
+        (  # a level kept back for no time
+            R.RoutingPolicy(interaction_type="fraud", expert_level=4),
+            [],
+            "policy.expert_delay",
+        ),
     ],
 )
 async def test_a_bad_update_is_refused_and_changes_nothing(

@@ -124,20 +124,46 @@ def runner(
         loop.run(store.close())
 
 
+Hold = tuple[int, int, bool, int | None]
+
+
 def with_holds(
-    pool: list[Agent], queue: list[Handoff], holds: list[tuple[int, int, bool]], now: datetime
+    pool: list[Agent], queue: list[Handoff], holds: list[Hold], now: datetime
 ) -> list[Handoff]:
     """The queue with some handoffs held for a known agent: (handoff, agent, whether the
-    hold is still on at `now`, the store's time: PostgreSQL's is its own clock's)."""
+    hold is still on at `now`, the store's time: PostgreSQL's is its own clock's; the level
+    of experts it keeps back meanwhile, if any)."""
     queue = list(queue)
-    for h, a, on in holds:
+    for h, a, on, level in holds:
         if not pool or not queue:
             break
         i = h % len(queue)
         until = now + timedelta(seconds=60 if on else -1)
-        plan = WaitPlan(preferred_agent_id=pool[a % len(pool)].id, preferred_until=until)
+        plan = WaitPlan(
+            preferred_agent_id=pool[a % len(pool)].id,
+            preferred_until=until,
+            expert_level=level,
+            experts_from=None if level is None else now + timedelta(seconds=60),
+        )
         request = replace(queue[i].request, preferred_agent_id=plan.preferred_agent_id)
         queue[i] = replace(queue[i], request=request, plan=plan)
+    return queue
+
+
+def with_reserves(
+    queue: list[Handoff], reserves: list[tuple[int, int, bool]], now: datetime
+) -> list[Handoff]:
+    """The queue with some handoffs kept from experts: (handoff, expert level, whether the
+    reserve is still on at `now`)."""
+    queue = list(queue)
+    for h, level, on in reserves:
+        if not queue:
+            break
+        i = h % len(queue)
+        until = now + timedelta(seconds=60 if on else -1)
+        queue[i] = replace(
+            queue[i], plan=replace(queue[i].plan, expert_level=level, experts_from=until)
+        )
     return queue
 
 
@@ -205,29 +231,42 @@ SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_s
     pool=st.lists(agents(), max_size=8),
     queue=st.lists(handoffs(), max_size=8),
     declines=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=6),
-    holds=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.booleans()), max_size=3),
+    holds=st.lists(
+        st.tuples(
+            st.integers(0, 7), st.integers(0, 7), st.booleans(), st.none() | st.integers(1, 5)
+        ),
+        max_size=3,
+    ),
+    reserves=st.lists(st.tuples(st.integers(0, 7), st.integers(1, 5), st.booleans()), max_size=3),
 )
 def test_matching_sql_equals_the_domain_rules(
     runner: tuple[asyncio.Runner, SqlStore],
     pool: list[Agent],
     queue: list[Handoff],
     declines: list[tuple[int, int]],
-    holds: list[tuple[int, int, bool]],
+    holds: list[Hold],
+    reserves: list[tuple[int, int, bool]],
 ) -> None:
     loop, store = runner
 
     async def check() -> None:
         async with store.read() as uow:
             now = uow.now
-        held = with_holds(pool, queue, holds, now)
+        held = with_reserves(with_holds(pool, queue, holds, now), reserves, now)
         excluded = await load(store, pool, held, declines)
         async with store.read() as uow:
             for handoff in held:
                 if handoff.state is not HandoffState.QUEUED:
                     continue
                 out = {a for h, a in excluded if h == handoff.id}
+                # Candidates leave the hold for a known agent to their caller, not the
+                # experts' reserve.
                 expected = sorted(
-                    (a for a in pool if is_eligible(a, handoff, out)),
+                    (
+                        a
+                        for a in pool
+                        if is_eligible(a, handoff, out) and not handoff.closed_to(a.expertise, now)
+                    ),
                     key=lambda a: agent_rank_key(a, handoff),
                 )
                 got = await uow.agents.candidates_for(handoff, limit=100)

@@ -1,7 +1,8 @@
 """What happens while a handoff waits, over gRPC: its routing policy's relaxation steps widen
 who may take it (each shown in WatchHandoff), it waits a while for the customer's known agent
-(only while that agent is online), it expires at its maximum wait with a reason, and its
-offers wait as long as its policy says. Policies with sub-second times keep the tests quick."""
+(only while that agent is online), it keeps experts back for a while, it expires at its
+maximum wait with a reason, and its offers wait as long as its policy says. Policies with
+sub-second times keep the tests quick."""
 
 from __future__ import annotations
 
@@ -217,13 +218,13 @@ async def test_after_the_known_agent_wait_anyone_eligible_gets_it(client: Stubs)
     handoff = await _request(client, interaction_type="repeat", preferred="kim")
     offer = await lee.offer(timeout=5)
     assert offer.details.handoff_id == handoff.handoff_id
+    waited = offer.offer_time.ToDatetime() - handoff.create_time.ToDatetime()
+    assert waited.total_seconds() >= 0.6
+    # Whichever came first, the sweep's review or lee looking for work, the routing says why
+    # lee has it.
     got = await client.get_handoff(handoff.handoff_id)
-    # The offer came after the wait: the sweep's review says so in the routing, unless lee,
-    # looking for work, took it first (the review leaves offered handoffs alone).
-    if got.HasField("preferred_agent_wait_end_time"):
-        assert got.preferred_agent_wait_end_time.ToDatetime() <= offer.offer_time.ToDatetime()
-    else:
-        assert got.routing.endswith("; stopped waiting for known agent kim")
+    assert got.routing.endswith("; stopped waiting for known agent kim")
+    assert not got.HasField("preferred_agent_wait_end_time")
 
 
 async def test_the_known_agent_going_away_ends_the_wait_at_once(client: Stubs) -> None:
@@ -268,6 +269,63 @@ async def test_a_bad_preferred_agent_id_is_refused(client: Stubs) -> None:
         await _request(client, preferred="Not An Id!")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "preferred_agent_id" in error_details(refused.value)["violations"]
+
+
+# --- experts kept back ------------------------------------------------------------------------
+
+
+async def _reserving_policy(client: Stubs, delay: float) -> None:
+    await _policy(
+        client,
+        interaction_type="routine_ask",
+        target=_span(0.3),
+        max_wait=_span(60),
+        expert_level=4,
+        expert_delay=_span(delay),
+    )
+
+
+async def test_an_expert_takes_routine_work_only_once_it_has_waited(client: Stubs) -> None:
+    await _reserving_policy(client, delay=2)
+    await client.create_agent("novice", {"general": 2})
+    await client.create_agent("expert", {"general": 3, "fraud": 5})
+    novice, expert = client.agent("novice"), client.agent("expert")
+    await novice.hello()
+    await _busy(client, novice, "general")  # before the expert is online to take it
+    await expert.hello()
+    handoff = await _request(
+        client,
+        interaction_type="routine_ask",
+        skills=[H.SkillRequirement(skill="general", min_proficiency=1)],
+    )
+    assert handoff.state == H.HANDOFF_STATE_QUEUED  # the expert is free, and kept back
+    assert handoff.routing.endswith("; experts (best skill 4+) only after 2s")
+    assert [m for m in await expert.quiet(1.2) if m.HasField("offer")] == []
+    offer = await expert.offer(timeout=5)
+    assert offer.details.handoff_id == handoff.handoff_id
+    waited = offer.offer_time.ToDatetime() - handoff.create_time.ToDatetime()
+    assert waited.total_seconds() >= 2
+    got = await client.get_handoff(handoff.handoff_id)
+    assert got.routing.endswith("; experts (best skill 4+) may take it after 2s")
+
+
+async def test_an_expert_freed_leaves_routine_work_to_others(client: Stubs) -> None:
+    await _reserving_policy(client, delay=30)
+    await client.create_agent("expert", {"general": 3, "fraud": 5})
+    await client.create_agent("novice", {"general": 2})
+    expert, novice = client.agent("expert"), client.agent("novice")
+    await expert.hello()
+    interaction = await _busy(client, expert, "general")
+    handoff = await _request(
+        client,
+        interaction_type="routine_ask",
+        skills=[H.SkillRequirement(skill="general", min_proficiency=1)],
+    )
+    await client.complete("expert", interaction)  # free again, looking for work
+    assert [m for m in await expert.quiet(0.5) if m.HasField("offer")] == []
+    await novice.hello()
+    offer = await novice.offer()
+    assert offer.details.handoff_id == handoff.handoff_id
 
 
 # --- offer timeout ----------------------------------------------------------------------------

@@ -135,7 +135,13 @@ required_skills = { warranty = 2 }
 risk_class = "low"
 max_wait_seconds = 3600
 agent_order = "least_expert"
+expert_level = 4
+expert_delay_seconds = 90
 relaxation = [{ after_seconds = 300, min_proficiency = 1 }]
+
+[[policies]]
+interaction_type = "order_lookup"
+expert_level = 0
 
 [[policies]]
 interaction_type = "default"
@@ -146,7 +152,7 @@ max_wait_seconds = 1200
 def test_a_policy_file_replaces_types_and_keeps_what_it_leaves_out(tmp_path: Path) -> None:
     path = tmp_path / "policies.toml"
     path.write_text(GOOD)
-    fraud, warranty, fallback = policyfile.load(path)
+    fraud, warranty, lookup, fallback = policyfile.load(path)
     built_in = PolicyBook().choose("fraud").policy
     assert fraud.target == 20 * S
     assert (fraud.min_proficiency, fraud.required_skills) == (
@@ -158,6 +164,11 @@ def test_a_policy_file_replaces_types_and_keeps_what_it_leaves_out(tmp_path: Pat
     assert warranty.relaxation == (RelaxationStep(300 * S, 1),)
     assert warranty.agent_order is AgentOrder.LEAST_EXPERT
     assert fraud.agent_order is AgentOrder.MOST_PROFICIENT
+    assert (warranty.expert_level, warranty.expert_delay) == (4, 90 * S)
+    assert (fraud.expert_level, fraud.expert_delay) == (None, 0 * S)
+    # 0: none kept back, where the built-in order lookup keeps experts back for 2 minutes.
+    assert (lookup.expert_level, lookup.expert_delay) == (None, 0 * S)
+    assert lookup.problems() == []
     assert (fallback.interaction_type, fallback.max_wait) == (FALLBACK_TYPE, 1200 * S)
 
 
@@ -201,6 +212,14 @@ def test_a_policy_file_replaces_types_and_keeps_what_it_leaves_out(tmp_path: Pat
         (
             '[[policies]]\ninteraction_type = "fraud"\n[[policies]]\ninteraction_type = "fraud"',
             "policies.1.interaction_type: 'fraud' comes twice",
+        ),
+        (
+            '[[policies]]\ninteraction_type = "fraud"\nexpert_delay_seconds = 30',
+            "policies.0.expert_delay_seconds: needs expert_level",
+        ),
+        (
+            '[[policies]]\ninteraction_type = "fraud"\nexpert_level = 5',
+            "policies.0.expert_delay_seconds: must be positive when expert_level is set",
         ),
     ],
 )

@@ -259,5 +259,77 @@ def test_the_built_in_policies_plan_their_steps() -> None:
 def test_routine_types_go_to_the_least_expert_and_say_so() -> None:
     routed = _decide(BUILT_IN_POLICIES["order_lookup"])
     assert routed.agent_order is AgentOrder.LEAST_EXPERT
-    assert routed.explanation.endswith("; least expert agent first")
+    assert routed.explanation.endswith(
+        "; least expert agent first; experts (best skill 4+) only after 2m"
+    )
     assert _decide(DISPUTE).agent_order is AgentOrder.MOST_PROFICIENT
+
+
+# --- experts kept back ------------------------------------------------------------------------
+
+RESERVING = replace(POLICY, expert_level=4, expert_delay=45 * S)
+
+
+def test_a_policy_keeping_experts_back_plans_it_and_says_so() -> None:
+    routed = _decide(RESERVING)
+    assert routed.plan.expert_level == 4
+    assert routed.plan.experts_from == at(45)
+    assert "experts (best skill 4+) only after 45s" in routed.explanation
+    plain = _decide(POLICY)
+    assert plain.plan.experts_from is None
+    assert "experts" not in plain.explanation
+
+
+def test_experts_take_a_reserving_handoff_only_once_it_has_waited() -> None:
+    queued = _queued(RESERVING, required_skills=(SkillRequirement("billing", 2),))
+    novice = agent("novice", skills={"billing": 2})
+    expert = agent("expert", skills={"billing": 3, "fraud": 5})  # expert in another skill
+    assert queued.review_at == at(45)  # the reserve's end is reviewed
+    assert is_eligible(novice, queued, now=at(10))
+    assert not is_eligible(expert, queued, now=at(10))
+    assert choose_agent(queued, [expert, novice], now=at(10)) == novice
+    assert choose_agent(queued, [expert], now=at(10)) is None
+    assert choose_handoff(expert, [queued], now=at(10)) is None
+    assert choose_agent(queued, [expert], now=at(45)) == expert
+    assert choose_handoff(expert, [queued], now=at(45)) == queued
+    assert is_eligible(expert, queued)  # without a moment, as ever
+
+
+def test_the_known_agent_may_take_it_though_an_expert() -> None:
+    queued = _queued(RESERVING, online=True, preferred_agent_id="expert")
+    expert = agent("expert", skills={"billing": 5})
+    other = agent("other", skills={"billing": 5})
+    assert is_eligible(expert, queued, now=at(10))  # held for it: the reserve gives way
+    assert not is_eligible(other, queued, now=at(10))  # held for another
+    assert not is_eligible(other, queued, now=at(30))  # the hold is over, the reserve not
+    assert is_eligible(other, queued, now=at(45))
+
+
+def test_review_ends_the_reserve_and_says_so() -> None:
+    queued = _queued(RESERVING)
+    early = review(queued, at(44))
+    assert early.plan.experts_from == at(45)
+    assert early.notes == ()
+    due = review(queued, at(46))
+    assert due.plan.experts_from is None
+    assert due.notes == ("experts (best skill 4+) may take it after 45s",)
+    assert replace(queued, plan=due.plan).review_at == at(60)  # the first relaxation step
+
+
+def test_a_requeued_handoff_is_kept_from_no_expert() -> None:
+    queued = _queued(RESERVING)
+    assert requeue_plan(queued, at(20)).experts_from is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"expert_level": 6, "expert_delay": S}, "expert_level"),
+        ({"expert_level": 4}, "expert_delay"),  # no delay: nothing kept back
+        ({"expert_level": 4, "expert_delay": 300 * S}, "expert_delay"),  # not before max wait
+        ({"expert_delay": S}, "expert_delay"),  # a delay without a level
+    ],
+)
+def test_a_bad_expert_reserve_is_a_problem(changes: dict[str, Any], problem: str) -> None:
+    assert problem in [field for field, _ in replace(POLICY, **changes).problems()]
+    assert RESERVING.problems() == []

@@ -8,8 +8,10 @@ the specification.
 Rules:
 - Eligible agent: AVAILABLE (connected, status available, below capacity), every required
   skill at or above its minimum proficiency, the handoff's language if it names one, it
-  has not declined or missed this handoff, and the handoff is not held for another agent
-  (its known agent, for a while: `Handoff.reserved_for`).
+  has not declined or missed this handoff, the handoff is not held for another agent
+  (its known agent, for a while: `Handoff.reserved_for`), and, unless held for this very
+  agent, it is not kept from the agent's level of expertise (experts reserved for other
+  work, for a while: `Handoff.closed_to`).
 - Queue order: earliest deadline (enqueue time plus the urgency's target) first, then
   earliest enqueue, then id; so urgency wins and age still counts.
 - Agent choice: the best proficiency on the required skills (their sum); for a handoff routed
@@ -46,14 +48,24 @@ def is_eligible(
     agent: Agent, handoff: Handoff, excluded: Collection[str] = (), now: datetime | None = None
 ) -> bool:
     """May `agent` be offered `handoff` at `now`? `excluded` holds agents that declined or
-    missed it. Without `now`, a hold for a known agent is not considered."""
+    missed it. Without `now`, holds for a known agent and experts' reserves are not
+    considered."""
     return (
         handoff.state is HandoffState.QUEUED
         and agent.state is AgentState.AVAILABLE
         and agent.id not in excluded
-        and (now is None or handoff.reserved_for(now) in (None, agent.id))
+        and (now is None or _open_to(agent, handoff, now))
         and has_skills(agent, handoff)
     )
+
+
+def _open_to(agent: Agent, handoff: Handoff, now: datetime) -> bool:
+    """Neither held for another agent nor keeping this agent's level back: the customer's
+    known agent, while waited for, may take it whatever the experts' reserve says."""
+    held_for = handoff.reserved_for(now)
+    if held_for is not None:
+        return held_for == agent.id
+    return not handoff.closed_to(agent.expertise, now)
 
 
 def can_wait_for(agent: Agent) -> bool:

@@ -333,6 +333,9 @@ class WaitPlan:
     - `steps`: relaxation; `step` of them are applied.
     - `preferred_agent_id`: the customer's known agent; until `preferred_until` only that
       agent may be offered the handoff (None: the wait for it is over or never began).
+    - `expert_level`, `experts_from`: agents whose best skill is at `expert_level` or above
+      (experts, kept for work only they can do) may not take it before `experts_from`
+      (None: they may).
     """
 
     expires_at: datetime | None = None
@@ -341,6 +344,8 @@ class WaitPlan:
     step: int = 0
     preferred_agent_id: str | None = None
     preferred_until: datetime | None = None
+    expert_level: int | None = None
+    experts_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,12 +381,24 @@ class Handoff:
             return plan.preferred_agent_id
         return None
 
+    def closed_to(self, expertise: int, now: datetime) -> bool:
+        """Is it kept at `now` from an agent whose best skill level is `expertise`? Its
+        policy may keep experts for the work only they can do until it has waited a while."""
+        plan = self.plan
+        return (
+            plan.experts_from is not None
+            and plan.expert_level is not None
+            and now < plan.experts_from
+            and expertise >= plan.expert_level
+        )
+
     @property
     def review_at(self) -> datetime | None:
         """When its wait plan next changes something: a relaxation step, the end of the wait
-        for its known agent, or its expiry; None when nothing is left to happen."""
+        for its known agent or of the experts' reserve, or its expiry; None when nothing is
+        left to happen."""
         plan = self.plan
-        moments = [plan.expires_at, plan.preferred_until]
+        moments = [plan.expires_at, plan.preferred_until, plan.experts_from]
         if plan.step < len(plan.steps):
             moments.append(self.created_at + plan.steps[plan.step].after)
         return min((m for m in moments if m is not None), default=None)

@@ -28,6 +28,7 @@ from humanline.domain.routing import (
     PolicyChoice,
     RiskClass,
     RoutingPolicy,
+    experts,
     plan_relaxation,
     requirements_at,
     span,
@@ -187,6 +188,10 @@ def decide(
     parts = [name, decision.explain()]
     if policy.agent_order is AgentOrder.LEAST_EXPERT:
         parts.append("least expert agent first")
+    experts_from = None
+    if policy.expert_level is not None and policy.expert_delay > timedelta(0):
+        experts_from = now + policy.expert_delay
+        parts.append(f"{experts(policy.expert_level)} only after {span(policy.expert_delay)}")
     preferred_until = None
     known = request.preferred_agent_id
     if known is not None:
@@ -203,6 +208,8 @@ def decide(
         steps=plan_relaxation(floored, request.required_skills, optional),
         preferred_agent_id=known,
         preferred_until=preferred_until,
+        expert_level=policy.expert_level,
+        experts_from=experts_from,
     )
     return RoutingDecision(
         replace(request, urgency=decision.urgency, required_skills=skills),

@@ -6,7 +6,9 @@ type, how fast an agent should have it (`target`), who may take it (default requ
 and a minimum proficiency), how much failure costs (`risk_class`), how long an offer waits for
 an answer, how long the customer may wait at most before the handoff expires, how the
 requirements widen while it waits (`relaxation`, like bullseye rings), how long it waits for
-a known agent, and whether agents' quality ranks them.
+a known agent, which agents try first (`agent_order`), whether experts are kept from it for a
+while (`expert_level`, `expert_delay`: the delay of Amazon Connect's routing profiles, or
+trunk reservation), and whether agents' quality ranks them.
 
 `PolicyBook` holds the policies in force: built-in defaults for the six interaction types of
 DESIGN.md, replaced type by type by a policy file or PoolService, and a fallback policy for
@@ -60,6 +62,10 @@ class RoutingPolicy:
     quality_ranking: bool = True
     known_agent_wait: timedelta = timedelta(seconds=30)
     agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
+    # Experts (agents whose best skill is at `expert_level` or above) are kept for the work
+    # only they can do: they may take this type only once it has waited `expert_delay`.
+    expert_level: int | None = None
+    expert_delay: timedelta = timedelta(0)
 
     def problems(self) -> list[tuple[str, str]]:
         """What is wrong with this policy, as (field, description) pairs; empty when valid."""
@@ -76,10 +82,18 @@ class RoutingPolicy:
             found.append(("known_agent_wait", "must not be negative"))
         if self.max_wait < self.target:
             found.append(("max_wait", "must not be shorter than the target"))
+        levels = f"must be between {MIN_PROFICIENCY} and {MAX_PROFICIENCY}"
         if not MIN_PROFICIENCY <= self.min_proficiency <= MAX_PROFICIENCY:
-            found.append(
-                ("min_proficiency", f"must be between {MIN_PROFICIENCY} and {MAX_PROFICIENCY}")
-            )
+            found.append(("min_proficiency", levels))
+        if self.expert_level is not None:
+            if not MIN_PROFICIENCY <= self.expert_level <= MAX_PROFICIENCY:
+                found.append(("expert_level", levels))
+            if self.expert_delay <= timedelta(0):
+                found.append(("expert_delay", "must be positive when expert_level is set"))
+            elif self.expert_delay >= self.max_wait:
+                found.append(("expert_delay", "must be shorter than max_wait"))
+        elif self.expert_delay != timedelta(0):
+            found.append(("expert_delay", "needs expert_level"))
         previous = timedelta(0)
         for i, step in enumerate(self.relaxation):
             if step.after <= previous:
@@ -91,12 +105,7 @@ class RoutingPolicy:
             if step.min_proficiency is not None and not (
                 MIN_PROFICIENCY <= step.min_proficiency <= MAX_PROFICIENCY
             ):
-                found.append(
-                    (
-                        f"relaxation[{i}].min_proficiency",
-                        f"must be between {MIN_PROFICIENCY} and {MAX_PROFICIENCY}",
-                    )
-                )
+                found.append((f"relaxation[{i}].min_proficiency", levels))
             if step.min_proficiency is None and not step.drop_optional:
                 found.append(
                     (f"relaxation[{i}]", "must lower min_proficiency or drop optional skills")
@@ -155,6 +164,11 @@ def _describe(skills: tuple[SkillRequirement, ...]) -> str:
     return ", ".join(f"{s.skill} {s.min_proficiency}+" for s in skills) or "any agent"
 
 
+def experts(level: int) -> str:
+    """Who a policy's expert level keeps back, as the routing reasons say it."""
+    return f"experts (best skill {level}+)"
+
+
 def plan_relaxation(
     policy: RoutingPolicy, required: Iterable[SkillRequirement], optional: Iterable[str]
 ) -> tuple[PlannedStep, ...]:
@@ -185,7 +199,8 @@ class Review:
 
 def review(handoff: Handoff, now: datetime) -> Review:
     """Applies what is due of a queued handoff's wait plan at `now`: every relaxation step
-    whose time has come, the end of the wait for its known agent, its expiry."""
+    whose time has come, the end of the wait for its known agent and of the experts'
+    reserve, its expiry."""
     plan = handoff.plan
     skills = None
     notes: list[str] = []
@@ -199,10 +214,15 @@ def review(handoff: Handoff, now: datetime) -> Review:
     if preferred_until is not None and now >= preferred_until:
         preferred_until = None
         notes.append(f"stopped waiting for known agent {plan.preferred_agent_id}")
+    experts_from = plan.experts_from
+    if experts_from is not None and now >= experts_from:
+        level = plan.expert_level or MIN_PROFICIENCY
+        after = span(experts_from - handoff.created_at)
+        notes.append(f"{experts(level)} may take it after {after}")
+        experts_from = None
     expired = plan.expires_at is not None and now >= plan.expires_at
-    return Review(
-        replace(plan, step=step, preferred_until=preferred_until), skills, tuple(notes), expired
-    )
+    changed = replace(plan, step=step, preferred_until=preferred_until, experts_from=experts_from)
+    return Review(changed, skills, tuple(notes), expired)
 
 
 def expiry_reason(handoff: Handoff, eligible_online: int, now: datetime) -> str:
@@ -236,9 +256,11 @@ def _seconds(value: float) -> timedelta:
 
 
 # The six interaction types of DESIGN.md 1. Low-risk, rule-bound types wait longer and take any
-# agent with the skill, the least expert first, so that the experts stay free for the
-# risky kinds; high-risk ones get short targets and the most proficient agents,
-# widening slowly and never below a safe floor.
+# agent with the skill, the least expert first, and experts (best skill 4+) only once they
+# have waited a while, so that the experts stay free for the risky kinds; high-risk ones get
+# short targets and the most proficient agents, widening slowly and never below a safe floor.
+# Billing disputes keep the top experts (5: in practice the fraud team, whose billing is often
+# good enough once the floor widens) for a while too, so that fraud finds one free.
 DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
     RoutingPolicy(
         "order_lookup",
@@ -249,6 +271,8 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         max_wait=_seconds(1800),
         quality_ranking=False,
         agent_order=AgentOrder.LEAST_EXPERT,
+        expert_level=4,
+        expert_delay=_seconds(120),
     ),
     RoutingPolicy(
         "standard_refund",
@@ -259,6 +283,8 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
         max_wait=_seconds(1200),
         quality_ranking=False,
         agent_order=AgentOrder.LEAST_EXPERT,
+        expert_level=4,
+        expert_delay=_seconds(60),
     ),
     RoutingPolicy(
         "billing_dispute",
@@ -273,6 +299,8 @@ DEFAULT_POLICIES: tuple[RoutingPolicy, ...] = (
             RelaxationStep(_seconds(30), min_proficiency=3),
             RelaxationStep(_seconds(120), drop_optional=True),
         ),
+        expert_level=5,
+        expert_delay=_seconds(120),
     ),
     RoutingPolicy(
         "policy_edge_case",

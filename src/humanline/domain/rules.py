@@ -59,12 +59,13 @@ def requeue_deadline(handoff: Handoff, now: datetime) -> datetime:
 def requeue_plan(handoff: Handoff, now: datetime) -> WaitPlan:
     """The wait plan of an accepted handoff going back to the queue: its maximum wait starts
     again (the customer did reach a human), its relaxation stays where it was, and the
-    wait for its known agent is over (that agent was the one lost, or the wait was)."""
+    wait for its known agent and the experts' reserve are over (that agent was the one
+    lost, or the wait was; the customer has waited once already)."""
     plan = handoff.plan
     expires_at = None
     if plan.expires_at is not None:
         expires_at = now + (plan.expires_at - handoff.created_at)
-    return replace(plan, expires_at=expires_at, preferred_until=None)
+    return replace(plan, expires_at=expires_at, preferred_until=None, experts_from=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -569,6 +569,8 @@ POLICY_FIELDS = (
     "quality_ranking",
     "known_agent_wait",
     "agent_order",
+    "expert_level",
+    "expert_delay",
 )
 MAX_POLICY_DURATION = timedelta(days=7)
 MAX_RELAXATION_STEPS = 10
@@ -584,7 +586,14 @@ def _policy_duration(v: Violations, field: str, value: Duration) -> timedelta:
 def _set_in(msg: routing_pb2.RoutingPolicy, field: str) -> bool:
     """Whether a policy message sets `field` (a message field present, a list non-empty, a
     number non-zero, an enum specified)."""
-    if field in ("target", "offer_timeout", "max_wait", "known_agent_wait", "quality_ranking"):
+    if field in (
+        "target",
+        "offer_timeout",
+        "max_wait",
+        "known_agent_wait",
+        "quality_ranking",
+        "expert_delay",
+    ):
         return msg.HasField(field)
     return bool(getattr(msg, field))
 
@@ -607,7 +616,7 @@ def policy_changes(
     for name in dict.fromkeys(fields):
         place = f"policy.{name}"
         match name:
-            case "target" | "max_wait" | "known_agent_wait":
+            case "target" | "max_wait" | "known_agent_wait" | "expert_delay":
                 changes[name] = _policy_duration(v, place, getattr(msg, name))
             case "offer_timeout":  # unset or zero: the server's setting
                 changes[name] = _policy_duration(v, place, msg.offer_timeout) or None
@@ -619,6 +628,10 @@ def policy_changes(
                 changes[name] = tuple(skills)
             case "min_proficiency":
                 changes[name] = msg.min_proficiency
+            case "expert_level":
+                changes[name] = msg.expert_level or None
+                if not msg.expert_level:  # zero: no agent is kept back, for no time
+                    changes["expert_delay"] = timedelta(0)
             case "risk_class":
                 risk = enum_from_proto(
                     v, place, routing_pb2.RiskClass, "RISK_CLASS_", msg.risk_class, RiskClass
@@ -679,6 +692,8 @@ def routing_policy_pb(found: PolicyInForce) -> routing_pb2.RoutingPolicy:
         ],
         quality_ranking=policy.quality_ranking,
         known_agent_wait=duration(policy.known_agent_wait),
+        expert_level=policy.expert_level or 0,
+        expert_delay=None if policy.expert_level is None else duration(policy.expert_delay),
         source=(
             routing_pb2.POLICY_SOURCE_BUILT_IN
             if found.source is None

@@ -29,7 +29,6 @@ from humanline.domain.clock import Clock
 from humanline.domain.model import (
     AgentState,
     AgentStatus,
-    Handoff,
     HandoffState,
     RescindReason,
     StatusChangeReason,
@@ -44,6 +43,7 @@ from humanline.service.transitions import (
     grace_over,
     offer_earliest_work,
     offer_to_best_agent,
+    replan,
     withdraw_pending_offers,
 )
 from humanline.store.port import Store, StoreConflict, UnitOfWork
@@ -340,31 +340,7 @@ class Dispatcher:
                 eligible_online=supply.agents,
             )
             return
-        routing = "; ".join((handoff.routing, *due.notes)) if due.notes else handoff.routing
-        # Written even when nothing was due: the stored review time was then stale (a hold
-        # ended early, another replica reviewed first) and is set right, so that the sweep
-        # does not find this handoff again and again.
-        replanned = await uow.handoffs.replan(handoff, due.plan, due.skills, routing)
-        if replanned is None:
-            raise LostRace(handoff.id)
-        if due.plan != handoff.plan:
-            self._replanned(handoff, replanned, due.notes, fx)
-
-    @staticmethod
-    def _replanned(before: Handoff, after: Handoff, notes: tuple[str, ...], fx: Effects) -> None:
-        fx.changed(after)
-        fx.match_handoff(after.id)  # more agents may take it now
-        if after.review_at is not None:
-            fx.wake(after.review_at)
-        if after.plan.step != before.plan.step:
-            fx.log(
-                "handoff_relaxed",
-                handoff_id=after.id,
-                step=after.plan.step,
-                skills=[f"{r.skill}:{r.min_proficiency}" for r in after.request.required_skills],
-            )
-        if before.plan.preferred_until is not None and after.plan.preferred_until is None:
-            fx.log("known_agent_wait_over", handoff_id=after.id, notes=list(notes))
+        await replan(uow, handoff, due, fx)
 
     async def _expire_graces(self) -> int:
         """Ends sessions whose grace period ran out: the agent goes offline, its accepted

@@ -26,6 +26,7 @@ from humanline.domain.model import (
     Session,
     SessionEndReason,
 )
+from humanline.domain.routing import Review, review
 from humanline.domain.rules import DispatchPolicy, requeue_deadline, requeue_plan
 from humanline.service.events import Effects, OfferMade, OfferWithdrawn
 from humanline.store.port import DuplicateKey, StoreConflict, UnitOfWork
@@ -61,12 +62,46 @@ def retry_conflicts(
     return wrapper
 
 
+async def replan(uow: UnitOfWork, handoff: Handoff, due: Review, fx: Effects) -> Handoff:
+    """Writes what a review of a queued handoff's wait plan found due: the plan, widened
+    skills, and each change said in its routing. Written even when nothing was due: the
+    stored review time was then stale (a hold ended early, another replica reviewed first)
+    and is set right. `LostRace` when the handoff is no longer queued as it was."""
+    routing = "; ".join((handoff.routing, *due.notes)) if due.notes else handoff.routing
+    replanned = await uow.handoffs.replan(handoff, due.plan, due.skills, routing)
+    if replanned is None:
+        raise LostRace(handoff.id)
+    if due.plan == handoff.plan:
+        return replanned
+    fx.changed(replanned)
+    fx.match_handoff(replanned.id)  # more agents may take it now
+    if replanned.review_at is not None:
+        fx.wake(replanned.review_at)
+    if replanned.plan.step != handoff.plan.step:
+        fx.log(
+            "handoff_relaxed",
+            handoff_id=replanned.id,
+            step=replanned.plan.step,
+            skills=[f"{r.skill}:{r.min_proficiency}" for r in replanned.request.required_skills],
+        )
+    if handoff.plan.preferred_until is not None and replanned.plan.preferred_until is None:
+        fx.log("known_agent_wait_over", handoff_id=replanned.id, notes=list(due.notes))
+    return replanned
+
+
 async def make_offer(
     uow: UnitOfWork, handoff: Handoff, agent: Agent, policy: DispatchPolicy, fx: Effects
 ) -> Handoff:
     """Offers a queued handoff to an agent with a free slot; returns the handoff as offered.
-    Raises `LostRace` having changed nothing when the handoff is no longer queued or the agent
-    has no free slot, so that a caller may go on with its transaction."""
+    Raises `LostRace` having changed nothing (but bringing its wait plan up to date) when the
+    handoff is no longer queued or the agent has no free slot, so that a caller may go on
+    with its transaction."""
+    due = review(handoff, uow.now)
+    if due.notes:
+        # Its plan has something due that the sweep has not reviewed yet (the hold for its
+        # known agent or the experts' reserve ended, a step widened it): said before it goes,
+        # so that its routing explains who got it. A due expiry is not: an agent has it.
+        handoff = await replan(uow, handoff, due, fx)
     offer_id = str(uuid.uuid4())
     offered = await uow.handoffs.offer(handoff.id, agent.id, offer_id)
     if offered is None:

@@ -27,21 +27,21 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from humanline.v1 import handoff_pb2 as humanline_dot_v1_dot_handoff__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahumanline/v1/routing.proto\x12\x0chumanline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ahumanline/v1/handoff.proto\"j\n\x0eRelaxationStep\x12(\n\x05\x61\x66ter\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmin_proficiency\x18\x02 \x01(\x05\x12\x15\n\rdrop_optional\x18\x03 \x01(\x08\"\x88\x05\n\rRoutingPolicy\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\x12)\n\x06target\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0frequired_skills\x18\x03 \x03(\x0b\x32\x1e.humanline.v1.SkillRequirement\x12\x17\n\x0fmin_proficiency\x18\x04 \x01(\x05\x12+\n\nrisk_class\x18\x05 \x01(\x0e\x32\x17.humanline.v1.RiskClass\x12\x30\n\roffer_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08max_wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\nrelaxation\x18\x08 \x03(\x0b\x32\x1c.humanline.v1.RelaxationStep\x12\x1c\n\x0fquality_ranking\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x33\n\x10known_agent_wait\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x0b\x61gent_order\x18\x0e \x01(\x0e\x32\x18.humanline.v1.AgentOrder\x12*\n\x06source\x18\x0b \x01(\x0e\x32\x1a.humanline.v1.PolicySource\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x12\n\x10_quality_ranking*g\n\tRiskClass\x12\x1a\n\x16RISK_CLASS_UNSPECIFIED\x10\x00\x12\x12\n\x0eRISK_CLASS_LOW\x10\x01\x12\x15\n\x11RISK_CLASS_MEDIUM\x10\x02\x12\x13\n\x0fRISK_CLASS_HIGH\x10\x03*h\n\nAgentOrder\x12\x1b\n\x17\x41GENT_ORDER_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41GENT_ORDER_MOST_PROFICIENT\x10\x01\x12\x1c\n\x18\x41GENT_ORDER_LEAST_EXPERT\x10\x02*x\n\x0cPolicySource\x12\x1d\n\x19POLICY_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16POLICY_SOURCE_BUILT_IN\x10\x01\x12\x16\n\x12POLICY_SOURCE_FILE\x10\x02\x12\x15\n\x11POLICY_SOURCE_API\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahumanline/v1/routing.proto\x12\x0chumanline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ahumanline/v1/handoff.proto\"j\n\x0eRelaxationStep\x12(\n\x05\x61\x66ter\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmin_proficiency\x18\x02 \x01(\x05\x12\x15\n\rdrop_optional\x18\x03 \x01(\x08\"\xcf\x05\n\rRoutingPolicy\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\x12)\n\x06target\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0frequired_skills\x18\x03 \x03(\x0b\x32\x1e.humanline.v1.SkillRequirement\x12\x17\n\x0fmin_proficiency\x18\x04 \x01(\x05\x12+\n\nrisk_class\x18\x05 \x01(\x0e\x32\x17.humanline.v1.RiskClass\x12\x30\n\roffer_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08max_wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\nrelaxation\x18\x08 \x03(\x0b\x32\x1c.humanline.v1.RelaxationStep\x12\x1c\n\x0fquality_ranking\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x33\n\x10known_agent_wait\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x0b\x61gent_order\x18\x0e \x01(\x0e\x32\x18.humanline.v1.AgentOrder\x12\x14\n\x0c\x65xpert_level\x18\x0f \x01(\x05\x12/\n\x0c\x65xpert_delay\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x06source\x18\x0b \x01(\x0e\x32\x1a.humanline.v1.PolicySource\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x12\n\x10_quality_ranking*g\n\tRiskClass\x12\x1a\n\x16RISK_CLASS_UNSPECIFIED\x10\x00\x12\x12\n\x0eRISK_CLASS_LOW\x10\x01\x12\x15\n\x11RISK_CLASS_MEDIUM\x10\x02\x12\x13\n\x0fRISK_CLASS_HIGH\x10\x03*h\n\nAgentOrder\x12\x1b\n\x17\x41GENT_ORDER_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41GENT_ORDER_MOST_PROFICIENT\x10\x01\x12\x1c\n\x18\x41GENT_ORDER_LEAST_EXPERT\x10\x02*x\n\x0cPolicySource\x12\x1d\n\x19POLICY_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16POLICY_SOURCE_BUILT_IN\x10\x01\x12\x16\n\x12POLICY_SOURCE_FILE\x10\x02\x12\x15\n\x11POLICY_SOURCE_API\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'humanline.v1.routing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RISKCLASS']._serialized_start=896
-  _globals['_RISKCLASS']._serialized_end=999
-  _globals['_AGENTORDER']._serialized_start=1001
-  _globals['_AGENTORDER']._serialized_end=1105
-  _globals['_POLICYSOURCE']._serialized_start=1107
-  _globals['_POLICYSOURCE']._serialized_end=1227
+  _globals['_RISKCLASS']._serialized_start=967
+  _globals['_RISKCLASS']._serialized_end=1070
+  _globals['_AGENTORDER']._serialized_start=1072
+  _globals['_AGENTORDER']._serialized_end=1176
+  _globals['_POLICYSOURCE']._serialized_start=1178
+  _globals['_POLICYSOURCE']._serialized_end=1298
   _globals['_RELAXATIONSTEP']._serialized_start=137
   _globals['_RELAXATIONSTEP']._serialized_end=243
   _globals['_ROUTINGPOLICY']._serialized_start=246
-  _globals['_ROUTINGPOLICY']._serialized_end=894
+  _globals['_ROUTINGPOLICY']._serialized_end=965
 # @@protoc_insertion_point(module_scope)

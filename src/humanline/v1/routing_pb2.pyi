@@ -54,7 +54,7 @@ class RelaxationStep(_message.Message):
     def __init__(self, after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_proficiency: _Optional[int] = ..., drop_optional: _Optional[bool] = ...) -> None: ...
 
 class RoutingPolicy(_message.Message):
-    __slots__ = ("interaction_type", "target", "required_skills", "min_proficiency", "risk_class", "offer_timeout", "max_wait", "relaxation", "quality_ranking", "known_agent_wait", "agent_order", "source", "create_time", "update_time")
+    __slots__ = ("interaction_type", "target", "required_skills", "min_proficiency", "risk_class", "offer_timeout", "max_wait", "relaxation", "quality_ranking", "known_agent_wait", "agent_order", "expert_level", "expert_delay", "source", "create_time", "update_time")
     INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_SKILLS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class RoutingPolicy(_message.Message):
     QUALITY_RANKING_FIELD_NUMBER: _ClassVar[int]
     KNOWN_AGENT_WAIT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ORDER_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_DELAY_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -80,7 +82,9 @@ class RoutingPolicy(_message.Message):
     quality_ranking: bool
     known_agent_wait: _duration_pb2.Duration
     agent_order: AgentOrder
+    expert_level: int
+    expert_delay: _duration_pb2.Duration
     source: PolicySource
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, interaction_type: _Optional[str] = ..., target: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., min_proficiency: _Optional[int] = ..., risk_class: _Optional[_Union[RiskClass, str]] = ..., offer_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., relaxation: _Optional[_Iterable[_Union[RelaxationStep, _Mapping]]] = ..., quality_ranking: _Optional[bool] = ..., known_agent_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent_order: _Optional[_Union[AgentOrder, str]] = ..., source: _Optional[_Union[PolicySource, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, interaction_type: _Optional[str] = ..., target: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., required_skills: _Optional[_Iterable[_Union[_handoff_pb2.SkillRequirement, _Mapping]]] = ..., min_proficiency: _Optional[int] = ..., risk_class: _Optional[_Union[RiskClass, str]] = ..., offer_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., relaxation: _Optional[_Iterable[_Union[RelaxationStep, _Mapping]]] = ..., quality_ranking: _Optional[bool] = ..., known_agent_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., agent_order: _Optional[_Union[AgentOrder, str]] = ..., expert_level: _Optional[int] = ..., expert_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., source: _Optional[_Union[PolicySource, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,8 @@ def policy_document(policy: RoutingPolicy) -> dict[str, Any]:
         "quality_ranking": policy.quality_ranking,
         "known_agent_wait": policy.known_agent_wait.total_seconds(),
         "agent_order": policy.agent_order.value,
+        "expert_level": policy.expert_level,
+        "expert_delay": policy.expert_delay.total_seconds(),
     }
 
 
@@ -81,6 +83,8 @@ def policy_from_document(interaction_type: str, document: dict[str, Any]) -> Rou
         quality_ranking=bool(document.get("quality_ranking", _DEFAULTS.quality_ranking)),
         known_agent_wait=_seconds(document, "known_agent_wait", _DEFAULTS.known_agent_wait),
         agent_order=AgentOrder(document.get("agent_order", _DEFAULTS.agent_order.value)),
+        expert_level=document.get("expert_level"),
+        expert_delay=_seconds(document, "expert_delay", _DEFAULTS.expert_delay),
     )
 
 

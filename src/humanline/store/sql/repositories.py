@@ -46,7 +46,7 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
-from humanline.domain.validation import MAX_REQUIRED_SKILLS
+from humanline.domain.validation import MAX_PROFICIENCY, MAX_REQUIRED_SKILLS
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
 from humanline.store.sql.prepared import PREPARED
 from humanline.store.sql.tables import (
@@ -252,9 +252,11 @@ def _qualified_params(skills: tuple[SkillRequirement, ...], language: str | None
 
 
 @_statement
-def _candidates(skills: int, language: bool, least: bool) -> sa.Select[Any]:
+def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.Select[Any]:
     """Agents eligible for handoff `p_handoff_id`, best first: the most proficient, or with
-    `least` the least expert and least proficient who qualifies; then the longest idle."""
+    `least` the least expert and least proficient who qualifies; then the longest idle. With
+    `reserve`, only agents whose best skill is below `p_expert_level` (the handoff keeps
+    experts back for now)."""
     excluded = sa.exists().where(
         offers.c.handoff_id == _p("handoff_id"),
         offers.c.agent_id == agents.c.id,
@@ -281,16 +283,18 @@ def _candidates(skills: int, language: bool, least: bool) -> sa.Select[Any]:
         )
         if language:
             stmt = stmt.where(_speaks(agents.c.id))
+        if reserve:
+            stmt = stmt.where(ready.c.expertise < _p("expert_level", sa.Integer()))
         return stmt.limit(_p("limit"))
     stmt, score = _qualified_agents(skills, language)
-    levels = (score.desc(),)
-    if least:
-        theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
-        top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
-        expertise = (
-            _SKILL_MATCH[0].c.expertise if skills else sa.func.coalesce(top.scalar_subquery(), 0)
-        )
-        levels = (expertise, score.asc())
+    theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
+    top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
+    expertise = (
+        _SKILL_MATCH[0].c.expertise if skills else sa.func.coalesce(top.scalar_subquery(), 0)
+    )
+    levels = (expertise, score.asc()) if least else (score.desc(),)
+    if reserve:
+        stmt = stmt.where(expertise < _p("expert_level", sa.Integer()))
     return (
         stmt.where(_READY, ~excluded)
         .order_by(*levels, agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
@@ -435,7 +439,11 @@ class SqlAgentRepository:
             "p_limit": limit,
         }
         least = handoff.agent_order is AgentOrder.LEAST_EXPERT
-        stmt = _candidates(len(skills), language is not None, least)
+        # Kept from experts now: only agents below the plan's expert level.
+        reserve = handoff.closed_to(MAX_PROFICIENCY, self._now)
+        if reserve:
+            params["p_expert_level"] = handoff.plan.expert_level
+        stmt = _candidates(len(skills), language is not None, least, reserve)
         return [_agent(r) for r in await self._conn.execute(stmt, params)]
 
     async def supply_for(
@@ -552,6 +560,8 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
             step=m["relax_step"],
             preferred_agent_id=m["preferred_agent_id"],
             preferred_until=m["preferred_until"],
+            expert_level=m["expert_level"],
+            experts_from=m["experts_from"],
         ),
         end_reason=m["end_reason"],
         agent_order=AgentOrder(m["agent_order"]),
@@ -583,6 +593,8 @@ def _plan_values(handoff: Handoff, plan: WaitPlan) -> dict[str, Any]:
         or None,
         "relax_step": plan.step,
         "preferred_until": plan.preferred_until,
+        "expert_level": plan.expert_level,
+        "experts_from": plan.experts_from,
         "review_at": replace(handoff, plan=plan).review_at,
     }
 
@@ -665,6 +677,7 @@ def _requeue_handoff() -> sa.Update:
         requeue_count=handoffs.c.requeue_count + 1,
         expires_at=_p("expires_at"),
         preferred_until=_p("preferred_until"),
+        experts_from=_p("experts_from"),
         review_at=_p("review_at"),
     )
 
@@ -677,6 +690,7 @@ def _replan_handoff(relaxed: bool) -> sa.Update:
         handoffs.c.relax_step == _p("old_step", sa.Integer()),
         relax_step=_p("step"),
         preferred_until=_p("preferred_until"),
+        experts_from=_p("experts_from"),
         review_at=_p("review_at"),
         routing=_p("routing"),
         **values,
@@ -692,6 +706,7 @@ def _expire_handoff() -> sa.Update:
         end_reason=_p("end_reason"),
         review_at=None,
         preferred_until=None,
+        experts_from=None,
     )
 
 
@@ -750,7 +765,8 @@ def _cancel_handoff(offered: bool) -> sa.Update:
 @_statement
 def _queued_for(languages: int) -> sa.Select[Any]:
     """Queued handoffs agent `p_agent_id` may take: all skills met, a language it speaks
-    (`p_language<i>`) or none, not declined or missed by it."""
+    (`p_language<i>`) or none, not declined or missed by it, not held for another agent,
+    and held for it or not keeping its level of expertise (`p_expertise`) back."""
     mine = _AGENTS_SKILLS
     unmet = (
         sa.select(sa.literal(1))
@@ -773,14 +789,23 @@ def _queued_for(languages: int) -> sa.Select[Any]:
     if languages:
         spoken = [_p(f"language{i}") for i in range(languages)]
         language_ok = sa.or_(language_ok, handoffs.c.language.in_(spoken))
-    not_held = sa.or_(
-        handoffs.c.preferred_until.is_(None),
-        handoffs.c.preferred_until <= _p("now"),
-        handoffs.c.preferred_agent_id == _p("agent_id"),
+    not_held = sa.or_(handoffs.c.preferred_until.is_(None), handoffs.c.preferred_until <= _p("now"))
+    open_to = sa.or_(
+        # held for this agent, its known agent
+        sa.and_(~not_held, handoffs.c.preferred_agent_id == _p("agent_id")),
+        # held for nobody, and not keeping experts of the agent's level (`p_expertise`) back
+        sa.and_(
+            not_held,
+            sa.or_(
+                handoffs.c.experts_from.is_(None),
+                handoffs.c.experts_from <= _p("now"),
+                handoffs.c.expert_level > _p("expertise", sa.Integer()),
+            ),
+        ),
     )
     return (
         sa.select(handoffs)
-        .where(_IS_QUEUED, language_ok, not_held, ~sa.exists(unmet), ~excluded)
+        .where(_IS_QUEUED, language_ok, open_to, ~sa.exists(unmet), ~excluded)
         .order_by(*_QUEUE_ORDER)
         .limit(_p("limit"))
     )
@@ -911,6 +936,7 @@ class SqlHandoffRepository:
             deadline=deadline,
             expires_at=values["expires_at"],
             preferred_until=values["preferred_until"],
+            experts_from=values["experts_from"],
             review_at=values["review_at"],
         )
 
@@ -926,6 +952,7 @@ class SqlHandoffRepository:
             "step": plan.step,
             "old_step": handoff.plan.step,
             "preferred_until": values["preferred_until"],
+            "experts_from": values["experts_from"],
             "review_at": values["review_at"],
             "routing": routing[:1000],
         }
@@ -995,7 +1022,12 @@ class SqlHandoffRepository:
 
     async def queued_for_agent(self, agent: Agent, limit: int) -> list[Handoff]:
         spoken = sorted(agent.profile.languages)
-        params: dict[str, Any] = {"p_agent_id": agent.id, "p_limit": limit, "p_now": self._now}
+        params: dict[str, Any] = {
+            "p_agent_id": agent.id,
+            "p_limit": limit,
+            "p_now": self._now,
+            "p_expertise": agent.expertise,
+        }
         params.update({f"p_language{i}": language for i, language in enumerate(spoken)})
         rows = await self._conn.execute(_queued_for(len(spoken)), params)
         return [_handoff(r) for r in rows]

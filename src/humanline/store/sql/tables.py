@@ -256,6 +256,8 @@ class HandoffRow(SQLModel, table=True):
     relax_step: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     preferred_agent_id: str | None = Field(default=None, max_length=64)
     preferred_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expert_level: int | None = None
+    experts_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
     review_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     end_reason: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
     agent_order: str = Field(
