@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -64,6 +64,10 @@ async def test_drop_beyond_grace_requeues_accepted_work_ahead_of_newer_handoffs(
     assert requeued.state == handoff_pb2.HANDOFF_STATE_QUEUED
     assert requeued.requeue_count == 1
     assert not requeued.HasField("assigned_agent")
+    # Its maximum wait (the fallback policy's 15 minutes) starts again from the re-queue.
+    assert requeued.expire_time.ToDatetime() > held.expire_time.ToDatetime()
+    left = requeued.expire_time.ToDatetime() - datetime.now(UTC).replace(tzinfo=None)
+    assert left.total_seconds() == pytest.approx(900, abs=5)
     # A CRITICAL handoff queued after the re-queue still comes second: the re-queued one is due.
     newer = await client.request_handoff(urgency=handoff_pb2.URGENCY_CRITICAL)
     assert (await client.get_handoff(newer.handoff_id)).queue_position == 2

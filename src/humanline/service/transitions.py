@@ -240,7 +240,7 @@ async def requeue_interactions(uow: UnitOfWork, agent_id: str, fx: Effects) -> N
         if handoff is None:
             raise LostRace(offer.handoff_id)
         requeued = await uow.handoffs.requeue(
-            handoff.id,
+            handoff,
             offer.id,
             requeue_deadline(handoff, uow.now),
             requeue_plan(handoff, uow.now),

@@ -50,6 +50,14 @@ FINISHED = (
 )
 
 
+def streams(seed: int, *names: str) -> random.Random:
+    """A random stream of its own for one part of a run (one type's arrivals, one agent's
+    log-ins): the same draws in every run with `seed`, whatever the other parts draw
+    meanwhile. Two runs of a scenario then meet the same customers and the same comings and
+    goings of agents (common random numbers), and differ by what the server did."""
+    return random.Random("/".join((str(seed), *names)))
+
+
 def urgency_name(value: int) -> str:
     return handoff_pb2.Urgency.Name(value).removeprefix("URGENCY_")
 
@@ -85,7 +93,8 @@ class AgentPlayer:
     group: AgentGroup
     types: dict[str, InteractionType]
     stub: agent_service_pb2_grpc.AgentServiceStub
-    rng: random.Random
+    rng: random.Random  # how it answers offers
+    presence: random.Random  # when it logs in and out, a stream of its own (see `streams`)
     seen: Observations
     until: float  # monotonic time at which the agent logs out for good
     metadata: tuple[tuple[str, str], ...] = ()  # authenticates the agent's stream
@@ -103,13 +112,13 @@ class AgentPlayer:
 
     async def run(self) -> None:
         """Plays the agent until `until` or `stop()`; then logs out once its work is done."""
-        online = self.rng.random() < self.group.online_at_start
+        online = self.presence.random() < self.group.online_at_start
         while not self._over():
             if not online:
-                await self._pause(self.group.offline.sample(self.rng))
+                await self._pause(self.group.offline.sample(self.presence))
                 if self._over():
                     break
-            stay = self.group.online.sample(self.rng) if self.group.online else None
+            stay = self.group.online.sample(self.presence) if self.group.online else None
             leave_at = min(self.until, time.monotonic() + stay) if stay is not None else self.until
             await self._session(leave_at)
             online = False
@@ -323,25 +332,34 @@ class Bots:
     async def _arrivals(self, kind: InteractionType, until: float) -> None:
         rate = kind.per_minute / 60
         urgencies, weights = zip(*kind.urgency.items(), strict=True)
+        rng = streams(self.scenario.run.seed, "arrivals", kind.name)
+        at = time.monotonic()
         while True:
-            await asyncio.sleep(self.rng.expovariate(rate))
-            if time.monotonic() >= until:
+            at += rng.expovariate(rate)  # on the schedule, however late the loop wakes
+            if at >= until:
                 return
-            urgency = self.rng.choices(urgencies, weights)[0]
-            self._spawn(self._request(kind, urgency))
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            # Everything about the customer drawn here, in arrival order: the same customers
+            # in every run of the scenario, however the server answers.
+            urgency = rng.choices(urgencies, weights)[0]
+            customer = rng.randrange(10**6)
+            patience = None if kind.patience is None else kind.patience.sample(rng)
+            self._spawn(self._request(kind, urgency, customer, patience))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _request(self, kind: InteractionType, urgency: str) -> None:
+    async def _request(
+        self, kind: InteractionType, urgency: str, customer: int, patience: float | None
+    ) -> None:
         number = self.requested
         self.requested += 1
         request = handoff_service_pb2.RequestHandoffRequest(
             request_id=str(uuid.uuid4()),
             conversation_id=f"sim-conversation-{number}",
-            customer_id=f"sim-customer-{self.rng.randrange(10**6)}",
+            customer_id=f"sim-customer-{customer}",
             interaction_type=kind.name,
             required_skills=[
                 handoff_pb2.SkillRequirement(skill=skill, min_proficiency=level)
@@ -361,8 +379,8 @@ class Bots:
             self._estimated[handoff_id] = (
                 handoff.handoff.estimated_wait.ToTimedelta().total_seconds()
             )
-        if kind.patience is not None:
-            await asyncio.sleep(kind.patience.sample(self.rng))
+        if patience is not None:
+            await asyncio.sleep(patience)
             cancel = handoff_service_pb2.CancelHandoffRequest(handoff_id=handoff_id)
             try:
                 await self.stub.CancelHandoff(cancel, timeout=CALL_TIMEOUT)

@@ -27,7 +27,7 @@ import grpc
 
 from humanline.client import credentials
 from humanline.client.credentials import Minter
-from humanline.sim.players import AgentPlayer, Bots
+from humanline.sim.players import AgentPlayer, Bots, streams
 from humanline.sim.report import Observations, PoolSample, Summary, summarize
 from humanline.sim.scenario import AgentGroup, Scenario
 from humanline.tokens import KeyRing, KeyRingError
@@ -269,6 +269,7 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
                 types,
                 stub,
                 random.Random(rng.getrandbits(64)),
+                streams(scenario.run.seed, "presence", agent_id),
                 seen,
                 until=until,
                 metadata=() if tokens is None else tokens.agent(agent_id),

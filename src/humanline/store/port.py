@@ -190,10 +190,10 @@ class HandoffRepository(Protocol):
         ...
 
     async def requeue(
-        self, handoff_id: str, offer_id: str, deadline: datetime, plan: WaitPlan
+        self, handoff: Handoff, offer_id: str, deadline: datetime, plan: WaitPlan
     ) -> Handoff | None:
         """ASSIGNED (by this offer) -> QUEUED with a new deadline and wait plan, counting the
-        re-queue."""
+        re-queue (`handoff`: as read in this transaction)."""
         ...
 
     async def replan(

@@ -923,15 +923,12 @@ class SqlHandoffRepository:
         return await self._transition(_assign_handoff(), handoff_id, offer_id=offer_id, now=now)
 
     async def requeue(
-        self, handoff_id: str, offer_id: str, deadline: datetime, plan: WaitPlan
+        self, handoff: Handoff, offer_id: str, deadline: datetime, plan: WaitPlan
     ) -> Handoff | None:
-        current = await self.get(handoff_id)
-        if current is None:
-            return None
-        values = _plan_values(replace(current, deadline=deadline), plan)
+        values = _plan_values(replace(handoff, deadline=deadline), plan)
         return await self._transition(
             _requeue_handoff(),
-            handoff_id,
+            handoff.id,
             offer_id=offer_id,
             deadline=deadline,
             expires_at=values["expires_at"],
