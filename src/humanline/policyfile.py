@@ -36,12 +36,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from humanline.domain.model import AgentOrder, SkillRequirement
+from humanline.domain.model import AgentOrder, RiskClass, SkillRequirement
 from humanline.domain.routing import (
     BUILT_IN_POLICIES,
     DEFAULT_FALLBACK,
     RelaxationStep,
-    RiskClass,
     RoutingPolicy,
 )
 from humanline.domain.validation import IDENTIFIER

@@ -33,6 +33,7 @@ from humanline.v1 import (
     handoff_service_pb2_grpc,
     pool_service_pb2,
     pool_service_pb2_grpc,
+    quality_pb2,
     routing_pb2,
 )
 from tests.conftest import Served, serve
@@ -248,6 +249,17 @@ MATRIX: dict[str, tuple[Call, dict[str, str]]] = {
         OPS_ONLY,
     ),
     "PoolService.DeleteRoutingPolicy": (_delete_policy, OPS_ONLY),
+    "PoolService.GetQualityReport": (
+        lambda s, md: _pool(
+            s,
+            md,
+            "GetQualityReport",
+            pool_service_pb2.GetQualityReportRequest(
+                group_by=quality_pb2.QUALITY_DIMENSION_INTERACTION_TYPE
+            ),
+        ),
+        OPS_ONLY,
+    ),
     "HandoffService.RequestHandoff": (
         lambda s, md: _handoffs(s, md, "RequestHandoff", handoff_request()),
         _expect(bot_x=OK, bot_y=OK),
@@ -260,6 +272,20 @@ MATRIX: dict[str, tuple[Call, dict[str, str]]] = {
     ),
     "HandoffService.WatchHandoff": (_watch, HANDOFF),
     "HandoffService.CancelHandoff": (_cancel, HANDOFF),
+    # Bot X's handoff is with ann, not completed: those allowed learn that it is too early.
+    "HandoffService.RecordFeedback": (
+        lambda s, md: _handoffs(
+            s,
+            md,
+            "RecordFeedback",
+            handoff_service_pb2.RecordFeedbackRequest(handoff_id=s.handoff_id, csat=4),
+        ),
+        {
+            **HANDOFF,
+            "ops": "FAILED_PRECONDITION HANDOFF_NOT_COMPLETED",
+            "bot-x": "FAILED_PRECONDITION HANDOFF_NOT_COMPLETED",
+        },
+    ),
     "AgentService.CompleteInteraction": (_complete, _expect(ann=OK, bob="AGENT_MISMATCH")),
     "AgentService.Connect": (_connect, _expect(bob=OK, ann="AGENT_MISMATCH")),
 }

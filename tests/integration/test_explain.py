@@ -61,6 +61,7 @@ from humanline.v1 import (
     handoff_pb2,
     handoff_service_pb2,
     pool_service_pb2,
+    quality_pb2,
     routing_pb2,
 )
 from tests.conftest import FAST, Served, empty_postgres
@@ -543,6 +544,16 @@ async def _workload(client: Stubs) -> None:
     assert await _handoff_state(client, first.handoff_id) == handoff_pb2.HANDOFF_STATE_ASSIGNED
     await client.complete("bob", interaction.interaction_id)
     await client.complete("bob", interaction.interaction_id)
+    # The customer's rating, reported later (twice: a retry); ops read the day's quality.
+    for _ in range(2):
+        await client.handoffs.RecordFeedback(
+            handoff_service_pb2.RecordFeedbackRequest(handoff_id=first.handoff_id, csat=4)
+        )
+    await client.pool.GetQualityReport(
+        pool_service_pb2.GetQualityReportRequest(
+            group_by=quality_pb2.QUALITY_DIMENSION_INTERACTION_TYPE
+        )
+    )
 
     # A bot watches a handoff nobody can take until the customer leaves.
     waiting = await client.request_handoff(skills={"fraud": 5}, urgency=handoff_pb2.URGENCY_HIGH)

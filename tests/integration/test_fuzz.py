@@ -642,6 +642,10 @@ def hints_for(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         "interaction_id": _uuid_ids(known.offer_ids),
         "offer_id": st.one_of(_among(known.pending_offer_ids), _uuid_ids(known.offer_ids)),
         "disposition_code": st.sampled_from(["done", "", "refund/issued"]),
+        "csat": st.one_of(st.integers(1, 5), st.integers(-3, 8), st.integers(-(2**31), 2**31 - 1)),
+        "reason_tags": st.lists(
+            st.one_of(st.sampled_from(["slow", "kind", "slow"]), IDENTIFIERS), max_size=4
+        ),
         "resume_token": st.one_of(_among(known.resume_tokens, "x"), WILD_TEXT),
         "command_id": st.one_of(st.just(""), IDENTIFIERS, UUIDS),
         "google.protobuf.Timestamp.seconds": st.integers(-62_135_596_800, 253_402_300_799),
@@ -1131,6 +1135,13 @@ UNARY: Final = [
     Unary("ListAgents", pool_service_pb2.ListAgentsRequest, lambda w: w.pool, POOL, as_ops),
     Unary("DeleteAgent", pool_service_pb2.DeleteAgentRequest, lambda w: w.pool, POOL, as_ops),
     Unary("GetPoolStatus", pool_service_pb2.GetPoolStatusRequest, lambda w: w.pool, POOL, as_ops),
+    Unary(
+        "GetQualityReport",
+        pool_service_pb2.GetQualityReportRequest,
+        lambda w: w.pool,
+        POOL,
+        as_ops,
+    ),
     *(
         Unary(name, getattr(pool_service_pb2, f"{name}Request"), lambda w: w.pool, POOL, as_ops)
         for name in (
@@ -1158,6 +1169,13 @@ UNARY: Final = [
     Unary(
         "CancelHandoff",
         handoff_service_pb2.CancelHandoffRequest,
+        lambda w: w.handoffs,
+        (Role.BOT, Role.OPS),
+        as_bot_or_ops,
+    ),
+    Unary(
+        "RecordFeedback",
+        handoff_service_pb2.RecordFeedbackRequest,
         lambda w: w.handoffs,
         (Role.BOT, Role.OPS),
         as_bot_or_ops,

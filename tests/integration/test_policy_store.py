@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from humanline.domain.clock import FakeClock
-from humanline.domain.model import SkillRequirement
-from humanline.domain.routing import DEFAULT_POLICIES, RelaxationStep, RiskClass, RoutingPolicy
+from humanline.domain.model import RiskClass, SkillRequirement
+from humanline.domain.routing import DEFAULT_POLICIES, RelaxationStep, RoutingPolicy
 from humanline.store.port import DuplicateKey, PolicySource
 from humanline.store.sql.policies import policy_document, policy_from_document
 from humanline.store.sql.store import SqlStore

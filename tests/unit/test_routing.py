@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from humanline import policyfile
-from humanline.domain.model import AgentOrder, SkillRequirement
+from humanline.domain.model import AgentOrder, RiskClass, SkillRequirement
 from humanline.domain.routing import (
     DEFAULT_POLICIES,
     FALLBACK_TYPE,
     PolicyBook,
     RelaxationStep,
-    RiskClass,
     RoutingPolicy,
     next_relaxation,
     requirements_at,

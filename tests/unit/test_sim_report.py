@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from humanline.sim import scenario as scenarios
+from humanline.sim.demo import yardsticks
 from humanline.sim.plot import draw
 from humanline.sim.report import (
     ALL,
@@ -138,8 +140,10 @@ def test_estimates_are_judged_by_their_median_absolute_error() -> None:
 
 def test_a_comparison_measures_both_runs_with_the_same_yardstick() -> None:
     sticks = {
-        "fraud": Yardstick(target=2.0, max_wait=6.0, risk="HIGH"),
-        "order_lookup": Yardstick(target=10.0, max_wait=30.0, risk="LOW"),
+        "fraud": Yardstick(target=2.0, max_wait=6.0, risk="HIGH", proficient=frozenset({"pro"})),
+        "order_lookup": Yardstick(
+            target=10.0, max_wait=30.0, risk="LOW", proficient=frozenset({"pro", "rookie"})
+        ),
     }
     scale = {"NORMAL": 1.0, "HIGH": 0.5}
     before = Observations(
@@ -150,6 +154,7 @@ def test_a_comparison_measures_both_runs_with_the_same_yardstick() -> None:
             handoff("fraud", "HIGH", None, handoff_id="b4", abandoned=True),
         ],
         offered={"b1": 102.5, "b2": 107.5, "b3": 100.2},
+        taken_by={"b1": "pro", "b2": "pro", "b3": "rookie"},
     )
     after = Observations(
         handoffs=[
@@ -159,6 +164,7 @@ def test_a_comparison_measures_both_runs_with_the_same_yardstick() -> None:
             handoff("fraud", "HIGH", None, handoff_id="a4", state="EXPIRED", expired=True),
         ],
         offered={"a1": 100.5, "a2": 101.5, "a3": 100.1},
+        taken_by={"a1": "pro", "a2": "rookie", "a3": "rookie"},  # a2: fast, not proficient
     )
     rows = {r.interaction_type: r for r in compare(before, after, sticks, scale)}
     assert list(rows) == ["fraud", "order_lookup", ALL]
@@ -166,6 +172,7 @@ def test_a_comparison_measures_both_runs_with_the_same_yardstick() -> None:
     assert fraud.risk == "HIGH"
     assert fraud.handoffs == (3, 3)
     assert fraud.offered_in_target == (0.0, pytest.approx(2 / 3))
+    assert fraud.proficient_in_target == (0.0, pytest.approx(1 / 3))
     assert fraud.time_to_offer_p90 == (pytest.approx(7.0), pytest.approx(1.4))
     # b2 waited 8 s (over 6 s); the expired a4 never got an agent (the abandoned b4 left).
     assert fraud.over_max_wait == (pytest.approx(1 / 3), pytest.approx(1 / 3))
@@ -174,3 +181,20 @@ def test_a_comparison_measures_both_runs_with_the_same_yardstick() -> None:
     assert rows["order_lookup"].offered_in_target == (1.0, 1.0)
     assert rows[ALL].handoffs == (4, 4)
     assert rows[ALL].offered_in_target == (0.25, 0.75)
+    assert rows[ALL].proficient_in_target == (0.25, 0.5)
+
+
+def test_the_default_scenarios_yardsticks_count_who_meets_each_floor() -> None:
+    sticks, scale = yardsticks(scenarios.load())
+    # Billing disputes: the bot asks billing 3, the policy's floor is 4.
+    assert sticks["billing_dispute"].proficient == {"billing-specialist"}
+    assert sticks["fraud"].proficient == {"fraud-team"}
+    assert sticks["novel_product_question"].proficient == {"policy-product"}  # product 3+
+    assert sticks["standard_refund"].proficient == {
+        "generalist",
+        "billing-specialist",
+        "policy-product",
+        "fraud-team",
+    }
+    assert sticks["fraud"].target == pytest.approx(0.5)  # the policy file's, at 60x
+    assert scale["CRITICAL"] == 0.25

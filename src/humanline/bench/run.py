@@ -41,8 +41,8 @@ from typing import Any
 from humanline.bench import echo, postgres, report, system
 from humanline.bench.clients import FINISH_TIMEOUT, BenchError, Fleet, Job
 from humanline.bench.load import percentile_with_missing
+from humanline.domain.quality import percentile
 from humanline.sim.demo import LocalServer, ServerError, local_server
-from humanline.sim.report import percentile
 from humanline.tokens import KeyRing
 
 RPC_EQUIVALENTS_PER_LIFECYCLE = 4

@@ -77,6 +77,14 @@ class Outcome(enum.StrEnum):
     FOLLOW_UP_NEEDED = "FOLLOW_UP_NEEDED"
 
 
+class RiskClass(enum.Enum):
+    """What a failed interaction of a type costs (its routing policy says)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
 class AgentStatus(enum.StrEnum):
     """The availability stored for an agent. OFFLINE exactly when it has no live session."""
 
@@ -315,6 +323,27 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class Feedback:
+    """What the customer made of a completed handoff, as the bot reports it minutes to days
+    later: a CSAT rating of 1 to 5, reason tags, and whether they contacted again about the
+    same issue."""
+
+    csat: int
+    reason_tags: tuple[str, ...] = ()
+    contacted_again: bool = False
+
+    @property
+    def satisfied(self) -> bool:
+        """A rating of 4 or 5: what a CSAT score counts."""
+        return self.csat >= 4
+
+    def fingerprint(self) -> str:
+        """A digest, to tell a retry from a conflicting second report."""
+        canonical = json.dumps([self.csat, sorted(self.reason_tags), self.contacted_again])
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedStep:
     """A relaxation step of a handoff: once it has waited `after`, `skills` are required."""
 
@@ -373,6 +402,9 @@ class Handoff:
     plan: WaitPlan = WaitPlan()
     end_reason: str = ""  # why it expired
     agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
+    feedback: Feedback | None = None
+    feedback_at: datetime | None = None
+    risk_class: RiskClass | None = None  # its policy's when it was requested (None: before)
 
     def reserved_for(self, now: datetime) -> str | None:
         """The only agent it may be offered to now (its known agent, while waited for)."""

@@ -20,13 +20,13 @@ from humanline.domain.model import (
     CustomerTier,
     HandoffReason,
     HandoffRequest,
+    RiskClass,
     Signals,
     Urgency,
     WaitPlan,
 )
 from humanline.domain.routing import (
     PolicyChoice,
-    RiskClass,
     RoutingPolicy,
     experts,
     plan_relaxation,
@@ -161,6 +161,7 @@ class RoutingDecision:
     plan: WaitPlan
     explanation: str
     agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
+    risk_class: RiskClass = RiskClass.MEDIUM
 
 
 def decide(
@@ -217,4 +218,5 @@ def decide(
         plan,
         "; ".join(parts),
         policy.agent_order,
+        policy.risk_class,
     )

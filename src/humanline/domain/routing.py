@@ -17,23 +17,21 @@ every other type, which says it is one. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from humanline.domain.model import AgentOrder, Handoff, PlannedStep, SkillRequirement, WaitPlan
+from humanline.domain.model import (
+    AgentOrder,
+    Handoff,
+    PlannedStep,
+    RiskClass,
+    SkillRequirement,
+    WaitPlan,
+)
 from humanline.domain.validation import MAX_PROFICIENCY, MIN_PROFICIENCY
 
 FALLBACK_TYPE = "default"  # the policy of every interaction type without one of its own
-
-
-class RiskClass(enum.Enum):
-    """What a failed interaction of this type costs."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
 
 
 @dataclass(frozen=True, slots=True)

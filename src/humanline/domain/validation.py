@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from humanline.domain.errors import Violations
-from humanline.domain.model import HandoffRequest, SkillRequirement
+from humanline.domain.model import Feedback, HandoffRequest, SkillRequirement
 
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,63}")
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8}){0,3}")
@@ -30,6 +30,8 @@ MAX_AGENT_SKILLS = 50
 MAX_LANGUAGES = 20
 MIN_PROFICIENCY, MAX_PROFICIENCY = 1, 5
 MIN_CAPACITY, MAX_CAPACITY = 1, 20
+MIN_CSAT, MAX_CSAT = 1, 5
+MAX_REASON_TAGS = 20
 
 
 def normalize_language(tag: str) -> str:
@@ -128,6 +130,20 @@ def check_completion(v: Violations, disposition_code: str, notes: str) -> None:
             "must be at most 64 characters of letters, digits, '_', '-', '.' and '/'",
         )
     check_text(v, "notes", notes, max_len=MAX_NOTES)
+
+
+def check_feedback(v: Violations, feedback: Feedback) -> None:
+    """What a bot reports of a customer's rating."""
+    if not MIN_CSAT <= feedback.csat <= MAX_CSAT:
+        v.add("csat", f"must be between {MIN_CSAT} and {MAX_CSAT}")
+    if len(feedback.reason_tags) > MAX_REASON_TAGS:
+        v.add("reason_tags", f"must list at most {MAX_REASON_TAGS} tags")
+    seen: set[str] = set()
+    for i, tag in enumerate(feedback.reason_tags[:MAX_REASON_TAGS]):
+        check_identifier(v, f"reason_tags[{i}]", tag)
+        if tag in seen:
+            v.add(f"reason_tags[{i}]", f"tag {tag!r} is listed twice")
+        seen.add(tag)
 
 
 def check_agent_skills(v: Violations, field: str, skills: Sequence[tuple[str, int]]) -> None:

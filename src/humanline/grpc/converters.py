@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
@@ -19,13 +20,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from humanline.domain import model
 from humanline.domain.errors import InvalidArgument, Violations
-from humanline.domain.routing import RelaxationStep, RiskClass
+from humanline.domain.model import RiskClass
+from humanline.domain.quality import Alert, Dimension, GroupQuality
+from humanline.domain.routing import RelaxationStep
 from humanline.domain.validation import (
     MAX_COMMAND_ID,
     MAX_DISPLAY_NAME,
     check_agent_skills,
     check_capacity,
     check_completion,
+    check_feedback,
     check_handoff_request,
     check_identifier,
     check_languages,
@@ -50,13 +54,14 @@ from humanline.service.events import (
 )
 from humanline.service.handoffs import HandoffView
 from humanline.service.policies import PolicyInForce
-from humanline.service.pool import MAX_PAGE_SIZE, PoolStatus
+from humanline.service.pool import MAX_PAGE_SIZE, PoolStatus, QualityReport
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
     handoff_pb2,
     handoff_service_pb2,
     pool_service_pb2,
+    quality_pb2,
     routing_pb2,
 )
 
@@ -216,7 +221,28 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
     if h.completion is not None:
         msg.outcome = enum_to_proto(handoff_pb2.Outcome, "OUTCOME_", h.completion.outcome)
         msg.disposition_code = h.completion.disposition_code
+    if h.feedback is not None:
+        msg.feedback.CopyFrom(
+            handoff_pb2.Feedback(
+                csat=h.feedback.csat,
+                reason_tags=h.feedback.reason_tags,
+                contacted_again=h.feedback.contacted_again,
+            )
+        )
+        _set_time(msg.feedback, "record_time", h.feedback_at)
     return msg
+
+
+def feedback(msg: handoff_service_pb2.RecordFeedbackRequest) -> tuple[str, model.Feedback]:
+    """The handoff id and the validated Feedback of a RecordFeedback request."""
+    v = Violations()
+    check_uuid(v, "handoff_id", msg.handoff_id)
+    given = model.Feedback(msg.csat, tuple(msg.reason_tags), msg.contacted_again)
+    check_feedback(v, given)
+    v.raise_if_any()
+    handoff_id = normalize_uuid(msg.handoff_id)
+    assert handoff_id is not None
+    return handoff_id, given
 
 
 def _skills_pb(skills: tuple[model.SkillRequirement, ...]) -> list[handoff_pb2.SkillRequirement]:
@@ -703,3 +729,110 @@ def routing_policy_pb(found: PolicyInForce) -> routing_pb2.RoutingPolicy:
     _set_time(msg, "create_time", found.created_at)
     _set_time(msg, "update_time", found.updated_at)
     return msg
+
+
+# --- quality ---------------------------------------------------------------------------------
+
+# Timestamps a window may name: the years 2000 to 2999 (protobuf allows 1 to 9999).
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _window_time(v: Violations, field: str, msg: Any) -> datetime | None:
+    if not msg.HasField(field):
+        return None
+    stamp: Timestamp = getattr(msg, field)
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        v.add(field, "nanos must be between 0 and 999,999,999")
+        return None
+    seconds = stamp.seconds
+    if not _EARLIEST.timestamp() <= seconds < _LATEST.timestamp():
+        v.add(field, "must be in the years 2000 to 2999")
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class QualityQuery:
+    """A validated GetQualityReport request."""
+
+    by: Dimension
+    since: datetime | None
+    until: datetime | None
+    interaction_type: str | None
+
+
+def quality_query(msg: pool_service_pb2.GetQualityReportRequest) -> QualityQuery:
+    """The validated query of a GetQualityReport request."""
+    v = Violations()
+    by = enum_from_proto(
+        v, "group_by", quality_pb2.QualityDimension, "QUALITY_DIMENSION_", msg.group_by, Dimension
+    )
+    if msg.group_by == 0:
+        v.add("group_by", "required")
+    since = _window_time(v, "start_time", msg)
+    until = _window_time(v, "end_time", msg)
+    if msg.interaction_type:
+        check_identifier(v, "interaction_type", msg.interaction_type)
+    v.raise_if_any()
+    assert by is not None
+    return QualityQuery(by, since, until, msg.interaction_type or None)
+
+
+def _seconds_pb(seconds: float | None) -> Duration | None:
+    return None if seconds is None else duration(timedelta(seconds=seconds))
+
+
+def quality_group_pb(group: GroupQuality) -> quality_pb2.QualityGroup:
+    """The API's QualityGroup."""
+    return quality_pb2.QualityGroup(
+        key=group.key,
+        handoffs=group.handoffs,
+        completed=group.completed,
+        resolved=group.resolved,
+        resolution_rate=group.resolution_rate,
+        csat_count=group.csat_count,
+        csat_mean=group.csat_mean,
+        csat_counts=group.csat_counts,
+        csat_satisfied=group.satisfied,
+        within_target=group.within_target,
+        time_to_agent_p50=_seconds_pb(group.time_to_agent_p50),
+        time_to_agent_p90=_seconds_pb(group.time_to_agent_p90),
+        abandoned=group.abandoned,
+        expired=group.expired,
+        offers=group.offers,
+        offer_accept_rate=group.offer_accept_rate,
+        handle_time_mean=_seconds_pb(group.handle_time_mean),
+    )
+
+
+def quality_report_pb(found: QualityReport) -> pool_service_pb2.GetQualityReportResponse:
+    """The API's GetQualityReportResponse."""
+    return pool_service_pb2.GetQualityReportResponse(
+        start_time=timestamp(found.since),
+        end_time=timestamp(found.until),
+        groups=[quality_group_pb(g) for g in found.groups],
+        overall=quality_group_pb(found.overall),
+        alerts=[quality_alert_pb(a) for a in found.alerts],
+    )
+
+
+def quality_alert_pb(alert: Alert) -> quality_pb2.QualityAlert:
+    """The API's QualityAlert."""
+    low, high = alert.observed.wilson()
+    return quality_pb2.QualityAlert(
+        key=alert.key,
+        metric=enum_to_proto(quality_pb2.QualityMetric, "QUALITY_METRIC_", alert.metric),
+        reference=enum_to_proto(
+            quality_pb2.QualityReference, "QUALITY_REFERENCE_", alert.reference
+        ),
+        observed=alert.observed.share,
+        observed_samples=alert.observed.trials,
+        observed_low=low,
+        observed_high=high,
+        expected=alert.expected.share,
+        expected_samples=alert.expected.trials,
+        gap=alert.gap,
+        p_value=alert.p_value,
+        test=alert.test,
+    )

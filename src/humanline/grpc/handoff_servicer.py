@@ -1,4 +1,5 @@
-"""HandoffService: bots request a human, follow the handoff, cancel it."""
+"""HandoffService: bots request a human, follow the handoff, cancel it, and report what the
+customer made of it."""
 
 from __future__ import annotations
 
@@ -61,3 +62,11 @@ class HandoffServicer(handoff_service_pb2_grpc.HandoffServiceServicer):
         handoff_id = converters.uuid_id("handoff_id", request.handoff_id)
         view = await self._app.handoffs.cancel(handoff_id, caller)
         return pb.CancelHandoffResponse(handoff=converters.handoff_pb(view))
+
+    @unary(Role.BOT, Role.OPS)
+    async def RecordFeedback(
+        self, request: pb.RecordFeedbackRequest, context: Context, caller: Principal
+    ) -> pb.RecordFeedbackResponse:
+        handoff_id, feedback = converters.feedback(request)
+        view = await self._app.handoffs.record_feedback(handoff_id, feedback, caller)
+        return pb.RecordFeedbackResponse(handoff=converters.handoff_pb(view))

@@ -76,6 +76,16 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
         return pb.GetPoolStatusResponse(status=converters.pool_status_pb(status))
 
     @unary(Role.OPS)
+    async def GetQualityReport(
+        self, request: pb.GetQualityReportRequest, context: Context, caller: Principal
+    ) -> pb.GetQualityReportResponse:
+        query = converters.quality_query(request)
+        found = await self._app.pool.quality(
+            query.by, query.since, query.until, query.interaction_type
+        )
+        return converters.quality_report_pb(found)
+
+    @unary(Role.OPS)
     async def CreateRoutingPolicy(
         self, request: pb.CreateRoutingPolicyRequest, context: Context, caller: Principal
     ) -> pb.CreateRoutingPolicyResponse:

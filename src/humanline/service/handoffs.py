@@ -1,4 +1,5 @@
-"""Bot use cases: request a human, look at the handoff, watch it, cancel it."""
+"""Bot use cases: request a human, look at the handoff, watch it, cancel it, report the
+customer's feedback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import timedelta
 from humanline.domain.access import Principal, require_handoff_access
 from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.matching import can_wait_for
-from humanline.domain.model import Handoff, HandoffRequest, HandoffState, RescindReason
+from humanline.domain.model import Feedback, Handoff, HandoffRequest, HandoffState, RescindReason
 from humanline.domain.risk import decide
 from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
@@ -91,6 +92,7 @@ class Handoffs:
                 routing=routed.explanation,
                 plan=routed.plan,
                 agent_order=routed.agent_order,
+                risk_class=routed.risk_class,
             )
             try:
                 await uow.handoffs.insert(handoff)  # the common case first: one statement
@@ -181,6 +183,45 @@ class Handoffs:
                 fx.log("handoff_cancelled", handoff_id=handoff_id)
             view = await self._view(uow, handoff)
         return await self._estimated(view)
+
+    @retry_conflicts
+    async def record_feedback(
+        self, handoff_id: str, feedback: Feedback, caller: Principal
+    ) -> HandoffView:
+        """Records the customer's feedback on a completed handoff; the same feedback again
+        returns it unchanged, other feedback is refused."""
+        async with self._dispatcher.transaction() as (uow, fx):
+            handoff = await self._handoff(uow, handoff_id, caller)
+            if handoff.feedback is not None:
+                if handoff.feedback.fingerprint() != feedback.fingerprint():
+                    raise AlreadyExists(
+                        "other feedback was recorded for this handoff",
+                        reason="FEEDBACK_ALREADY_RECORDED",
+                        metadata={"handoff_id": handoff_id},
+                    )
+            elif handoff.state is not HandoffState.COMPLETED:
+                raise FailedPrecondition(
+                    f"a handoff that is {handoff.state.value.lower()} has no feedback yet: "
+                    "it comes after completion",
+                    reason="HANDOFF_NOT_COMPLETED",
+                    metadata={"handoff_id": handoff_id, "state": handoff.state.value},
+                )
+            else:
+                recorded = await uow.handoffs.record_feedback(handoff_id, feedback, uow.now)
+                if recorded is None:  # another report came first: the retry judges it
+                    raise StoreConflict(f"handoff {handoff_id} got feedback meanwhile")
+                handoff = recorded
+                fx.changed(handoff)
+                fx.log(
+                    "feedback_recorded",
+                    handoff_id=handoff_id,
+                    interaction_type=handoff.request.interaction_type,
+                    agent_id=handoff.agent_id,
+                    csat=feedback.csat,
+                    contacted_again=feedback.contacted_again,
+                )
+            view = await self._view(uow, handoff)
+        return view
 
     async def watch(self, handoff_id: str, caller: Principal) -> AsyncIterator[HandoffView]:
         """The handoff now, then after every state change and whenever the queue moves while

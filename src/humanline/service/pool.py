@@ -1,4 +1,4 @@
-"""Ops use cases: manage agents, look at the pool."""
+"""Ops use cases: manage agents, look at the pool, read quality reports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from humanline.domain.errors import (
     AlreadyExists,
@@ -17,12 +17,15 @@ from humanline.domain.errors import (
     NotFound,
 )
 from humanline.domain.model import Agent, AgentProfile, AgentState, ProfileUpdate
+from humanline.domain.quality import Alert, Dimension, GroupQuality, alerts, overall, report
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.transitions import retry_conflicts
 from humanline.store.port import DuplicateKey, PoolSnapshot, Store
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+DEFAULT_QUALITY_WINDOW = timedelta(days=1)
+MAX_QUALITY_WINDOW = timedelta(days=366)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,17 @@ class PoolStatus:
 
     snapshot: PoolSnapshot
     taken_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QualityReport:
+    """GetQualityReport: the window, its groups and the whole window."""
+
+    since: datetime
+    until: datetime
+    groups: list[GroupQuality]
+    overall: GroupQuality
+    alerts: list[Alert]
 
 
 def _encode_token(after_id: str, state: AgentState | None, skill: str | None) -> str:
@@ -167,6 +181,35 @@ class Pool:
         """Agents by state, capacity per skill and language, the queue."""
         async with self._store.read() as uow:
             return PoolStatus(await uow.pool.snapshot(), uow.now)
+
+    async def quality(
+        self,
+        by: Dimension,
+        since: datetime | None,
+        until: datetime | None,
+        interaction_type: str | None,
+    ) -> QualityReport:
+        """Quality over the handoffs requested in [since, until) (by default the last day),
+        grouped `by`, with the whole window's, and the groups flagged against the rest of
+        the pool or against the window just before."""
+        async with self._store.read() as uow:
+            until = until or uow.now
+            since = since or until - DEFAULT_QUALITY_WINDOW
+            if since >= until:
+                raise InvalidArgument([FieldViolation("end_time", "must be after start_time")])
+            if until - since > MAX_QUALITY_WINDOW:
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            "start_time", f"the window spans at most {MAX_QUALITY_WINDOW.days} days"
+                        )
+                    ]
+                )
+            handoffs, offers = await uow.pool.quality_window(since, until, interaction_type)
+            before = await uow.pool.quality_window(since - (until - since), since, interaction_type)
+        groups, whole = report(handoffs, offers, by), overall(handoffs, offers)
+        baseline = report(*before, by)
+        return QualityReport(since, until, groups, whole, alerts(groups, whole, baseline))
 
 
 def _named(profile: AgentProfile, agent_id: str) -> AgentProfile:

@@ -39,6 +39,7 @@ def comparison_table(rows: list[Compared]) -> Table:
     for header in (
         "handoffs",
         "offered in\ntarget",
+        "…to a pro-\nficient agent",
         "to offer\np90 s",
         "to agent\np90 s",
         "over max\nwait",
@@ -52,6 +53,7 @@ def comparison_table(rows: list[Compared]) -> Table:
             row.risk.lower(),
             f"{row.handoffs[0]} / {row.handoffs[1]}",
             _pair(row.offered_in_target, _share),
+            _pair(row.proficient_in_target, _share),
             _pair(row.time_to_offer_p90, _seconds),
             _pair(row.time_to_agent_p90, _seconds),
             _pair(row.over_max_wait, _share),

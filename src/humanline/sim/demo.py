@@ -154,16 +154,25 @@ def _play(scenario: Scenario, routing: str, console: Console, note: str = "") ->
     return Played(summary, seen)
 
 
-def yardsticks() -> tuple[dict[str, Yardstick], dict[str, float]]:
-    """What each interaction type of the default scenario should get (the risk policies at
-    its pace), and how urgency scales a target (as the server's default targets do)."""
+def yardsticks(scenario: Scenario) -> tuple[dict[str, Yardstick], dict[str, float]]:
+    """What each interaction type of `scenario` should get (the risk policies at the default
+    scenario's pace) and who is proficient enough for it (its skills at the policy's floor),
+    and how urgency scales a target (as the server's default targets do)."""
     text = resources.files("humanline.sim").joinpath(ROUTING["risk"]).read_text()
-    sticks = {
-        p.interaction_type: Yardstick(
-            p.target.total_seconds(), p.max_wait.total_seconds(), p.risk_class.name
+    kinds = {kind.name: kind for kind in scenario.types}
+    sticks = {}
+    for p in policyfile.parse(text, ROUTING["risk"]):
+        kind = kinds.get(p.interaction_type)
+        skills = kind.skills if kind is not None else {}
+        need = {skill: max(level, p.min_proficiency) for skill, level in skills.items()}
+        proficient = frozenset(
+            group.name
+            for group in scenario.agents
+            if all(group.skills.get(skill, 0) >= level for skill, level in need.items())
         )
-        for p in policyfile.parse(text, ROUTING["risk"])
-    }
+        sticks[p.interaction_type] = Yardstick(
+            p.target.total_seconds(), p.max_wait.total_seconds(), p.risk_class.name, proficient
+        )
     normal = DEFAULT_TARGETS[Urgency.NORMAL]
     return sticks, {u.name: DEFAULT_TARGETS[u] / normal for u in Urgency}
 
@@ -180,7 +189,7 @@ def run(duration: float | None = None, *, routing: str = "risk", compare: bool =
     else:
         before = _play(scenario, "topic", console, " (1 of 2, by topic and urgency)")
         after = _play(scenario, "risk", console, " (2 of 2, by risk)")
-        sticks, scale = yardsticks()
+        sticks, scale = yardsticks(scenario)
         rows = report.compare(before.seen, after.seen, sticks, scale)
         console.print(comparison_table(rows))
         for table in tables(after.summary):

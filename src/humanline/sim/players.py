@@ -247,6 +247,7 @@ class AgentPlayer:
             self.seen.offers[(*offered.key, result)] += 1
             if result == "accepted":
                 self.seen.offered[offered.handoff_id] = offered.at
+                self.seen.taken_by[offered.handoff_id] = self.group.name
 
     def _answer(self, offer_id: str, decline: bool) -> None:
         if decline:

@@ -9,11 +9,12 @@ Pure: no I/O, no gRPC.
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from humanline.domain.quality import percentile
 
 ALL = "all"
 
@@ -66,6 +67,7 @@ class Observations:
     errors: Counter[str] = field(default_factory=Counter)  # calls that failed, by code
     # handoff id -> when the offer its agent accepted was made (epoch seconds)
     offered: dict[str, float] = field(default_factory=dict)
+    taken_by: dict[str, str] = field(default_factory=dict)  # handoff id -> agent group
     started: float = 0.0  # epoch seconds of the first possible arrival (the samples' zero)
 
     def merge(self, other: Observations) -> None:
@@ -75,17 +77,8 @@ class Observations:
         self.samples.extend(other.samples)
         self.errors.update(other.errors)
         self.offered.update(other.offered)
+        self.taken_by.update(other.taken_by)
         self.started = self.started or other.started
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass(frozen=True)
@@ -229,11 +222,14 @@ def _occupancy(agents: Iterable[AgentRecord]) -> list[Occupancy]:
 class Yardstick:
     """What one interaction type should get, the same in both runs of a comparison: its
     target time-to-agent at NORMAL urgency (scaled by each handoff's urgency as
-    `urgency_scale` says) and its maximum wait."""
+    `urgency_scale` says), its maximum wait, and who is proficient enough for it: the agent
+    groups with each of the type's skills at the level the bot asks or the policy's floor,
+    whichever is higher."""
 
     target: float
     max_wait: float
     risk: str
+    proficient: frozenset[str] = frozenset()  # agent groups meeting the type's floor
 
 
 Pair = tuple[float | None, float | None]
@@ -248,6 +244,7 @@ class Compared:
     risk: str
     handoffs: tuple[int, int]
     offered_in_target: Pair  # the offer its agent took was made within the type's target
+    proficient_in_target: Pair  # that, and its agent meets the type's proficiency floor
     time_to_offer_p90: Pair
     time_to_agent_p90: Pair
     over_max_wait: Pair  # no agent by the maximum wait, and the customer had not left
@@ -266,7 +263,9 @@ def compare(
     In target means: the offer that the handoff's agent accepted was made by its type's
     target, scaled by its (bot-given) urgency. Time to offer is what routing decides; the
     agent's reaction to the offer comes on top (a simulated agent takes 0.3 to 2 s, at
-    human speed, where the scenario's other times are compressed)."""
+    human speed, where the scenario's other times are compressed). Proficient in target
+    also asks that the agent was of a group the yardstick counts as proficient: fast to
+    the wrong agent is the first step wrong."""
     runs = (before, after)
     kinds = sorted({h.interaction_type for run in runs for h in run.handoffs} & set(yardsticks))
 
@@ -278,15 +277,17 @@ def compare(
         ]
         total = len(handoffs)
         if not total:
-            return 0, [None] * 6
-        in_target = over = 0
+            return 0, [None] * 7
+        in_target = proficient = over = 0
         to_offer, to_agent = [], []
         for h in handoffs:
             stick = yardsticks[h.interaction_type]
             offered = seen.offered.get(h.handoff_id)
             if offered is not None:
                 to_offer.append(offered - h.created)
-                in_target += offered - h.created <= stick.target * urgency_scale.get(h.urgency, 1)
+                timely = offered - h.created <= stick.target * urgency_scale.get(h.urgency, 1)
+                in_target += timely
+                proficient += timely and seen.taken_by.get(h.handoff_id) in stick.proficient
             waited = None if h.assigned is None else h.assigned - h.created
             if waited is not None:
                 to_agent.append(waited)
@@ -294,6 +295,7 @@ def compare(
                 over += 1
         return total, [
             in_target / total,
+            proficient / total,
             percentile(to_offer, 90),
             percentile(to_agent, 90),
             over / total,
@@ -309,7 +311,7 @@ def compare(
                 kind,
                 yardsticks[kind].risk if kind != ALL else "",
                 (nb, na),
-                *((b[i], a[i]) for i in range(6)),
+                *((b[i], a[i]) for i in range(7)),
             )
         )
     return rows

@@ -25,6 +25,7 @@ from humanline.domain.model import (
     AgentStatus,
     Completion,
     DeclineReason,
+    Feedback,
     Handoff,
     Offer,
     OfferState,
@@ -36,6 +37,7 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
+from humanline.domain.quality import HandoffSample, OfferSample
 from humanline.domain.routing import RoutingPolicy
 
 
@@ -209,6 +211,13 @@ class HandoffRepository(Protocol):
 
     async def expire(self, handoff_id: str, now: datetime, reason: str) -> Handoff | None:
         """QUEUED -> EXPIRED (its maximum wait is over), with why."""
+        ...
+
+    async def record_feedback(
+        self, handoff_id: str, feedback: Feedback, now: datetime
+    ) -> Handoff | None:
+        """Stores the customer's feedback on a COMPLETED handoff that has none yet; None
+        otherwise."""
         ...
 
     async def due_for_review(self, now: datetime, limit: int) -> list[Handoff]:
@@ -454,6 +463,13 @@ class PoolQueries(Protocol):
 
     async def snapshot(self) -> PoolSnapshot:
         """Counts behind GetPoolStatus."""
+        ...
+
+    async def quality_window(
+        self, since: datetime, until: datetime, interaction_type: str | None = None
+    ) -> tuple[list[HandoffSample], list[OfferSample]]:
+        """The handoffs created in [since, until) (of one type, if named) and their answered
+        offers, as the quality report needs them."""
         ...
 
 

@@ -101,7 +101,7 @@ class AssignedAgent(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing", "relaxation_step", "end_reason", "expire_time", "preferred_agent_id", "preferred_agent_wait_end_time")
+    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing", "relaxation_step", "end_reason", "expire_time", "preferred_agent_id", "preferred_agent_wait_end_time", "feedback")
     HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class Handoff(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_AGENT_WAIT_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     handoff_id: str
     request_id: str
     conversation_id: str
@@ -158,7 +159,20 @@ class Handoff(_message.Message):
     expire_time: _timestamp_pb2.Timestamp
     preferred_agent_id: str
     preferred_agent_wait_end_time: _timestamp_pb2.Timestamp
-    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ..., relaxation_step: _Optional[int] = ..., end_reason: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preferred_agent_id: _Optional[str] = ..., preferred_agent_wait_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    feedback: Feedback
+    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ..., relaxation_step: _Optional[int] = ..., end_reason: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preferred_agent_id: _Optional[str] = ..., preferred_agent_wait_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ...) -> None: ...
+
+class Feedback(_message.Message):
+    __slots__ = ("csat", "reason_tags", "contacted_again", "record_time")
+    CSAT_FIELD_NUMBER: _ClassVar[int]
+    REASON_TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONTACTED_AGAIN_FIELD_NUMBER: _ClassVar[int]
+    RECORD_TIME_FIELD_NUMBER: _ClassVar[int]
+    csat: int
+    reason_tags: _containers.RepeatedScalarFieldContainer[str]
+    contacted_again: bool
+    record_time: _timestamp_pb2.Timestamp
+    def __init__(self, csat: _Optional[int] = ..., reason_tags: _Optional[_Iterable[str]] = ..., contacted_again: _Optional[bool] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RiskSignals(_message.Message):
     __slots__ = ("sentiment", "distress", "suspected_fraud", "disputed_amount", "tier", "tenure_days", "bot_confidence")

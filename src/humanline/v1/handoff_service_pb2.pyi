@@ -74,3 +74,21 @@ class CancelHandoffResponse(_message.Message):
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     handoff: _handoff_pb2.Handoff
     def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ...) -> None: ...
+
+class RecordFeedbackRequest(_message.Message):
+    __slots__ = ("handoff_id", "csat", "reason_tags", "contacted_again")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    CSAT_FIELD_NUMBER: _ClassVar[int]
+    REASON_TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONTACTED_AGAIN_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    csat: int
+    reason_tags: _containers.RepeatedScalarFieldContainer[str]
+    contacted_again: bool
+    def __init__(self, handoff_id: _Optional[str] = ..., csat: _Optional[int] = ..., reason_tags: _Optional[_Iterable[str]] = ..., contacted_again: _Optional[bool] = ...) -> None: ...
+
+class RecordFeedbackResponse(_message.Message):
+    __slots__ = ("handoff",)
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    handoff: _handoff_pb2.Handoff
+    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class HandoffServiceStub:
                 request_serializer=humanline_dot_v1_dot_handoff__service__pb2.CancelHandoffRequest.SerializeToString,
                 response_deserializer=humanline_dot_v1_dot_handoff__service__pb2.CancelHandoffResponse.FromString,
                 _registered_method=True)
+        self.RecordFeedback = channel.unary_unary(
+                '/humanline.v1.HandoffService/RecordFeedback',
+                request_serializer=humanline_dot_v1_dot_handoff__service__pb2.RecordFeedbackRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_handoff__service__pb2.RecordFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class HandoffServiceServicer:
@@ -100,6 +105,18 @@ class HandoffServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordFeedback(self, request, context):
+        """Records what the customer made of a completed handoff: their rating, reason tags and
+        whether they contacted again. It may come minutes to days after completion. Idempotent:
+        the same feedback again returns the handoff unchanged.
+        Returns INVALID_ARGUMENT (bad fields, with field violations), NOT_FOUND,
+        FAILED_PRECONDITION (not completed yet; reason HANDOFF_NOT_COMPLETED) or ALREADY_EXISTS
+        (other feedback recorded before; reason FEEDBACK_ALREADY_RECORDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HandoffServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +139,11 @@ def add_HandoffServiceServicer_to_server(servicer, server):
                     servicer.CancelHandoff,
                     request_deserializer=humanline_dot_v1_dot_handoff__service__pb2.CancelHandoffRequest.FromString,
                     response_serializer=humanline_dot_v1_dot_handoff__service__pb2.CancelHandoffResponse.SerializeToString,
+            ),
+            'RecordFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFeedback,
+                    request_deserializer=humanline_dot_v1_dot_handoff__service__pb2.RecordFeedbackRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_handoff__service__pb2.RecordFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +255,33 @@ class HandoffService:
             '/humanline.v1.HandoffService/CancelHandoff',
             humanline_dot_v1_dot_handoff__service__pb2.CancelHandoffRequest.SerializeToString,
             humanline_dot_v1_dot_handoff__service__pb2.CancelHandoffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.HandoffService/RecordFeedback',
+            humanline_dot_v1_dot_handoff__service__pb2.RecordFeedbackRequest.SerializeToString,
+            humanline_dot_v1_dot_handoff__service__pb2.RecordFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,70 +27,75 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from humanline.v1 import agent_pb2 as humanline_dot_v1_dot_agent__pb2
 from humanline.v1 import handoff_pb2 as humanline_dot_v1_dot_handoff__pb2
+from humanline.v1 import quality_pb2 as humanline_dot_v1_dot_quality__pb2
 from humanline.v1 import routing_pb2 as humanline_dot_v1_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhumanline/v1/pool_service.proto\x12\x0chumanline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18humanline/v1/agent.proto\x1a\x1ahumanline/v1/handoff.proto\x1a\x1ahumanline/v1/routing.proto\"I\n\x1a\x43reateRoutingPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"J\n\x1b\x43reateRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"z\n\x1aUpdateRoutingPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"J\n\x1bUpdateRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"3\n\x17GetRoutingPolicyRequest\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\"G\n\x18GetRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"\x1c\n\x1aListRoutingPoliciesRequest\"L\n\x1bListRoutingPoliciesResponse\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"6\n\x1a\x44\x65leteRoutingPolicyRequest\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\"J\n\x1b\x44\x65leteRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"J\n\x12\x43reateAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\"\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x13.humanline.v1.Agent\"9\n\x13\x43reateAgentResponse\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\"i\n\x12UpdateAgentRequest\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x13UpdateAgentResponse\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"6\n\x10GetAgentResponse\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\"r\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.humanline.v1.AgentState\x12\r\n\x05skill\x18\x04 \x01(\t\"R\n\x12ListAgentsResponse\x12#\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.humanline.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteAgentResponse\"\x16\n\x14GetPoolStatusRequest\"A\n\x15GetPoolStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.humanline.v1.PoolStatus\"\x81\x03\n\nPoolStatus\x12\x36\n\x0f\x61gents_by_state\x18\x01 \x03(\x0b\x32\x1d.humanline.v1.AgentStateCount\x12+\n\x06skills\x18\x02 \x03(\x0b\x32\x1b.humanline.v1.CapacityCount\x12.\n\tlanguages\x18\x03 \x03(\x0b\x32\x1b.humanline.v1.CapacityCount\x12\x34\n\x10queue_by_urgency\x18\x04 \x03(\x0b\x32\x1a.humanline.v1.UrgencyCount\x12\x45\n\x19queue_by_interaction_type\x18\x05 \x03(\x0b\x32\".humanline.v1.InteractionTypeCount\x12.\n\x0boldest_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\rsnapshot_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x0f\x41gentStateCount\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.humanline.v1.AgentState\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"M\n\rCapacityCount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x18\n\x10\x61vailable_agents\x18\x02 \x01(\x05\x12\x15\n\rfree_capacity\x18\x03 \x01(\x05\"E\n\x0cUrgencyCount\x12&\n\x07urgency\x18\x01 \x01(\x0e\x32\x15.humanline.v1.Urgency\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"?\n\x14InteractionTypeCount\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x32\x92\x08\n\x0bPoolService\x12R\n\x0b\x43reateAgent\x12 .humanline.v1.CreateAgentRequest\x1a!.humanline.v1.CreateAgentResponse\x12R\n\x0bUpdateAgent\x12 .humanline.v1.UpdateAgentRequest\x1a!.humanline.v1.UpdateAgentResponse\x12I\n\x08GetAgent\x12\x1d.humanline.v1.GetAgentRequest\x1a\x1e.humanline.v1.GetAgentResponse\x12O\n\nListAgents\x12\x1f.humanline.v1.ListAgentsRequest\x1a .humanline.v1.ListAgentsResponse\x12R\n\x0b\x44\x65leteAgent\x12 .humanline.v1.DeleteAgentRequest\x1a!.humanline.v1.DeleteAgentResponse\x12X\n\rGetPoolStatus\x12\".humanline.v1.GetPoolStatusRequest\x1a#.humanline.v1.GetPoolStatusResponse\x12j\n\x13\x43reateRoutingPolicy\x12(.humanline.v1.CreateRoutingPolicyRequest\x1a).humanline.v1.CreateRoutingPolicyResponse\x12j\n\x13UpdateRoutingPolicy\x12(.humanline.v1.UpdateRoutingPolicyRequest\x1a).humanline.v1.UpdateRoutingPolicyResponse\x12\x61\n\x10GetRoutingPolicy\x12%.humanline.v1.GetRoutingPolicyRequest\x1a&.humanline.v1.GetRoutingPolicyResponse\x12j\n\x13ListRoutingPolicies\x12(.humanline.v1.ListRoutingPoliciesRequest\x1a).humanline.v1.ListRoutingPoliciesResponse\x12j\n\x13\x44\x65leteRoutingPolicy\x12(.humanline.v1.DeleteRoutingPolicyRequest\x1a).humanline.v1.DeleteRoutingPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhumanline/v1/pool_service.proto\x12\x0chumanline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18humanline/v1/agent.proto\x1a\x1ahumanline/v1/handoff.proto\x1a\x1ahumanline/v1/quality.proto\x1a\x1ahumanline/v1/routing.proto\"I\n\x1a\x43reateRoutingPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"J\n\x1b\x43reateRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"z\n\x1aUpdateRoutingPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"J\n\x1bUpdateRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"3\n\x17GetRoutingPolicyRequest\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\"G\n\x18GetRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"\x1c\n\x1aListRoutingPoliciesRequest\"L\n\x1bListRoutingPoliciesResponse\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"6\n\x1a\x44\x65leteRoutingPolicyRequest\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\"J\n\x1b\x44\x65leteRoutingPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.humanline.v1.RoutingPolicy\"J\n\x12\x43reateAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\"\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x13.humanline.v1.Agent\"9\n\x13\x43reateAgentResponse\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\"i\n\x12UpdateAgentRequest\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x13UpdateAgentResponse\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"6\n\x10GetAgentResponse\x12\"\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.humanline.v1.Agent\"r\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.humanline.v1.AgentState\x12\r\n\x05skill\x18\x04 \x01(\t\"R\n\x12ListAgentsResponse\x12#\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.humanline.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteAgentResponse\"\x16\n\x14GetPoolStatusRequest\"A\n\x15GetPoolStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.humanline.v1.PoolStatus\"\x81\x03\n\nPoolStatus\x12\x36\n\x0f\x61gents_by_state\x18\x01 \x03(\x0b\x32\x1d.humanline.v1.AgentStateCount\x12+\n\x06skills\x18\x02 \x03(\x0b\x32\x1b.humanline.v1.CapacityCount\x12.\n\tlanguages\x18\x03 \x03(\x0b\x32\x1b.humanline.v1.CapacityCount\x12\x34\n\x10queue_by_urgency\x18\x04 \x03(\x0b\x32\x1a.humanline.v1.UrgencyCount\x12\x45\n\x19queue_by_interaction_type\x18\x05 \x03(\x0b\x32\".humanline.v1.InteractionTypeCount\x12.\n\x0boldest_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\rsnapshot_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x0f\x41gentStateCount\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.humanline.v1.AgentState\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"M\n\rCapacityCount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x18\n\x10\x61vailable_agents\x18\x02 \x01(\x05\x12\x15\n\rfree_capacity\x18\x03 \x01(\x05\"E\n\x0cUrgencyCount\x12&\n\x07urgency\x18\x01 \x01(\x0e\x32\x15.humanline.v1.Urgency\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"?\n\x14InteractionTypeCount\x12\x18\n\x10interaction_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xc3\x01\n\x17GetQualityReportRequest\x12\x30\n\x08group_by\x18\x01 \x01(\x0e\x32\x1e.humanline.v1.QualityDimension\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interaction_type\x18\x04 \x01(\t\"\xfd\x01\n\x18GetQualityReportResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06groups\x18\x03 \x03(\x0b\x32\x1a.humanline.v1.QualityGroup\x12+\n\x07overall\x18\x04 \x01(\x0b\x32\x1a.humanline.v1.QualityGroup\x12*\n\x06\x61lerts\x18\x05 \x03(\x0b\x32\x1a.humanline.v1.QualityAlert2\xf5\x08\n\x0bPoolService\x12R\n\x0b\x43reateAgent\x12 .humanline.v1.CreateAgentRequest\x1a!.humanline.v1.CreateAgentResponse\x12R\n\x0bUpdateAgent\x12 .humanline.v1.UpdateAgentRequest\x1a!.humanline.v1.UpdateAgentResponse\x12I\n\x08GetAgent\x12\x1d.humanline.v1.GetAgentRequest\x1a\x1e.humanline.v1.GetAgentResponse\x12O\n\nListAgents\x12\x1f.humanline.v1.ListAgentsRequest\x1a .humanline.v1.ListAgentsResponse\x12R\n\x0b\x44\x65leteAgent\x12 .humanline.v1.DeleteAgentRequest\x1a!.humanline.v1.DeleteAgentResponse\x12X\n\rGetPoolStatus\x12\".humanline.v1.GetPoolStatusRequest\x1a#.humanline.v1.GetPoolStatusResponse\x12\x61\n\x10GetQualityReport\x12%.humanline.v1.GetQualityReportRequest\x1a&.humanline.v1.GetQualityReportResponse\x12j\n\x13\x43reateRoutingPolicy\x12(.humanline.v1.CreateRoutingPolicyRequest\x1a).humanline.v1.CreateRoutingPolicyResponse\x12j\n\x13UpdateRoutingPolicy\x12(.humanline.v1.UpdateRoutingPolicyRequest\x1a).humanline.v1.UpdateRoutingPolicyResponse\x12\x61\n\x10GetRoutingPolicy\x12%.humanline.v1.GetRoutingPolicyRequest\x1a&.humanline.v1.GetRoutingPolicyResponse\x12j\n\x13ListRoutingPolicies\x12(.humanline.v1.ListRoutingPoliciesRequest\x1a).humanline.v1.ListRoutingPoliciesResponse\x12j\n\x13\x44\x65leteRoutingPolicy\x12(.humanline.v1.DeleteRoutingPolicyRequest\x1a).humanline.v1.DeleteRoutingPolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'humanline.v1.pool_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEROUTINGPOLICYREQUEST']._serialized_start=230
-  _globals['_CREATEROUTINGPOLICYREQUEST']._serialized_end=303
-  _globals['_CREATEROUTINGPOLICYRESPONSE']._serialized_start=305
-  _globals['_CREATEROUTINGPOLICYRESPONSE']._serialized_end=379
-  _globals['_UPDATEROUTINGPOLICYREQUEST']._serialized_start=381
-  _globals['_UPDATEROUTINGPOLICYREQUEST']._serialized_end=503
-  _globals['_UPDATEROUTINGPOLICYRESPONSE']._serialized_start=505
-  _globals['_UPDATEROUTINGPOLICYRESPONSE']._serialized_end=579
-  _globals['_GETROUTINGPOLICYREQUEST']._serialized_start=581
-  _globals['_GETROUTINGPOLICYREQUEST']._serialized_end=632
-  _globals['_GETROUTINGPOLICYRESPONSE']._serialized_start=634
-  _globals['_GETROUTINGPOLICYRESPONSE']._serialized_end=705
-  _globals['_LISTROUTINGPOLICIESREQUEST']._serialized_start=707
-  _globals['_LISTROUTINGPOLICIESREQUEST']._serialized_end=735
-  _globals['_LISTROUTINGPOLICIESRESPONSE']._serialized_start=737
-  _globals['_LISTROUTINGPOLICIESRESPONSE']._serialized_end=813
-  _globals['_DELETEROUTINGPOLICYREQUEST']._serialized_start=815
-  _globals['_DELETEROUTINGPOLICYREQUEST']._serialized_end=869
-  _globals['_DELETEROUTINGPOLICYRESPONSE']._serialized_start=871
-  _globals['_DELETEROUTINGPOLICYRESPONSE']._serialized_end=945
-  _globals['_CREATEAGENTREQUEST']._serialized_start=947
-  _globals['_CREATEAGENTREQUEST']._serialized_end=1021
-  _globals['_CREATEAGENTRESPONSE']._serialized_start=1023
-  _globals['_CREATEAGENTRESPONSE']._serialized_end=1080
-  _globals['_UPDATEAGENTREQUEST']._serialized_start=1082
-  _globals['_UPDATEAGENTREQUEST']._serialized_end=1187
-  _globals['_UPDATEAGENTRESPONSE']._serialized_start=1189
-  _globals['_UPDATEAGENTRESPONSE']._serialized_end=1246
-  _globals['_GETAGENTREQUEST']._serialized_start=1248
-  _globals['_GETAGENTREQUEST']._serialized_end=1283
-  _globals['_GETAGENTRESPONSE']._serialized_start=1285
-  _globals['_GETAGENTRESPONSE']._serialized_end=1339
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1341
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1455
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1457
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1539
-  _globals['_DELETEAGENTREQUEST']._serialized_start=1541
-  _globals['_DELETEAGENTREQUEST']._serialized_end=1579
-  _globals['_DELETEAGENTRESPONSE']._serialized_start=1581
-  _globals['_DELETEAGENTRESPONSE']._serialized_end=1602
-  _globals['_GETPOOLSTATUSREQUEST']._serialized_start=1604
-  _globals['_GETPOOLSTATUSREQUEST']._serialized_end=1626
-  _globals['_GETPOOLSTATUSRESPONSE']._serialized_start=1628
-  _globals['_GETPOOLSTATUSRESPONSE']._serialized_end=1693
-  _globals['_POOLSTATUS']._serialized_start=1696
-  _globals['_POOLSTATUS']._serialized_end=2081
-  _globals['_AGENTSTATECOUNT']._serialized_start=2083
-  _globals['_AGENTSTATECOUNT']._serialized_end=2156
-  _globals['_CAPACITYCOUNT']._serialized_start=2158
-  _globals['_CAPACITYCOUNT']._serialized_end=2235
-  _globals['_URGENCYCOUNT']._serialized_start=2237
-  _globals['_URGENCYCOUNT']._serialized_end=2306
-  _globals['_INTERACTIONTYPECOUNT']._serialized_start=2308
-  _globals['_INTERACTIONTYPECOUNT']._serialized_end=2371
-  _globals['_POOLSERVICE']._serialized_start=2374
-  _globals['_POOLSERVICE']._serialized_end=3416
+  _globals['_CREATEROUTINGPOLICYREQUEST']._serialized_start=258
+  _globals['_CREATEROUTINGPOLICYREQUEST']._serialized_end=331
+  _globals['_CREATEROUTINGPOLICYRESPONSE']._serialized_start=333
+  _globals['_CREATEROUTINGPOLICYRESPONSE']._serialized_end=407
+  _globals['_UPDATEROUTINGPOLICYREQUEST']._serialized_start=409
+  _globals['_UPDATEROUTINGPOLICYREQUEST']._serialized_end=531
+  _globals['_UPDATEROUTINGPOLICYRESPONSE']._serialized_start=533
+  _globals['_UPDATEROUTINGPOLICYRESPONSE']._serialized_end=607
+  _globals['_GETROUTINGPOLICYREQUEST']._serialized_start=609
+  _globals['_GETROUTINGPOLICYREQUEST']._serialized_end=660
+  _globals['_GETROUTINGPOLICYRESPONSE']._serialized_start=662
+  _globals['_GETROUTINGPOLICYRESPONSE']._serialized_end=733
+  _globals['_LISTROUTINGPOLICIESREQUEST']._serialized_start=735
+  _globals['_LISTROUTINGPOLICIESREQUEST']._serialized_end=763
+  _globals['_LISTROUTINGPOLICIESRESPONSE']._serialized_start=765
+  _globals['_LISTROUTINGPOLICIESRESPONSE']._serialized_end=841
+  _globals['_DELETEROUTINGPOLICYREQUEST']._serialized_start=843
+  _globals['_DELETEROUTINGPOLICYREQUEST']._serialized_end=897
+  _globals['_DELETEROUTINGPOLICYRESPONSE']._serialized_start=899
+  _globals['_DELETEROUTINGPOLICYRESPONSE']._serialized_end=973
+  _globals['_CREATEAGENTREQUEST']._serialized_start=975
+  _globals['_CREATEAGENTREQUEST']._serialized_end=1049
+  _globals['_CREATEAGENTRESPONSE']._serialized_start=1051
+  _globals['_CREATEAGENTRESPONSE']._serialized_end=1108
+  _globals['_UPDATEAGENTREQUEST']._serialized_start=1110
+  _globals['_UPDATEAGENTREQUEST']._serialized_end=1215
+  _globals['_UPDATEAGENTRESPONSE']._serialized_start=1217
+  _globals['_UPDATEAGENTRESPONSE']._serialized_end=1274
+  _globals['_GETAGENTREQUEST']._serialized_start=1276
+  _globals['_GETAGENTREQUEST']._serialized_end=1311
+  _globals['_GETAGENTRESPONSE']._serialized_start=1313
+  _globals['_GETAGENTRESPONSE']._serialized_end=1367
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1369
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1483
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1485
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1567
+  _globals['_DELETEAGENTREQUEST']._serialized_start=1569
+  _globals['_DELETEAGENTREQUEST']._serialized_end=1607
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=1609
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=1630
+  _globals['_GETPOOLSTATUSREQUEST']._serialized_start=1632
+  _globals['_GETPOOLSTATUSREQUEST']._serialized_end=1654
+  _globals['_GETPOOLSTATUSRESPONSE']._serialized_start=1656
+  _globals['_GETPOOLSTATUSRESPONSE']._serialized_end=1721
+  _globals['_POOLSTATUS']._serialized_start=1724
+  _globals['_POOLSTATUS']._serialized_end=2109
+  _globals['_AGENTSTATECOUNT']._serialized_start=2111
+  _globals['_AGENTSTATECOUNT']._serialized_end=2184
+  _globals['_CAPACITYCOUNT']._serialized_start=2186
+  _globals['_CAPACITYCOUNT']._serialized_end=2263
+  _globals['_URGENCYCOUNT']._serialized_start=2265
+  _globals['_URGENCYCOUNT']._serialized_end=2334
+  _globals['_INTERACTIONTYPECOUNT']._serialized_start=2336
+  _globals['_INTERACTIONTYPECOUNT']._serialized_end=2399
+  _globals['_GETQUALITYREPORTREQUEST']._serialized_start=2402
+  _globals['_GETQUALITYREPORTREQUEST']._serialized_end=2597
+  _globals['_GETQUALITYREPORTRESPONSE']._serialized_start=2600
+  _globals['_GETQUALITYREPORTRESPONSE']._serialized_end=2853
+  _globals['_POOLSERVICE']._serialized_start=2856
+  _globals['_POOLSERVICE']._serialized_end=3997
 # @@protoc_insertion_point(module_scope)

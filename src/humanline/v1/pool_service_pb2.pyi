@@ -5,6 +5,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from humanline.v1 import agent_pb2 as _agent_pb2
 from humanline.v1 import handoff_pb2 as _handoff_pb2
+from humanline.v1 import quality_pb2 as _quality_pb2
 from humanline.v1 import routing_pb2 as _routing_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -205,3 +206,29 @@ class InteractionTypeCount(_message.Message):
     interaction_type: str
     count: int
     def __init__(self, interaction_type: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetQualityReportRequest(_message.Message):
+    __slots__ = ("group_by", "start_time", "end_time", "interaction_type")
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    group_by: _quality_pb2.QualityDimension
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    interaction_type: str
+    def __init__(self, group_by: _Optional[_Union[_quality_pb2.QualityDimension, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interaction_type: _Optional[str] = ...) -> None: ...
+
+class GetQualityReportResponse(_message.Message):
+    __slots__ = ("start_time", "end_time", "groups", "overall", "alerts")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    groups: _containers.RepeatedCompositeFieldContainer[_quality_pb2.QualityGroup]
+    overall: _quality_pb2.QualityGroup
+    alerts: _containers.RepeatedCompositeFieldContainer[_quality_pb2.QualityAlert]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[_quality_pb2.QualityGroup, _Mapping]]] = ..., overall: _Optional[_Union[_quality_pb2.QualityGroup, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[_quality_pb2.QualityAlert, _Mapping]]] = ...) -> None: ...

@@ -65,6 +65,11 @@ class PoolServiceStub:
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.SerializeToString,
                 response_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.FromString,
                 _registered_method=True)
+        self.GetQualityReport = channel.unary_unary(
+                '/humanline.v1.PoolService/GetQualityReport',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportResponse.FromString,
+                _registered_method=True)
         self.CreateRoutingPolicy = channel.unary_unary(
                 '/humanline.v1.PoolService/CreateRoutingPolicy',
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyRequest.SerializeToString,
@@ -145,6 +150,18 @@ class PoolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQualityReport(self, request, context):
+        """Reports quality over a window of handoffs (by when they were requested), grouped by
+        interaction type, agent, skill or risk class, with the whole window's for comparison:
+        volume, resolution rate, CSAT, the share answered within target, time to agent,
+        abandonment and expiry, the offer accept rate and handle time; and early warnings.
+        Returns INVALID_ARGUMENT (no grouping, a window that ends before it starts or spans
+        more than 366 days, a bad interaction type).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateRoutingPolicy(self, request, context):
         """Sets the routing policy of an interaction type that has none set yet (a built-in one
         may be in force). Fields left unset take the built-in policy's values (the fallback's
@@ -219,6 +236,11 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     servicer.GetPoolStatus,
                     request_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.FromString,
                     response_serializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.SerializeToString,
+            ),
+            'GetQualityReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQualityReport,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportResponse.SerializeToString,
             ),
             'CreateRoutingPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRoutingPolicy,
@@ -409,6 +431,33 @@ class PoolService:
             '/humanline.v1.PoolService/GetPoolStatus',
             humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.SerializeToString,
             humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQualityReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/humanline.v1.PoolService/GetQualityReport',
+            humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.GetQualityReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

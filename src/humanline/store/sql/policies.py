@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from humanline.domain.model import AgentOrder, SkillRequirement
-from humanline.domain.routing import RelaxationStep, RiskClass, RoutingPolicy
+from humanline.domain.model import AgentOrder, RiskClass, SkillRequirement
+from humanline.domain.routing import RelaxationStep, RoutingPolicy
 from humanline.store.port import DuplicateKey, PolicySource, StoredPolicy
 from humanline.store.sql.repositories import SqlConnection, _rowcount
 from humanline.store.sql.tables import routing_policies

@@ -29,6 +29,7 @@ from humanline.domain.model import (
     AgentStatus,
     Completion,
     DeclineReason,
+    Feedback,
     Handoff,
     HandoffReason,
     HandoffRequest,
@@ -38,6 +39,7 @@ from humanline.domain.model import (
     Outcome,
     PlannedStep,
     RescindReason,
+    RiskClass,
     Session,
     SessionEndReason,
     SessionState,
@@ -46,6 +48,7 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
+from humanline.domain.quality import ACCEPTED_OFFERS, UNTAKEN_OFFERS, HandoffSample, OfferSample
 from humanline.domain.validation import MAX_PROFICIENCY, MAX_REQUIRED_SKILLS
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
 from humanline.store.sql.prepared import PREPARED
@@ -565,6 +568,13 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
         ),
         end_reason=m["end_reason"],
         agent_order=AgentOrder(m["agent_order"]),
+        feedback=(
+            None
+            if m["csat"] is None
+            else Feedback(m["csat"], tuple(m["feedback_tags"] or ()), bool(m["contacted_again"]))
+        ),
+        feedback_at=m["feedback_at"],
+        risk_class=None if m["risk_class"] is None else RiskClass[m["risk_class"]],
     )
 
 
@@ -707,6 +717,19 @@ def _expire_handoff() -> sa.Update:
         review_at=None,
         preferred_until=None,
         experts_from=None,
+    )
+
+
+@_statement
+def _record_feedback() -> sa.Update:
+    return _handoff_update(
+        handoffs.c.state == _const(HandoffState.COMPLETED),
+        handoffs.c.feedback_fingerprint.is_(None),
+        csat=_p("csat"),
+        feedback_tags=_p("feedback_tags"),
+        contacted_again=_p("contacted_again"),
+        feedback_at=_p("now"),
+        feedback_fingerprint=_p("feedback_fingerprint"),
     )
 
 
@@ -878,6 +901,7 @@ class SqlHandoffRepository:
             "preferred_agent_id": req.preferred_agent_id,
             "end_reason": handoff.end_reason,
             "agent_order": handoff.agent_order.value,
+            "risk_class": None if handoff.risk_class is None else handoff.risk_class.name,
             "changed_at": self._now,
             "changed_by": self._writer,
             **_plan_values(handoff, handoff.plan),
@@ -968,6 +992,19 @@ class SqlHandoffRepository:
     async def expire(self, handoff_id: str, now: datetime, reason: str) -> Handoff | None:
         return await self._transition(
             _expire_handoff(), handoff_id, now=now, end_reason=reason[:500]
+        )
+
+    async def record_feedback(
+        self, handoff_id: str, feedback: Feedback, now: datetime
+    ) -> Handoff | None:
+        return await self._transition(
+            _record_feedback(),
+            handoff_id,
+            csat=feedback.csat,
+            feedback_tags=list(feedback.reason_tags),
+            contacted_again=feedback.contacted_again,
+            now=now,
+            feedback_fingerprint=feedback.fingerprint(),
         )
 
     async def due_for_review(self, now: datetime, limit: int) -> list[Handoff]:
@@ -1449,13 +1486,91 @@ class SqlReplicaRepository:
 # --- pool ---------------------------------------------------------------------------------
 
 
+@_statement
+def _quality_handoffs(typed: bool) -> sa.Select[Any]:
+    h = handoffs.c
+    stmt = sa.select(
+        h.interaction_type,
+        h.risk_class,
+        h.required_skills,
+        h.agent_id,
+        h.state,
+        h.created_at,
+        h.deadline,
+        h.assigned_at,
+        h.outcome,
+        h.handle_seconds,
+        h.csat,
+    ).where(h.created_at >= _p("since"), h.created_at < _p("until"))
+    return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
+
+
+@_statement
+def _quality_offers(typed: bool) -> sa.Select[Any]:
+    h = handoffs.c
+    stmt = (
+        sa.select(
+            h.interaction_type, h.risk_class, h.required_skills, offers.c.agent_id, offers.c.state
+        )
+        .select_from(offers.join(handoffs, handoffs.c.id == offers.c.handoff_id))
+        .where(
+            h.created_at >= _p("since"),
+            h.created_at < _p("until"),
+            offers.c.created_at >= _p("since"),  # made after their handoff: ix_offers_created
+            offers.c.state.in_([_const(s) for s in sorted(ACCEPTED_OFFERS | UNTAKEN_OFFERS)]),
+        )
+    )
+    return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
+
+
+def _risk(stored: str | None) -> RiskClass | None:
+    return None if stored is None else RiskClass[stored]
+
+
+def _skill_names(stored: list[list[Any]]) -> tuple[str, ...]:
+    return tuple(r.skill for r in _skills_from(stored))
+
+
 class SqlPoolQueries:
-    """Aggregates for GetPoolStatus."""
+    """Aggregates for GetPoolStatus and the quality report."""
 
     def __init__(self, conn: SqlConnection, now: datetime, writer: str = "") -> None:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
+
+    async def quality_window(
+        self, since: datetime, until: datetime, interaction_type: str | None = None
+    ) -> tuple[list[HandoffSample], list[OfferSample]]:
+        params = {"p_since": since, "p_until": until, "p_interaction_type": interaction_type}
+        typed = interaction_type is not None
+        window = []
+        for row in await self._conn.execute(_quality_handoffs(typed), params):
+            m = row._mapping
+            window.append(
+                HandoffSample(
+                    interaction_type=m["interaction_type"],
+                    risk_class=_risk(m["risk_class"]),
+                    skills=_skill_names(m["required_skills"]),
+                    agent_id=m["agent_id"] if m["assigned_at"] is not None else None,
+                    state=HandoffState(m["state"]),
+                    created_at=m["created_at"],
+                    deadline=m["deadline"],
+                    assigned_at=m["assigned_at"],
+                    outcome=None if m["outcome"] is None else Outcome(m["outcome"]),
+                    handle_seconds=m["handle_seconds"],
+                    csat=m["csat"],
+                )
+            )
+        answered = [
+            OfferSample(
+                interaction_type, _risk(risk), _skill_names(skills), agent_id, OfferState(state)
+            )
+            for interaction_type, risk, skills, agent_id, state in await self._conn.execute(
+                _quality_offers(typed), params
+            )
+        ]
+        return window, answered
 
     async def snapshot(self) -> PoolSnapshot:
         by_state: dict[AgentState, int] = {}

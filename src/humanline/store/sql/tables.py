@@ -201,6 +201,13 @@ class HandoffRow(SQLModel, table=True):
             postgresql_where=text("state IN ('QUEUED', 'OFFERED')"),
         ),
         Index("ix_handoffs_changed", "changed_at"),
+        Index("ix_handoffs_created", "created_at"),
+        Index(  # the oldest wait, which the index above would find only by reading it all
+            "ix_handoffs_waiting_age",
+            "created_at",
+            sqlite_where=text("state IN ('QUEUED', 'OFFERED')"),
+            postgresql_where=text("state IN ('QUEUED', 'OFFERED')"),
+        ),
         Index(
             "ix_handoffs_completed",
             "ended_at",
@@ -265,6 +272,13 @@ class HandoffRow(SQLModel, table=True):
         max_length=16,
         sa_column_kwargs={"server_default": "MOST_PROFICIENT"},
     )
+    risk_class: str | None = Field(default=None, max_length=8)  # its policy's, when requested
+    # The customer's feedback, reported after completion (domain.model.Feedback).
+    csat: int | None = None
+    feedback_tags: list[str] | None = Field(default=None, sa_type=JSON_TYPE)
+    contacted_again: bool | None = None
+    feedback_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    feedback_fingerprint: str | None = Field(default=None, max_length=64)
 
 
 class HandoffSkillRow(SQLModel, table=True):
@@ -298,6 +312,7 @@ class OfferRow(SQLModel, table=True):
             postgresql_where=text("state = 'ACCEPTED'"),
         ),
         Index("ix_offers_handoff_agent", "handoff_id", "agent_id"),
+        Index("ix_offers_created", "created_at"),
         Index("ix_offers_agent_state", "agent_id", "state"),
         Index(
             "ix_offers_pending_expiry",

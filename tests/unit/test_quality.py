@@ -1,0 +1,243 @@
+"""The quality report's arithmetic, against a small window worked out by hand."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from humanline.domain.model import HandoffState, OfferState, Outcome, RiskClass
+from humanline.domain.quality import (
+    ALL,
+    ALPHA,
+    MIN_SAMPLES,
+    NO_SKILL,
+    UNKNOWN_RISK,
+    Dimension,
+    GroupQuality,
+    HandoffSample,
+    Metric,
+    OfferSample,
+    Proportion,
+    Reference,
+    alerts,
+    percentile,
+    report,
+    z_test,
+)
+from tests.unit.builders import at
+
+S = HandoffState
+
+
+def _handoff(
+    kind: str,
+    state: HandoffState,
+    *,
+    agent: str | None = None,
+    waited: float | None = None,
+    target: float = 60,
+    outcome: Outcome | None = None,
+    handle: float | None = None,
+    csat: int | None = None,
+    skills: tuple[str, ...] = ("billing",),
+    risk: RiskClass | None = RiskClass.HIGH,
+) -> HandoffSample:
+    return HandoffSample(
+        interaction_type=kind,
+        risk_class=risk,
+        skills=skills,
+        agent_id=agent,
+        state=state,
+        created_at=at(0),
+        deadline=at(target),
+        assigned_at=None if waited is None else at(waited),
+        outcome=outcome,
+        handle_seconds=handle,
+        csat=csat,
+    )
+
+
+# Five billing disputes and two order lookups:
+WINDOW = [
+    _handoff("dispute", S.COMPLETED, agent="ann", waited=10, outcome=Outcome.RESOLVED,
+             handle=300, csat=5),
+    _handoff("dispute", S.COMPLETED, agent="ann", waited=30, outcome=Outcome.UNRESOLVED,
+             handle=600, csat=1),
+    _handoff("dispute", S.COMPLETED, agent="bob", waited=90, outcome=Outcome.RESOLVED,
+             handle=420, csat=4),  # late: past its 60 s target
+    _handoff("dispute", S.CANCELLED),
+    _handoff("dispute", S.EXPIRED),
+    _handoff("lookup", S.COMPLETED, agent="bob", waited=5, outcome=Outcome.RESOLVED, handle=60,
+             skills=("orders",), risk=RiskClass.LOW),
+    _handoff("lookup", S.ASSIGNED, agent="cid", waited=15, skills=(), risk=None),
+]  # fmt: skip
+OFFERS = [
+    OfferSample("dispute", RiskClass.HIGH, ("billing",), "ann", OfferState.COMPLETED),
+    OfferSample("dispute", RiskClass.HIGH, ("billing",), "ann", OfferState.COMPLETED),
+    OfferSample("dispute", RiskClass.HIGH, ("billing",), "ann", OfferState.DECLINED),
+    OfferSample("dispute", RiskClass.HIGH, ("billing",), "bob", OfferState.EXPIRED),
+    OfferSample("dispute", RiskClass.HIGH, ("billing",), "bob", OfferState.COMPLETED),
+    OfferSample("lookup", RiskClass.LOW, ("orders",), "bob", OfferState.COMPLETED),
+    OfferSample("lookup", None, (), "cid", OfferState.ACCEPTED),
+]
+
+
+def _by(dimension: Dimension) -> dict[str, GroupQuality]:
+    return {g.key: g for g in report(WINDOW, OFFERS, dimension)}
+
+
+def test_by_interaction_type_every_number_as_worked_out_by_hand() -> None:
+    groups = _by(Dimension.INTERACTION_TYPE)
+    assert list(groups) == ["dispute", "lookup"]
+    dispute = groups["dispute"]
+    assert (dispute.handoffs, dispute.completed, dispute.resolved) == (5, 3, 2)
+    assert dispute.resolution_rate == pytest.approx(2 / 3)
+    assert dispute.csat_count == 3
+    assert dispute.csat_mean == pytest.approx((5 + 1 + 4) / 3)
+    assert dispute.csat_counts == (1, 0, 0, 1, 1)
+    assert dispute.satisfied == pytest.approx(2 / 3)
+    assert dispute.within_target == pytest.approx(2 / 5)  # 10 s and 30 s, of five
+    assert dispute.time_to_agent_p50 == 30
+    assert dispute.time_to_agent_p90 == pytest.approx(30 + 0.8 * 60)  # between 30 and 90
+    assert dispute.abandoned == pytest.approx(1 / 5)
+    assert dispute.expired == pytest.approx(1 / 5)
+    assert dispute.offers == 5
+    assert dispute.offer_accept_rate == pytest.approx(3 / 5)
+    assert dispute.handle_time_mean == pytest.approx(440)
+    lookup = groups["lookup"]
+    assert (lookup.handoffs, lookup.completed, lookup.resolution_rate) == (2, 1, 1.0)
+    assert lookup.csat_count == 0
+    assert lookup.csat_mean is None
+    assert lookup.satisfied is None
+    assert lookup.within_target == 1.0
+    assert lookup.offer_accept_rate == 1.0
+
+
+def test_by_agent_handoffs_count_for_who_took_them_offers_for_who_was_offered() -> None:
+    groups = _by(Dimension.AGENT)
+    assert list(groups) == ["ann", "bob", "cid"]  # nobody took the cancelled or expired
+    ann, bob = groups["ann"], groups["bob"]
+    assert (ann.handoffs, ann.resolved, ann.resolution_rate) == (2, 1, 0.5)
+    assert ann.offer_accept_rate == pytest.approx(2 / 3)
+    assert (bob.handoffs, bob.resolved) == (2, 2)
+    assert bob.offers == 3
+    assert bob.offer_accept_rate == pytest.approx(2 / 3)
+    assert bob.within_target == 0.5  # the dispute came late
+    assert groups["cid"].completed == 0
+    assert groups["cid"].resolution_rate is None
+
+
+def test_by_skill_and_by_risk_class() -> None:
+    skills = _by(Dimension.SKILL)
+    assert list(skills) == [NO_SKILL, "billing", "orders"]
+    assert skills["billing"].handoffs == 5
+    risks = _by(Dimension.RISK_CLASS)
+    assert list(risks) == [UNKNOWN_RISK, "HIGH", "LOW"]
+    assert risks["HIGH"].handoffs == 5
+    assert risks[UNKNOWN_RISK].handoffs == 1
+
+
+def test_an_empty_window_has_no_groups() -> None:
+    assert report([], [], Dimension.INTERACTION_TYPE) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([], 50, None), ([3.0], 90, 3.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.5), ([0, 10], 90, 9.0)],
+)
+def test_percentile_interpolates_between_ranks(
+    values: list[float], q: float, expected: float | None
+) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_waits_are_measured_from_creation() -> None:
+    late = _handoff("x", S.ASSIGNED, agent="a", waited=120, target=60)
+    (group,) = report([late], [], Dimension.INTERACTION_TYPE)
+    assert group.time_to_agent_p50 == timedelta(minutes=2).total_seconds()
+    assert group.within_target == 0.0
+
+
+# --- early warning ---------------------------------------------------------------------------
+
+
+def _resolved(key: str, resolved: int, completed: int) -> GroupQuality:
+    """A group with `completed` handoffs, `resolved` of them resolved, and nothing else."""
+    samples = [
+        _handoff(key, S.COMPLETED, agent="a", waited=1, outcome=Outcome.RESOLVED)
+        for _ in range(resolved)
+    ] + [
+        _handoff(key, S.COMPLETED, agent="a", waited=1, outcome=Outcome.UNRESOLVED)
+        for _ in range(completed - resolved)
+    ]
+    (group,) = report(samples, [], Dimension.INTERACTION_TYPE)
+    return group
+
+
+def _pool(*groups: GroupQuality) -> GroupQuality:
+    resolved = sum(g.resolved for g in groups)
+    completed = sum(g.completed for g in groups)
+    return replace(_resolved(ALL, resolved, completed), key=ALL)
+
+
+def test_the_z_test_and_wilson_interval_as_computed_by_hand() -> None:
+    z, p_value = z_test(Proportion(10, 40), Proportion(80, 100))
+    # pooled 90/140; se = sqrt(.642857 * .357143 * (1/40 + 1/100)) = .0896421; the
+    # continuity correction takes (1/40 + 1/100) / 2 = .0175 off the gap.
+    assert z == pytest.approx((0.25 - 0.8 + 0.0175) / 0.0896421, rel=1e-5)
+    assert p_value == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)))
+    assert p_value < 1e-8
+    low, high = Proportion(8, 10).wilson()
+    assert (low, high) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    assert Proportion(0, 0).wilson() == (0.0, 1.0)
+
+
+def test_a_group_far_below_the_rest_of_the_pool_is_flagged_with_its_numbers() -> None:
+    weak, fine = _resolved("fraud", 15, 40), _resolved("lookup", 170, 200)
+    (alert,) = alerts([weak, fine], _pool(weak, fine))
+    assert (alert.key, alert.metric, alert.reference) == (
+        "fraud",
+        Metric.RESOLUTION_RATE,
+        Reference.POOL,
+    )
+    assert (alert.observed, alert.expected) == (Proportion(15, 40), Proportion(170, 200))
+    assert alert.gap == pytest.approx(0.85 - 0.375)
+    assert alert.p_value < ALPHA
+    assert "z-test" in alert.test
+
+
+def test_a_group_with_too_few_samples_is_never_flagged() -> None:
+    weak, fine = _resolved("fraud", 0, MIN_SAMPLES - 1), _resolved("lookup", 190, 200)
+    assert alerts([weak, fine], _pool(weak, fine)) == []
+
+
+def test_a_group_below_its_own_baseline_is_flagged_though_the_pool_fell_too() -> None:
+    now_a, now_b = _resolved("a", 30, 60), _resolved("b", 30, 60)
+    then_a = _resolved("a", 54, 60)
+    found = alerts([now_a, now_b], _pool(now_a, now_b), baseline=[then_a])
+    assert [(f.key, f.reference) for f in found] == [("a", Reference.BASELINE)]
+
+
+def _played(rng: random.Random, rates: dict[str, float], n: int) -> list[GroupQuality]:
+    return [
+        _resolved(key, sum(rng.random() < rate for _ in range(n)), n) for key, rate in rates.items()
+    ]
+
+
+def test_a_planted_drop_fires_and_noise_does_not() -> None:
+    """Seeded: six types resolving 85% of 80 handoffs each, in 300 windows. With one type
+    dropped to 55% it is flagged in nearly every window; without, a flag (any type) is rare."""
+    rng = random.Random(7)
+    steady = dict.fromkeys(("a", "b", "c", "d", "e", "f"), 0.85)
+    caught = noise = 0
+    for _ in range(300):
+        groups = _played(rng, {**steady, "c": 0.55}, 80)
+        caught += any(a.key == "c" for a in alerts(groups, _pool(*groups)))
+        quiet = _played(rng, steady, 80)
+        noise += len(alerts(quiet, _pool(*quiet)))
+    assert caught >= 0.95 * 300
+    assert noise <= 5  # expected 6 types x 300 windows x 0.001 = 1.8
