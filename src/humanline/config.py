@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     replica_ttl_seconds: float = Field(
         6.0, gt=0, description="silence after which other replicas declare a replica dead"
     )
+    quality_window_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="the sliding window the quality monitor judges interaction types over "
+        "(and the window before it, their baseline)",
+    )
+    quality_check_seconds: float = Field(
+        30.0, gt=0, description="the quality monitor looks at least this often"
+    )
     notify: bool = Field(
         True,
         description="PostgreSQL LISTEN/NOTIFY hints between replicas; false = poll only "

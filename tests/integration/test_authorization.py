@@ -10,6 +10,7 @@ changes nothing. Health and reflection answer everybody.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,19 @@ async def _watch(scene: Scene, md: Metadata) -> Any:
     return first
 
 
+async def _watch_alerts(scene: Scene, md: Metadata) -> Any:
+    """Opens the alert stream: refused at once, or open with nothing to say yet."""
+    stub = pool_service_pb2_grpc.PoolServiceStub(scene.raw)
+    call = stub.WatchQualityAlerts(pool_service_pb2.WatchQualityAlertsRequest(), metadata=md)
+    try:
+        async with asyncio.timeout(0.3):
+            return await call.read()
+    except TimeoutError:
+        return None
+    finally:
+        call.cancel()
+
+
 async def _cancel(scene: Scene, md: Metadata) -> Any:
     """Cancels a fresh queued handoff of bot X (nobody can take it: no agent has the skill)."""
     queued = await scene.admin.request_handoff(skills={"nobody-has-this": 1})
@@ -249,6 +263,7 @@ MATRIX: dict[str, tuple[Call, dict[str, str]]] = {
         OPS_ONLY,
     ),
     "PoolService.DeleteRoutingPolicy": (_delete_policy, OPS_ONLY),
+    "PoolService.WatchQualityAlerts": (_watch_alerts, OPS_ONLY),
     "PoolService.GetQualityReport": (
         lambda s, md: _pool(
             s,

@@ -229,3 +229,29 @@ async def test_a_type_resolving_far_less_than_the_rest_is_flagged(client: Stubs)
     # against and no earlier window, so nothing is flagged.
     alone = await _report(client, Q.QUALITY_DIMENSION_AGENT, interaction_type="hard")
     assert list(alone.alerts) == []
+
+
+async def test_the_alert_stream_tells_when_a_type_starts_failing(
+    client: Stubs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    watch = client.pool.WatchQualityAlerts(pool_service_pb2.WatchQualityAlertsRequest())
+    await client.create_agent("ann", {"general": 3})
+    ann = client.agent("ann")
+    await ann.hello()
+    resolved, unresolved = handoff_pb2.OUTCOME_RESOLVED, handoff_pb2.OUTCOME_UNRESOLVED
+    for i in range(40):
+        await client.request_handoff(interaction_type="easy", skills={"general": 1})
+        await _serve(client, ann, resolved if i % 10 else unresolved)
+        await client.request_handoff(interaction_type="hard", skills={"general": 1})
+        await _serve(client, ann, resolved if i % 4 == 0 else unresolved)
+    async with asyncio.timeout(10):
+        message = await watch.read()
+    watch.cancel()
+    assert message.alert.key == "hard"
+    assert not message.cleared
+    assert message.alert.metric == Q.QUALITY_METRIC_RESOLUTION_RATE
+    assert message.alert.observed_samples >= 30
+    assert message.HasField("event_time")
+    said = capsys.readouterr().out
+    assert "quality_alert" in said
+    assert "interaction_type=hard" in said or '"interaction_type": "hard"' in said

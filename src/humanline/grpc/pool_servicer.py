@@ -1,7 +1,8 @@
-"""PoolService: ops manage agents and watch the pool."""
+"""PoolService: ops manage agents, watch the pool, read quality and its early warnings."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -9,8 +10,9 @@ import grpc
 from humanline.domain.access import Principal, Role
 from humanline.grpc import converters
 from humanline.grpc.auth import Gate
-from humanline.grpc.errors import unary
+from humanline.grpc.errors import SHUTTING_DOWN, abort, server_stream, unary
 from humanline.service.app import Humanline
+from humanline.service.events import ServiceClosing
 from humanline.v1 import pool_service_pb2 as pb
 from humanline.v1 import pool_service_pb2_grpc
 
@@ -84,6 +86,21 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
             query.by, query.since, query.until, query.interaction_type
         )
         return converters.quality_report_pb(found)
+
+    @server_stream(Role.OPS)
+    async def WatchQualityAlerts(
+        self, request: pb.WatchQualityAlertsRequest, context: Context, caller: Principal
+    ) -> AsyncIterator[pb.WatchQualityAlertsResponse]:
+        try:
+            with self.gate.streams.hold(context.peer()):
+                async for event in self._app.quality.watch():
+                    yield pb.WatchQualityAlertsResponse(
+                        alert=converters.quality_alert_pb(event.alert),
+                        cleared=event.cleared,
+                        event_time=converters.timestamp(event.at),
+                    )
+        except ServiceClosing:
+            await abort(context, SHUTTING_DOWN)
 
     @unary(Role.OPS)
     async def CreateRoutingPolicy(

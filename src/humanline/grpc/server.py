@@ -13,6 +13,7 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -208,6 +209,8 @@ def app_from_settings(settings: Settings) -> Humanline:
         replica_heartbeat=settings.replica_heartbeat_seconds,
         replica_ttl=settings.replica_ttl_seconds,
         routing_policies=policies,
+        quality_window=timedelta(seconds=settings.quality_window_seconds),
+        quality_check_interval=settings.quality_check_seconds,
     )
 
 

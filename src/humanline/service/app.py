@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 import structlog
 
@@ -17,6 +18,7 @@ from humanline.service.events import EventHub
 from humanline.service.handoffs import Handoffs
 from humanline.service.policies import RoutingPolicies
 from humanline.service.pool import Pool
+from humanline.service.quality import QualityMonitor
 from humanline.service.replicas import ReplicaCoordinator
 from humanline.store.port import Store
 
@@ -39,6 +41,8 @@ class Humanline:
         replica_heartbeat: float = 2.0,
         replica_ttl: float = 6.0,
         routing_policies: Sequence[RoutingPolicy] = (),
+        quality_window: timedelta = timedelta(days=1),
+        quality_check_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -60,6 +64,10 @@ class Humanline:
             store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
         )
         self.pool = Pool(store, self.dispatcher)
+        self.quality = QualityMonitor(
+            store, window=quality_window, check_interval=quality_check_interval
+        )
+        self.hub.on_outcome(self.quality.outcome)
         self.policies = RoutingPolicies(store, self.dispatcher, routing_policies)
         self.replicas = ReplicaCoordinator(
             store,
@@ -79,6 +87,7 @@ class Humanline:
         await self.policies.apply_file()
         await self.replicas.start()
         await self.dispatcher.start()
+        self.quality.start()
         log.info("service_started", replica_id=self.replica_id)
 
     async def stop(self) -> None:
@@ -93,6 +102,7 @@ class Humanline:
             log.warning("agent_streams_still_open", count=self.hub.agent_streams)
         await self.sessions.drained()
         await self.handoffs.stop()
+        await self.quality.stop()
         await self.dispatcher.stop()
         await self.replicas.stop()
         await self.store.close()

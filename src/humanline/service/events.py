@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +31,7 @@ from humanline.domain.errors import DomainError
 from humanline.domain.model import (
     AgentStatus,
     Handoff,
+    HandoffState,
     Interaction,
     Offer,
     RescindReason,
@@ -206,6 +207,7 @@ class EventHub:
         self._watches: dict[str, set[HandoffWatch]] = {}
         self.queue_version = 0
         self.closing = False
+        self._outcome_listeners: list[Callable[[], None]] = []
         self._no_agents = asyncio.Event()
         self._no_agents.set()
 
@@ -278,9 +280,18 @@ class EventHub:
                     del self._watches[handoff_id]
 
     def handoff_changed(self, handoff: Handoff) -> None:
-        """Delivers a post-transition snapshot to the handoff's watchers."""
+        """Delivers a post-transition snapshot to the handoff's watchers; a completed one
+        (done, or rated since) to those listening for outcomes."""
         for watch in self._watches.get(handoff.id, ()):
             watch.push(handoff)
+        if handoff.state is HandoffState.COMPLETED:
+            for listener in self._outcome_listeners:
+                listener()
+
+    def on_outcome(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` whenever a handoff is completed or rated on this replica (other
+        replicas' are hinted by id only: the listener's own schedule must catch those)."""
+        self._outcome_listeners.append(listener)
 
     def queue_moved(self) -> None:
         """Something entered or left the waiting queue: positions and waits may have shifted."""

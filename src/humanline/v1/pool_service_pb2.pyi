@@ -232,3 +232,17 @@ class GetQualityReportResponse(_message.Message):
     overall: _quality_pb2.QualityGroup
     alerts: _containers.RepeatedCompositeFieldContainer[_quality_pb2.QualityAlert]
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[_quality_pb2.QualityGroup, _Mapping]]] = ..., overall: _Optional[_Union[_quality_pb2.QualityGroup, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[_quality_pb2.QualityAlert, _Mapping]]] = ...) -> None: ...
+
+class WatchQualityAlertsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchQualityAlertsResponse(_message.Message):
+    __slots__ = ("alert", "cleared", "event_time")
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    alert: _quality_pb2.QualityAlert
+    cleared: bool
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, alert: _Optional[_Union[_quality_pb2.QualityAlert, _Mapping]] = ..., cleared: _Optional[bool] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

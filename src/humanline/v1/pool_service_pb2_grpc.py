@@ -70,6 +70,11 @@ class PoolServiceStub:
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.SerializeToString,
                 response_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportResponse.FromString,
                 _registered_method=True)
+        self.WatchQualityAlerts = channel.unary_stream(
+                '/humanline.v1.PoolService/WatchQualityAlerts',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsResponse.FromString,
+                _registered_method=True)
         self.CreateRoutingPolicy = channel.unary_unary(
                 '/humanline.v1.PoolService/CreateRoutingPolicy',
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyRequest.SerializeToString,
@@ -162,6 +167,17 @@ class PoolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchQualityAlerts(self, request, context):
+        """Streams early warnings per interaction type, as outcomes and ratings come in: first the
+        flags up now, then each flag that goes up or comes down. The server judges a sliding
+        window (HUMANLINE_QUALITY_WINDOW_SECONDS, a day by default) against the rest of the pool
+        and against the window before it, as GetQualityReport's alerts. The stream ends with
+        UNAVAILABLE when the server shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateRoutingPolicy(self, request, context):
         """Sets the routing policy of an interaction type that has none set yet (a built-in one
         may be in force). Fields left unset take the built-in policy's values (the fallback's
@@ -241,6 +257,11 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     servicer.GetQualityReport,
                     request_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.FromString,
                     response_serializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportResponse.SerializeToString,
+            ),
+            'WatchQualityAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchQualityAlerts,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsResponse.SerializeToString,
             ),
             'CreateRoutingPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRoutingPolicy,
@@ -458,6 +479,33 @@ class PoolService:
             '/humanline.v1.PoolService/GetQualityReport',
             humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.SerializeToString,
             humanline_dot_v1_dot_pool__service__pb2.GetQualityReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchQualityAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/humanline.v1.PoolService/WatchQualityAlerts',
+            humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

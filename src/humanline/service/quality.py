@@ -1,0 +1,162 @@
+"""The quality monitor: early warnings per interaction type, as outcomes come in.
+
+After completions and feedback on this replica, and at least every `check_interval` (which
+catches other replicas' too), it reads the last `window` of handoffs and the window
+before it, and flags each interaction type significantly below the rest of the pool or below
+itself before (`domain.quality.alerts`, which says how). What changed is said once: a
+`quality_alert` log event and a message to every WatchQualityAlerts stream when a flag goes
+up, `quality_alert_cleared` when it comes down. Each replica runs its own monitor over the
+same store, so they agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from humanline.domain.quality import Alert, Dimension, Metric, Reference, alerts, overall, report
+from humanline.service.events import ServiceClosing
+from humanline.store.port import Store
+
+log = structlog.get_logger("humanline")
+
+AlertKey = tuple[str, Metric, Reference]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """A flag that went up (or, with `cleared`, came down) at `at`."""
+
+    alert: Alert
+    cleared: bool
+    at: datetime
+
+
+class QualityMonitor:
+    """Early warnings per interaction type over a sliding window."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        window: timedelta = timedelta(days=1),
+        check_interval: float = 30.0,
+        settle: float = 0.2,
+    ) -> None:
+        self._store = store
+        self._window = window
+        self._check_interval = check_interval
+        self._settle = settle  # outcomes arriving together are judged together
+        self._active: dict[AlertKey, AlertEvent] = {}
+        self._watchers: set[asyncio.Queue[AlertEvent | None]] = set()
+        self._due = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.checks = 0  # evaluations made, for tests
+
+    def outcome(self) -> None:
+        """A handoff was completed or rated: look again soon."""
+        self._due.set()
+
+    def start(self) -> None:
+        """Checks at once (flags up before a restart come back up), then as outcomes come
+        and at least every `check_interval`."""
+        self._due.set()
+        self._task = asyncio.create_task(self._run(), name="humanline-quality")
+
+    async def stop(self) -> None:
+        """Stops checking; every watch ends."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for queue in self._watchers:
+            queue.put_nowait(None)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._check_interval):
+                    await self._due.wait()
+            await asyncio.sleep(self._settle)
+            self._due.clear()
+            try:
+                await self.check()
+            except Exception:  # a store hiccup: the next outcome or interval tries again
+                log.exception("quality_check_failed")
+
+    async def check(self) -> list[AlertEvent]:
+        """Evaluates the window now; returns (and says) what went up or came down."""
+        async with self._store.read() as uow:
+            now = uow.now
+            current = await uow.pool.quality_window(now - self._window, now)
+            before = await uow.pool.quality_window(now - 2 * self._window, now - self._window)
+        by = Dimension.INTERACTION_TYPE
+        found = {
+            (a.key, a.metric, a.reference): a
+            for a in alerts(report(*current, by), overall(*current), report(*before, by))
+        }
+        self.checks += 1
+        events = [AlertEvent(a, False, now) for k, a in found.items() if k not in self._active]
+        events += [
+            AlertEvent(e.alert, True, now) for k, e in self._active.items() if k not in found
+        ]
+        for event in events:
+            key = (event.alert.key, event.alert.metric, event.alert.reference)
+            if event.cleared:
+                del self._active[key]
+            else:
+                self._active[key] = event
+            self._say(event)
+        # Flags still up keep their first moment; their numbers follow the window.
+        for key, alert in found.items():
+            self._active[key] = AlertEvent(alert, False, self._active[key].at)
+        return events
+
+    def _say(self, event: AlertEvent) -> None:
+        a = event.alert
+        fields = {
+            "interaction_type": a.key,
+            "metric": a.metric.value,
+            "reference": a.reference.value,
+            "observed": round(a.observed.share, 4),
+            "observed_samples": a.observed.trials,
+            "expected": round(a.expected.share, 4),
+            "expected_samples": a.expected.trials,
+            "gap": round(a.gap, 4),
+            "p_value": a.p_value,
+            "test": a.test,
+        }
+        if event.cleared:
+            log.info("quality_alert_cleared", **fields)
+        else:
+            log.warning("quality_alert", **fields)
+        for queue in self._watchers:
+            queue.put_nowait(event)
+
+    @property
+    def active(self) -> list[AlertEvent]:
+        """The flags up now, with when each went up."""
+        return list(self._active.values())
+
+    async def watch(self) -> AsyncIterator[AlertEvent]:
+        """The flags up now, then each that goes up or comes down, until the service stops
+        (`ServiceClosing`)."""
+        queue: asyncio.Queue[AlertEvent | None] = asyncio.Queue()
+        self._watchers.add(queue)
+        try:
+            if self._closing:
+                raise ServiceClosing()
+            for event in self.active:
+                yield event
+            while (news := await queue.get()) is not None:
+                yield news
+            raise ServiceClosing()
+        finally:
+            self._watchers.discard(queue)
