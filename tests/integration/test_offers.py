@@ -187,3 +187,30 @@ async def test_cancelling_twice_returns_the_cancelled_handoff(client: Stubs) -> 
     second = await client.cancel_handoff(handoff.handoff_id)
     assert first == second
     assert second.state == handoff_pb2.HANDOFF_STATE_CANCELLED
+
+
+async def test_a_handoff_keeps_the_record_of_every_offer(client: Stubs) -> None:
+    await client.create_agent("ann", {"billing": 4})
+    await client.create_agent("bob", {"billing": 2})
+    ann, bob = client.agent("ann"), client.agent("bob")
+    await ann.hello()
+    await bob.hello()
+    handoff = await client.request_handoff(skills={"billing": 1})
+    assert list(handoff.offers) == []  # the request's answer leaves them out
+    first = await ann.offer()  # the more proficient
+    await ann.decline(first.offer_id)
+    second = await bob.offer()
+    interaction = await bob.accept(second.offer_id)
+    held = await client.get_handoff(handoff.handoff_id)
+    assert [(o.offer_id, o.agent_id, o.state) for o in held.offers] == [
+        (first.offer_id, "ann", handoff_pb2.OFFER_STATE_DECLINED),
+        (second.offer_id, "bob", handoff_pb2.OFFER_STATE_ACCEPTED),
+    ]
+    assert held.offers[0].offer_time.ToDatetime() <= held.offers[0].decide_time.ToDatetime()
+    assert held.offers[0].decide_time.ToDatetime() <= held.offers[1].offer_time.ToDatetime()
+    await client.complete("bob", interaction.interaction_id)
+    done = await client.get_handoff(handoff.handoff_id)
+    assert [o.state for o in done.offers] == [
+        handoff_pb2.OFFER_STATE_DECLINED,
+        handoff_pb2.OFFER_STATE_COMPLETED,
+    ]

@@ -221,6 +221,14 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
     if h.completion is not None:
         msg.outcome = enum_to_proto(handoff_pb2.Outcome, "OUTCOME_", h.completion.outcome)
         msg.disposition_code = h.completion.disposition_code
+    for offer in view.offers:
+        record = msg.offers.add(
+            offer_id=offer.id,
+            agent_id=offer.agent_id,
+            state=enum_to_proto(handoff_pb2.OfferState, "OFFER_STATE_", offer.state),
+        )
+        _set_time(record, "offer_time", offer.created_at)
+        _set_time(record, "decide_time", offer.decided_at)
     if h.feedback is not None:
         msg.feedback.CopyFrom(
             handoff_pb2.Feedback(

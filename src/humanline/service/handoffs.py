@@ -11,7 +11,14 @@ from datetime import timedelta
 from humanline.domain.access import Principal, require_handoff_access
 from humanline.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from humanline.domain.matching import can_wait_for
-from humanline.domain.model import Feedback, Handoff, HandoffRequest, HandoffState, RescindReason
+from humanline.domain.model import (
+    Feedback,
+    Handoff,
+    HandoffRequest,
+    HandoffState,
+    Offer,
+    RescindReason,
+)
 from humanline.domain.risk import decide
 from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
@@ -36,6 +43,7 @@ class HandoffView:
     position: int
     estimated_wait: timedelta | None
     agent_name: str | None
+    offers: tuple[Offer, ...] = ()  # every offer of it so far, oldest first
 
 
 class Handoffs:
@@ -125,7 +133,8 @@ class Handoffs:
                     known_agent_waited=handoff.plan.preferred_until is not None,
                 )
                 handoff = await self._offer_at_once(uow, handoff, fx)
-            view = await self._view(uow, handoff)
+            # The hot path: a new handoff's answer leaves out its offers (GetHandoff has them).
+            view = await self._view(uow, handoff, history=False)
         return await self._estimated(view)
 
     async def _offer_at_once(self, uow: UnitOfWork, handoff: Handoff, fx: Effects) -> Handoff:
@@ -253,16 +262,19 @@ class Handoffs:
         return handoff
 
     @staticmethod
-    async def _view(uow: UnitOfWork, handoff: Handoff) -> HandoffView:
+    async def _view(uow: UnitOfWork, handoff: Handoff, *, history: bool = True) -> HandoffView:
         """The handoff with what the transaction tells of it: its place in the queue, the
-        name of its agent. The estimate comes after the transaction (`_estimated`)."""
+        name of its agent, and (with `history`) every offer of it so far. The estimate
+        comes after the transaction (`_estimated`)."""
+        offers = tuple(await uow.offers.for_handoff(handoff.id)) if history else ()
         if handoff.state.waiting:
-            return HandoffView(handoff, await uow.handoffs.position(handoff), None, None)
+            position = await uow.handoffs.position(handoff)
+            return HandoffView(handoff, position, None, None, offers)
         agent_name = None
         if handoff.state in (HandoffState.ASSIGNED, HandoffState.COMPLETED) and handoff.agent_id:
             agent = await uow.agents.get(handoff.agent_id)
             agent_name = agent.profile.display_name if agent is not None else None
-        return HandoffView(handoff, 0, None, agent_name)
+        return HandoffView(handoff, 0, None, agent_name, offers)
 
     async def _estimated(self, view: HandoffView) -> HandoffView:
         """The view with the estimated wait of a waiting handoff."""

@@ -319,6 +319,10 @@ class OfferRepository(Protocol):
         """ACCEPTED -> COMPLETED or REVOKED (the interaction ended)."""
         ...
 
+    async def for_handoff(self, handoff_id: str) -> list[Offer]:
+        """Every offer of a handoff, oldest first."""
+        ...
+
     async def pending_for_agent(self, agent_id: str) -> list[Offer]:
         """The agent's pending offers."""
         ...

@@ -47,6 +47,17 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_TRANSFERRED: _ClassVar[Outcome]
     OUTCOME_FOLLOW_UP_NEEDED: _ClassVar[Outcome]
 
+class OfferState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFER_STATE_UNSPECIFIED: _ClassVar[OfferState]
+    OFFER_STATE_PENDING: _ClassVar[OfferState]
+    OFFER_STATE_ACCEPTED: _ClassVar[OfferState]
+    OFFER_STATE_DECLINED: _ClassVar[OfferState]
+    OFFER_STATE_EXPIRED: _ClassVar[OfferState]
+    OFFER_STATE_RESCINDED: _ClassVar[OfferState]
+    OFFER_STATE_COMPLETED: _ClassVar[OfferState]
+    OFFER_STATE_REVOKED: _ClassVar[OfferState]
+
 class CustomerTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CUSTOMER_TIER_UNSPECIFIED: _ClassVar[CustomerTier]
@@ -77,6 +88,14 @@ OUTCOME_RESOLVED: Outcome
 OUTCOME_UNRESOLVED: Outcome
 OUTCOME_TRANSFERRED: Outcome
 OUTCOME_FOLLOW_UP_NEEDED: Outcome
+OFFER_STATE_UNSPECIFIED: OfferState
+OFFER_STATE_PENDING: OfferState
+OFFER_STATE_ACCEPTED: OfferState
+OFFER_STATE_DECLINED: OfferState
+OFFER_STATE_EXPIRED: OfferState
+OFFER_STATE_RESCINDED: OfferState
+OFFER_STATE_COMPLETED: OfferState
+OFFER_STATE_REVOKED: OfferState
 CUSTOMER_TIER_UNSPECIFIED: CustomerTier
 CUSTOMER_TIER_STANDARD: CustomerTier
 CUSTOMER_TIER_PREMIUM: CustomerTier
@@ -101,7 +120,7 @@ class AssignedAgent(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing", "relaxation_step", "end_reason", "expire_time", "preferred_agent_id", "preferred_agent_wait_end_time", "feedback")
+    __slots__ = ("handoff_id", "request_id", "conversation_id", "customer_id", "interaction_type", "required_skills", "language", "urgency", "summary", "reason", "state", "queue_position", "estimated_wait", "assigned_agent", "create_time", "target_time", "assign_time", "end_time", "requeue_count", "outcome", "disposition_code", "bot_id", "routing", "relaxation_step", "end_reason", "expire_time", "preferred_agent_id", "preferred_agent_wait_end_time", "feedback", "offers")
     HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +150,7 @@ class Handoff(_message.Message):
     PREFERRED_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_AGENT_WAIT_END_TIME_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    OFFERS_FIELD_NUMBER: _ClassVar[int]
     handoff_id: str
     request_id: str
     conversation_id: str
@@ -160,7 +180,22 @@ class Handoff(_message.Message):
     preferred_agent_id: str
     preferred_agent_wait_end_time: _timestamp_pb2.Timestamp
     feedback: Feedback
-    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ..., relaxation_step: _Optional[int] = ..., end_reason: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preferred_agent_id: _Optional[str] = ..., preferred_agent_wait_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ...) -> None: ...
+    offers: _containers.RepeatedCompositeFieldContainer[OfferRecord]
+    def __init__(self, handoff_id: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., interaction_type: _Optional[str] = ..., required_skills: _Optional[_Iterable[_Union[SkillRequirement, _Mapping]]] = ..., language: _Optional[str] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., summary: _Optional[str] = ..., reason: _Optional[_Union[HandoffReason, str]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., queue_position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., assigned_agent: _Optional[_Union[AssignedAgent, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_count: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., disposition_code: _Optional[str] = ..., bot_id: _Optional[str] = ..., routing: _Optional[str] = ..., relaxation_step: _Optional[int] = ..., end_reason: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preferred_agent_id: _Optional[str] = ..., preferred_agent_wait_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[OfferRecord, _Mapping]]] = ...) -> None: ...
+
+class OfferRecord(_message.Message):
+    __slots__ = ("offer_id", "agent_id", "state", "offer_time", "decide_time")
+    OFFER_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OFFER_TIME_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
+    offer_id: str
+    agent_id: str
+    state: OfferState
+    offer_time: _timestamp_pb2.Timestamp
+    decide_time: _timestamp_pb2.Timestamp
+    def __init__(self, offer_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., state: _Optional[_Union[OfferState, str]] = ..., offer_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Feedback(_message.Message):
     __slots__ = ("csat", "reason_tags", "contacted_again", "record_time")

@@ -1196,6 +1196,15 @@ def _offers_of_agent(state: OfferState) -> sa.Select[Any]:
     )
 
 
+@_statement
+def _offers_of_handoff() -> sa.Select[Any]:
+    return (
+        sa.select(offers)
+        .where(offers.c.handoff_id == _p("handoff_id"))
+        .order_by(offers.c.created_at, offers.c.id)
+    )
+
+
 class SqlOfferRepository:
     """Offers on SQL."""
 
@@ -1252,6 +1261,10 @@ class SqlOfferRepository:
     async def _for_agent(self, agent_id: str, state: OfferState) -> list[Offer]:
         stmt = _offers_of_agent(state)
         return [_offer(r) for r in await self._conn.execute(stmt, {"p_agent_id": agent_id})]
+
+    async def for_handoff(self, handoff_id: str) -> list[Offer]:
+        rows = await self._conn.execute(_offers_of_handoff(), {"p_handoff_id": handoff_id})
+        return [_offer(r) for r in rows]
 
     async def pending_for_agent(self, agent_id: str) -> list[Offer]:
         return await self._for_agent(agent_id, OfferState.PENDING)
