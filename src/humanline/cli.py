@@ -79,10 +79,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import asdict
 
     from humanline.sim import plot
     from humanline.sim import scenario as scenarios
-    from humanline.sim.console import console, progress_bar, tables
+    from humanline.sim.console import console, detection_table, progress_bar, tables
+    from humanline.sim.report import detections
     from humanline.sim.runner import Options, SimulationError, simulate
 
     try:
@@ -108,11 +110,26 @@ def _simulate(args: argparse.Namespace) -> int:
             plot.draw(seen, Path(args.plot), f"{scenario.name}: {args.target}")
     except (SimulationError, plot.PlotUnavailable, OSError) as exc:
         raise UsageError(str(exc)) from None
+    found, false = detections(seen, scenario.drops())
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        print(
+            json.dumps(
+                {
+                    **summary.to_json(),
+                    "early_warning": {
+                        "detections": [asdict(d) for d in found],
+                        "false_alarms": len(false),
+                        "alerts": [asdict(a) for a in seen.alerts],
+                    },
+                },
+                indent=2,
+            )
+        )
     else:
         for table in tables(summary):
             out.print(table)
+        if scenario.changes or seen.alerts:
+            out.print(detection_table(found, None, len(false)))
     return 0
 
 
@@ -121,7 +138,9 @@ def _demo(args: argparse.Namespace) -> int:
     from humanline.sim.scenario import ScenarioError
 
     try:
-        return demo.run(args.duration, routing=args.routing, compare=args.compare)
+        return demo.run(
+            args.duration, routing=args.routing, compare=args.compare, quality=args.quality_drop
+        )
     except (demo.ServerError, ScenarioError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -275,6 +294,12 @@ def parser() -> argparse.ArgumentParser:
         "--compare",
         action="store_true",
         help="play the scenario routed by topic, then by risk, and compare the two",
+    )
+    demo.add_argument(
+        "--quality-drop",
+        action="store_true",
+        help="play the scenario without and with billing disputes failing from a quarter in, "
+        "and say how soon the server's early warning caught it",
     )
     demo.set_defaults(func=_demo)
     bench = sub.add_parser(

@@ -44,7 +44,7 @@ async def test_the_demo_compares_topic_routing_with_risk_routing() -> None:
     assert set(rows) <= {*TYPES, "all"}, comparison
     assert {"order_lookup", "standard_refund", "billing_dispute", "all"} <= set(rows), comparison
     for row in rows.values():
-        assert row.count("→") == 7  # before → after, in each measure
+        assert row.count("→") == 6  # before → after, in each measure
         before, after = row.split("│")[3].split("/")
         assert int(before) == int(after), row  # the same customers in both runs
     assert "estimate" in text  # the risk run's own table, with the estimates' error

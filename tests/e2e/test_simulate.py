@@ -90,7 +90,10 @@ async def test_a_tiny_scenario_counts_what_the_server_saw(
         "by_type_and_urgency",
         "occupancy",
         "errors",
+        "early_warning",
     }
+    # No change in the scenario, and one type's quality like the other's: nothing flagged.
+    assert summary["early_warning"] == {"detections": [], "false_alarms": 0, "alerts": []}
     assert (summary["scenario"], summary["duration_seconds"], summary["errors"]) == ("tiny", 8, {})
     rows = {(r["interaction_type"], r["urgency"]): r for r in summary["by_type_and_urgency"]}
     assert set(rows) >= {("order_lookup", "all"), ("fraud", "all"), ("all", "all")}

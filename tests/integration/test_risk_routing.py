@@ -33,7 +33,8 @@ async def test_signals_raise_the_urgency_and_get_handoff_says_why(client: Stubs)
     assert handoff.urgency == H.URGENCY_HIGH
     expected = (
         "policy billing_dispute; urgency HIGH (asked NORMAL): distress and disputed amount "
-        "over 500; min proficiency 4: policy floor 4"
+        "over 500; min proficiency 4: policy floor 4; experts (best skill 5+) not kept back: "
+        "no other agent online"
     )
     assert handoff.routing == expected
     # The policy's default skills at its floor, as the bot named none.
@@ -163,7 +164,10 @@ async def test_routine_work_leaves_the_expert_free_for_the_risky_kind(client: St
     await expert.hello()
     await junior.hello()
     refund = await _request(client, interaction_type="standard_refund")
-    assert refund.routing.endswith("; least expert agent first")
+    # The junior is online: the expert is kept back for a minute, and tried last anyway.
+    assert refund.routing.endswith(
+        "; least expert agent first; experts (best skill 4+) only after 1m"
+    )
     offer = await junior.offer()
     assert offer.details.handoff_id == refund.handoff_id
     dispute = await _request(client, interaction_type="billing_dispute")

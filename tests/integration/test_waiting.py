@@ -314,17 +314,38 @@ async def test_an_expert_freed_leaves_routine_work_to_others(client: Stubs) -> N
     await client.create_agent("expert", {"general": 3, "fraud": 5})
     await client.create_agent("novice", {"general": 2})
     expert, novice = client.agent("expert"), client.agent("novice")
+    await novice.hello()
+    novice_work = await _busy(client, novice, "general")
     await expert.hello()
-    interaction = await _busy(client, expert, "general")
+    expert_work = await _busy(client, expert, "general")
     handoff = await _request(
         client,
         interaction_type="routine_ask",
         skills=[H.SkillRequirement(skill="general", min_proficiency=1)],
     )
-    await client.complete("expert", interaction)  # free again, looking for work
+    assert handoff.routing.endswith("; experts (best skill 4+) only after 30s")
+    await client.complete("expert", expert_work)  # free again, looking for work
     assert [m for m in await expert.quiet(0.5) if m.HasField("offer")] == []
-    await novice.hello()
+    await client.complete("novice", novice_work)
     offer = await novice.offer()
+    assert offer.details.handoff_id == handoff.handoff_id
+
+
+async def test_experts_are_not_kept_back_when_no_one_else_is_online(client: Stubs) -> None:
+    await _reserving_policy(client, delay=30)
+    await client.create_agent("expert", {"general": 3, "fraud": 5})
+    await client.create_agent("novice", {"general": 2})  # offline
+    expert = client.agent("expert")
+    await expert.hello()
+    handoff = await _request(
+        client,
+        interaction_type="routine_ask",
+        skills=[H.SkillRequirement(skill="general", min_proficiency=1)],
+    )
+    assert handoff.routing.endswith(
+        "; experts (best skill 4+) not kept back: no other agent online"
+    )
+    offer = await expert.offer()
     assert offer.details.handoff_id == handoff.handoff_id
 
 

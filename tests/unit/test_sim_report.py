@@ -13,14 +13,18 @@ from humanline.sim.plot import draw
 from humanline.sim.report import (
     ALL,
     AgentRecord,
+    AlertRecord,
     HandoffRecord,
     Observations,
+    OutcomeRecord,
     PoolSample,
     Yardstick,
     compare,
+    detections,
     percentile,
     summarize,
 )
+from humanline.sim.scenario import Change
 
 
 def handoff(kind: str, urgency: str, wait: float | None, **fields: object) -> HandoffRecord:
@@ -198,3 +202,46 @@ def test_the_default_scenarios_yardsticks_count_who_meets_each_floor() -> None:
     }
     assert sticks["fraud"].target == pytest.approx(0.5)  # the policy file's, at 60x
     assert scale["CRITICAL"] == 0.25
+
+
+def test_detection_counts_the_completions_between_a_drop_and_its_flag() -> None:
+    seen = Observations(
+        started=1000.0,
+        outcomes=[
+            OutcomeRecord("billing", True, 1005.0),  # before the drop at 10 s
+            OutcomeRecord("billing", False, 1011.0),
+            OutcomeRecord("billing", False, 1012.0),
+            OutcomeRecord("billing", True, 1013.0),
+            OutcomeRecord("billing", False, 1020.0),  # after the flag
+            OutcomeRecord("lookup", True, 1012.0),
+        ],
+        alerts=[
+            AlertRecord("billing", "QUALITY_METRIC_RESOLUTION_RATE", "POOL", False, 1014.5),
+            AlertRecord("lookup", "QUALITY_METRIC_RESOLUTION_RATE", "POOL", False, 1016.0),
+            AlertRecord("lookup", "QUALITY_METRIC_RESOLUTION_RATE", "POOL", True, 1017.0),
+        ],
+    )
+    (found,), false = detections(seen, [("billing", 10.0, 0.9, 0.4)])
+    assert found.flagged_after == pytest.approx(4.5)
+    assert (found.completions_until_flag, found.completions_after_change) == (3, 4)
+    assert [a.interaction_type for a in false] == ["lookup"]  # raised, not the clearing
+    (never,), _ = detections(Observations(started=0.0), [("fraud", 5.0, 0.9, 0.1)])
+    assert never.flagged_after is None
+    assert never.completions_until_flag is None
+
+
+def test_a_change_sets_the_resolution_rate_from_its_moment() -> None:
+    scenario = scenarios.load()
+    changed = scenario.model_copy(
+        update={
+            "changes": [
+                Change(at=30, interaction_type="fraud", resolve=0.5),
+                Change(at=60, interaction_type="fraud", group="fraud-team", resolve=0.2),
+            ]
+        }
+    )
+    assert changed.resolve_rate("fraud", "fraud-team", 10) == 0.9  # the type's
+    assert changed.resolve_rate("fraud", "fraud-team", 45) == 0.5
+    assert changed.resolve_rate("fraud", "fraud-team", 61) == 0.2
+    assert changed.resolve_rate("fraud", "generalist", 61) == 0.5  # not that group's change
+    assert changed.resolve_rate("order_lookup", "generalist", 61) == 0.9

@@ -280,6 +280,20 @@ def test_a_policy_keeping_experts_back_plans_it_and_says_so() -> None:
     assert "experts" not in plain.explanation
 
 
+def test_experts_are_not_kept_back_when_nobody_else_could_take_it() -> None:
+    routed = decide(
+        replace(request(interaction_type="relaxing")),
+        PolicyChoice(RESERVING, False),
+        DEFAULT_TARGETS,
+        T0,
+        others_online=False,
+    )
+    assert routed.plan.experts_from is None
+    assert routed.explanation.endswith(
+        "; experts (best skill 4+) not kept back: no other agent online"
+    )
+
+
 def test_experts_take_a_reserving_handoff_only_once_it_has_waited() -> None:
     queued = _queued(RESERVING, required_skills=(SkillRequirement("billing", 2),))
     novice = agent("novice", skills={"billing": 2})

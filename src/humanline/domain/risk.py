@@ -172,13 +172,15 @@ def decide(
     rules: RiskRules = RiskRules(),
     *,
     known_agent_online: bool = False,
+    others_online: bool = True,
 ) -> RoutingDecision:
     """How a new handoff is routed: its type's policy (or the fallback, said so), its
     signals' urgency and proficiency floor, the policy's default skills where the bot named
     none, and what happens while it waits (relaxation, expiry, offer timeout, the wait for
-    its known agent if that agent is online). The deadline is the policy's target scaled as
-    `targets` scale NORMAL to the effective urgency (with the default targets: CRITICAL a
-    quarter, LOW two and a half times)."""
+    its known agent if that agent is online, the experts kept back while `others_online`:
+    agents below the policy's expert level who could take it are online). The deadline is
+    the policy's target scaled as `targets` scale NORMAL to the effective urgency (with the
+    default targets: CRITICAL a quarter, LOW two and a half times)."""
     policy = choice.policy
     decision = assess(request.urgency, request.signals, policy, rules, reason=request.reason)
     floored = replace(policy, min_proficiency=decision.min_proficiency)
@@ -191,8 +193,11 @@ def decide(
         parts.append("least expert agent first")
     experts_from = None
     if policy.expert_level is not None and policy.expert_delay > timedelta(0):
-        experts_from = now + policy.expert_delay
-        parts.append(f"{experts(policy.expert_level)} only after {span(policy.expert_delay)}")
+        if others_online:
+            experts_from = now + policy.expert_delay
+            parts.append(f"{experts(policy.expert_level)} only after {span(policy.expert_delay)}")
+        else:  # nobody to keep them free for: waiting would only keep the customer waiting
+            parts.append(f"{experts(policy.expert_level)} not kept back: no other agent online")
     preferred_until = None
     known = request.preferred_agent_id
     if known is not None:

@@ -83,6 +83,18 @@ class Handoffs:
                 uow.now,
                 known_agent_online=known_online,
             )
+            level = routed.plan.expert_level
+            if routed.plan.experts_from is not None and level is not None:
+                skills, language = routed.request.required_skills, routed.request.language
+                if not await uow.agents.online_below(skills, language, level):
+                    routed = decide(
+                        request,
+                        choice,
+                        self._policy.targets,
+                        uow.now,
+                        known_agent_online=known_online,
+                        others_online=False,
+                    )
             handoff = Handoff(
                 id=str(uuid.uuid4()),
                 request=routed.request,

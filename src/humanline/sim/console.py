@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from humanline.sim.report import ALL, Compared, Summary
+from humanline.sim.report import ALL, Compared, Detection, Summary
 from humanline.sim.runner import Progress as RunProgress
 
 
@@ -34,19 +34,21 @@ def _pair(values: tuple[float | None, float | None], show: Callable[[float | Non
 def comparison_table(rows: list[Compared]) -> Table:
     """Two runs of a scenario side by side, per interaction type: before → after."""
     table = Table(title="before (topic and urgency) → after (risk policies), per interaction type")
-    table.add_column("type")
-    table.add_column("risk")
+    # Names and values whole, each row on one line: headers wrap instead.
+    table.add_column(
+        "type", no_wrap=True, min_width=max((len(r.interaction_type) for r in rows), default=4)
+    )
+    table.add_column("risk", no_wrap=True)
     for header in (
         "handoffs",
-        "offered in\ntarget",
-        "…to a pro-\nficient agent",
-        "to offer\np90 s",
+        "offered\nin target",
+        "…to a\nproficient",
         "to agent\np90 s",
         "over max\nwait",
         "aban-\ndoned",
         "ex-\npired",
     ):
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row.interaction_type,
@@ -54,12 +56,34 @@ def comparison_table(rows: list[Compared]) -> Table:
             f"{row.handoffs[0]} / {row.handoffs[1]}",
             _pair(row.offered_in_target, _share),
             _pair(row.proficient_in_target, _share),
-            _pair(row.time_to_offer_p90, _seconds),
             _pair(row.time_to_agent_p90, _seconds),
             _pair(row.over_max_wait, _share),
             _pair(row.abandoned, _share),
             _pair(row.expired, _share),
             style="bold" if row.interaction_type == ALL else None,
+        )
+    return table
+
+
+def detection_table(found: list[Detection], quiet: int | None, false: int) -> Table:
+    """How soon the server's early warning flagged each quality drop, and the false alarms:
+    flags on types no change touched in this run (`false`), and in a run without the drop
+    (`quiet`, if there was one)."""
+    alarms = f"{false} on other types" + ("" if quiet is None else f", {quiet} without the drop")
+    table = Table(title=f"early warning of quality drops (false alarms: {alarms})")
+    for header in ("type", "dropped at s", "resolve", "flagged after s", "completions to flag"):
+        table.add_column(header, justify="left" if header == "type" else "right")
+    for d in found:
+        table.add_row(
+            d.interaction_type,
+            f"{d.changed_at:.0f}",
+            f"{d.resolve_before:.0%} → {d.resolve_after:.0%}",
+            "never" if d.flagged_after is None else f"{d.flagged_after:.1f}",
+            (
+                f"never ({d.completions_after_change} after the drop)"
+                if d.completions_until_flag is None
+                else str(d.completions_until_flag)
+            ),
         )
     return table
 

@@ -30,11 +30,11 @@ from humanline.domain.model import Urgency
 from humanline.domain.rules import DEFAULT_TARGETS
 from humanline.sim import report
 from humanline.sim import scenario as scenarios
-from humanline.sim.console import comparison_table, progress_bar, tables
+from humanline.sim.console import comparison_table, detection_table, progress_bar, tables
 from humanline.sim.console import console as make_console
-from humanline.sim.report import Observations, Summary, Yardstick
+from humanline.sim.report import Detection, Observations, Summary, Yardstick
 from humanline.sim.runner import Options, simulate
-from humanline.sim.scenario import Scenario
+from humanline.sim.scenario import Change, Scenario
 from humanline.tokens import KeyRing
 
 START_TIMEOUT = 30.0
@@ -126,9 +126,15 @@ class Played:
     seen: Observations
 
 
-def _play(scenario: Scenario, routing: str, console: Console, note: str = "") -> Played:
+def _play(
+    scenario: Scenario,
+    routing: str,
+    console: Console,
+    note: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> Played:
     """Plays `scenario` against a server of its own on a fresh embedded store, routing with
-    the packaged policy file `routing` names."""
+    the packaged policy file `routing` names (`extra`: more of the server's settings)."""
     policies = resources.files("humanline.sim").joinpath(ROUTING[routing])
     with tempfile.TemporaryDirectory(prefix="humanline-demo-") as workdir:
         keys = Path(workdir) / "keys.json"
@@ -139,6 +145,7 @@ def _play(scenario: Scenario, routing: str, console: Console, note: str = "") ->
             "HUMANLINE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/demo.db",
             "HUMANLINE_AUTH_KEYS": str(keys),
             "HUMANLINE_ROUTING_POLICIES": str(policy_file),
+            **(extra or {}),
         }
         with local_server(Path(workdir) / "server.log", settings) as server:
             console.print(
@@ -177,12 +184,57 @@ def yardsticks(scenario: Scenario) -> tuple[dict[str, Yardstick], dict[str, floa
     return sticks, {u.name: DEFAULT_TARGETS[u] / normal for u in Urgency}
 
 
-def run(duration: float | None = None, *, routing: str = "risk", compare: bool = False) -> int:
+# The quality demo: billing disputes start failing a quarter into the run; the server judges a
+# sliding two minutes (two hours at the scenario's pace), looking every second at the latest.
+DROPPED_TYPE = "billing_dispute"
+DROPPED_RESOLVE = 0.4
+QUALITY_DURATION = 240.0  # by default: enough billing disputes after the drop to judge
+QUALITY_SETTINGS = {
+    "HUMANLINE_QUALITY_WINDOW_SECONDS": "120",
+    "HUMANLINE_QUALITY_CHECK_SECONDS": "1",
+}
+
+
+def quality_drop(scenario: Scenario, console: Console) -> tuple[list[Detection], int, int]:
+    """Plays `scenario` twice: without its changes, and with billing disputes resolved at
+    40% from a quarter into the run. Returns how soon the second run's drop was flagged,
+    and the flags raised for untouched types in each run (false alarms)."""
+    at = scenario.run.duration / 4
+    change = Change(at=at, interaction_type=DROPPED_TYPE, resolve=DROPPED_RESOLVE)
+    dropped = scenario.model_copy(update={"changes": [change]})
+    steady = scenario.model_copy(update={"changes": []})
+    control = _play(steady, "risk", console, " (1 of 2, no drop)", QUALITY_SETTINGS)
+    failing = _play(
+        dropped,
+        "risk",
+        console,
+        f" (2 of 2, {DROPPED_TYPE} failing from {at:.0f} s)",
+        QUALITY_SETTINGS,
+    )
+    _, quiet = report.detections(control.seen, [])
+    found, false = report.detections(failing.seen, dropped.drops())
+    return found, len(quiet), len(false)
+
+
+def run(
+    duration: float | None = None,
+    *,
+    routing: str = "risk",
+    compare: bool = False,
+    quality: bool = False,
+) -> int:
     """Runs the demo; returns the exit status. With `compare`, plays the scenario routed by
-    topic and urgency alone, then by the risk policies, and sets the two side by side."""
+    topic and urgency alone, then by the risk policies, and sets the two side by side. With
+    `quality`, plays it without and with a quality drop and says how soon the server's early
+    warning caught the drop."""
     console = make_console()
+    if quality and duration is None:
+        duration = QUALITY_DURATION
     scenario = scenarios.with_run(scenarios.load(), duration=duration)
-    if not compare:
+    if quality:
+        found, quiet, false = quality_drop(scenario, console)
+        console.print(detection_table(found, quiet, false))
+    elif not compare:
         played = _play(scenario, routing, console)
         for table in tables(played.summary):
             console.print(table)

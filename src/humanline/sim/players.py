@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from humanline.sim.report import AgentRecord, HandoffRecord, Observations
+from humanline.sim.report import AgentRecord, HandoffRecord, Observations, OutcomeRecord
 from humanline.sim.scenario import AgentGroup, InteractionType, Scenario
 from humanline.v1 import (
     agent_pb2,
@@ -97,6 +97,8 @@ class AgentPlayer:
     presence: random.Random  # when it logs in and out, a stream of its own (see `streams`)
     seen: Observations
     until: float  # monotonic time at which the agent logs out for good
+    scenario: Scenario | None = None  # its changes of resolution rates over the run
+    started: float = 0.0  # epoch seconds of the run's first possible arrival
     metadata: tuple[tuple[str, str], ...] = ()  # authenticates the agent's stream
     online_seconds: float = 0.0
     busy_slot_seconds: float = 0.0
@@ -267,19 +269,27 @@ class AgentPlayer:
         task.add_done_callback(self._work.discard)
 
     async def _handle(self, interaction: agent_service_pb2.Interaction) -> None:
-        kind = self.types.get(interaction.details.interaction_type)
+        name = interaction.details.interaction_type
+        kind = self.types.get(name)
         seconds = kind.handle.sample(self.rng) * self.group.handle_factor if kind else 1.0
         started = time.monotonic()
         await asyncio.sleep(seconds)
+        resolved = True
+        if self.scenario is not None:
+            rate = self.scenario.resolve_rate(name, self.group.name, time.time() - self.started)
+            # Drawn for the customer (the same in every run of the scenario), not the agent.
+            customer = streams(self.scenario.run.seed, "outcome", interaction.details.customer_id)
+            resolved = customer.random() < rate
         request = agent_service_pb2.CompleteInteractionRequest(
             agent_id=self.agent_id,
             interaction_id=interaction.interaction_id,
-            outcome=handoff_pb2.OUTCOME_RESOLVED,
-            disposition_code="sim/resolved",
+            outcome=handoff_pb2.OUTCOME_RESOLVED if resolved else handoff_pb2.OUTCOME_UNRESOLVED,
+            disposition_code="sim/resolved" if resolved else "sim/unresolved",
         )
         for _ in range(20):
             try:
                 await self.stub.CompleteInteraction(request, timeout=CALL_TIMEOUT)
+                self.seen.outcomes.append(OutcomeRecord(name, resolved, time.time()))
                 break
             except grpc.aio.AioRpcError as error:
                 self.seen.errors[f"complete {error.code().name}"] += 1

@@ -36,6 +36,27 @@ class HandoffRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """One interaction an agent completed: its type, whether resolved, when (epoch s)."""
+
+    interaction_type: str
+    resolved: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A quality flag the server raised (or cleared) during the run, as WatchQualityAlerts
+    said it; `at` is when the simulator heard it (epoch s)."""
+
+    interaction_type: str
+    metric: str
+    reference: str
+    cleared: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class AgentRecord:
     """One simulated agent's time: logged in, and busy (slot-seconds) while logged in."""
 
@@ -68,6 +89,8 @@ class Observations:
     # handoff id -> when the offer its agent accepted was made (epoch seconds)
     offered: dict[str, float] = field(default_factory=dict)
     taken_by: dict[str, str] = field(default_factory=dict)  # handoff id -> agent group
+    outcomes: list[OutcomeRecord] = field(default_factory=list)
+    alerts: list[AlertRecord] = field(default_factory=list)
     started: float = 0.0  # epoch seconds of the first possible arrival (the samples' zero)
 
     def merge(self, other: Observations) -> None:
@@ -78,6 +101,8 @@ class Observations:
         self.errors.update(other.errors)
         self.offered.update(other.offered)
         self.taken_by.update(other.taken_by)
+        self.outcomes.extend(other.outcomes)
+        self.alerts.extend(other.alerts)
         self.started = self.started or other.started
 
 
@@ -315,3 +340,50 @@ def compare(
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How soon the server flagged an interaction type whose resolution rate the scenario
+    changed: the change, the first flag after it, and the completions of the type between
+    them (None: never flagged)."""
+
+    interaction_type: str
+    changed_at: float  # seconds into the run
+    resolve_before: float
+    resolve_after: float
+    flagged_after: float | None  # seconds after the change
+    completions_until_flag: int | None  # of the type, after the change, before the flag
+    completions_after_change: int
+
+
+def detections(
+    seen: Observations, changes: list[tuple[str, float, float, float]]
+) -> tuple[list[Detection], list[AlertRecord]]:
+    """For each change (type, seconds into the run, resolve rate before, after): when the
+    server first flagged the type afterwards; and every flag raised for a type no change
+    touched (false alarms)."""
+    found = []
+    for kind, at, before, after in changes:
+        moment = seen.started + at
+        flags = sorted(
+            a.at
+            for a in seen.alerts
+            if a.interaction_type == kind and not a.cleared and a.at >= moment
+        )
+        done = sorted(o.at for o in seen.outcomes if o.interaction_type == kind and o.at >= moment)
+        first = flags[0] if flags else None
+        found.append(
+            Detection(
+                kind,
+                at,
+                before,
+                after,
+                None if first is None else first - moment,
+                None if first is None else sum(1 for t in done if t < first),
+                len(done),
+            )
+        )
+    touched = {kind for kind, *_ in changes}
+    false = [a for a in seen.alerts if not a.cleared and a.interaction_type not in touched]
+    return found, false

@@ -28,7 +28,7 @@ import grpc
 from humanline.client import credentials
 from humanline.client.credentials import Minter
 from humanline.sim.players import AgentPlayer, Bots, streams
-from humanline.sim.report import Observations, PoolSample, Summary, summarize
+from humanline.sim.report import AlertRecord, Observations, PoolSample, Summary, summarize
 from humanline.sim.scenario import AgentGroup, Scenario
 from humanline.tokens import KeyRing, KeyRingError
 from humanline.v1 import (
@@ -37,6 +37,7 @@ from humanline.v1 import (
     handoff_service_pb2_grpc,
     pool_service_pb2,
     pool_service_pb2_grpc,
+    quality_pb2,
 )
 
 BOOT_SECONDS = 3.0  # for the agent processes to start before the first log-in
@@ -215,15 +216,31 @@ async def _bots_and_samples(
                 seen.samples.append(snapshot)
             on_progress(Progress(at, phase, bots.requested, snapshot))
 
-    sampler = asyncio.create_task(sample())
+    async def listen() -> None:
+        """Records the server's quality flags as WatchQualityAlerts says them."""
+        call = pool.WatchQualityAlerts(pool_service_pb2.WatchQualityAlertsRequest())
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for message in call:
+                alert = message.alert
+                seen.alerts.append(
+                    AlertRecord(
+                        alert.key,
+                        quality_pb2.QualityMetric.Name(alert.metric),
+                        quality_pb2.QualityReference.Name(alert.reference),
+                        message.cleared,
+                        time.time(),
+                    )
+                )
+
+    helpers = [asyncio.create_task(sample()), asyncio.create_task(listen())]
     try:
         await bots.run(arrivals_end)
         phase = "drain"
         await bots.finish(arrivals_end + scenario.run.drain)
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
     return seen
 
 
@@ -272,6 +289,8 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
                 streams(scenario.run.seed, "presence", agent_id),
                 seen,
                 until=until,
+                scenario=scenario,
+                started=shift.start_at,
                 metadata=() if tokens is None else tokens.agent(agent_id),
             )
             for agent_id, group in shift.agents

@@ -172,6 +172,9 @@ class InteractionType(_Strict):
     patience: Distribution | None = Field(
         None, description="seconds a customer waits for an agent before leaving; none: forever"
     )
+    resolve: float = Field(
+        0.9, ge=0, le=1, description="share of these interactions an agent resolves"
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> InteractionType:
@@ -213,6 +216,16 @@ class AgentGroup(_Strict):
         return self
 
 
+class Change(_Strict):
+    """From `at` seconds into the run, interactions of a type (taken by one agent group, or
+    by any) are resolved at another rate: a quality drop to be caught."""
+
+    at: float = Field(ge=0, description="seconds after the first arrival")
+    interaction_type: str
+    group: str | None = Field(None, description="only this agent group's; none: every group's")
+    resolve: float = Field(ge=0, le=1)
+
+
 class Run(_Strict):
     """How long, and the random seed."""
 
@@ -231,6 +244,7 @@ class Scenario(_Strict):
     run: Run = Field(default_factory=Run)
     types: list[InteractionType] = Field(min_length=1)
     agents: list[AgentGroup] = Field(min_length=1)
+    changes: list[Change] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -243,7 +257,33 @@ class Scenario(_Strict):
         for t in self.types:
             if not any(_can_take(g, t) for g in self.agents):
                 raise ValueError(f"no agent group can take interaction type {t.name!r}")
+        for change in self.changes:
+            if change.interaction_type not in names:
+                raise ValueError(f"a change names unknown type {change.interaction_type!r}")
+            if change.group is not None and change.group not in groups:
+                raise ValueError(f"a change names unknown agent group {change.group!r}")
         return self
+
+    def drops(self) -> list[tuple[str, float, float, float]]:
+        """Each change as (interaction type, seconds into the run, the type's resolution
+        rate, the changed one), as `report.detections` takes them."""
+        base = {t.name: t.resolve for t in self.types}
+        return [
+            (c.interaction_type, c.at, base[c.interaction_type], c.resolve) for c in self.changes
+        ]
+
+    def resolve_rate(self, interaction_type: str, group: str, elapsed: float) -> float:
+        """The share resolved of a type's interactions by a group, `elapsed` seconds into the
+        run: the type's, or the latest change's that applies by then."""
+        rate = next((t.resolve for t in self.types if t.name == interaction_type), 1.0)
+        for change in sorted(self.changes, key=lambda c: c.at):
+            if (
+                change.at <= elapsed
+                and change.interaction_type == interaction_type
+                and change.group in (None, group)
+            ):
+                rate = change.resolve
+        return rate
 
     @property
     def agent_count(self) -> int:

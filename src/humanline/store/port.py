@@ -117,6 +117,13 @@ class AgentRepository(Protocol):
         hold for a known agent is not considered (the caller asks for that agent itself)."""
         ...
 
+    async def online_below(
+        self, skills: tuple[SkillRequirement, ...], language: str | None, level: int
+    ) -> bool:
+        """Whether an agent with these skills and language, whose best skill is below
+        `level`, is connected and available (free or busy)."""
+        ...
+
     async def supply_for(
         self, skills: tuple[SkillRequirement, ...], language: str | None
     ) -> EligibleSupply:

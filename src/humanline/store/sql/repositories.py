@@ -306,6 +306,22 @@ def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.S
 
 
 @_statement
+def _online_below(skills: int, language: bool) -> sa.Select[Any]:
+    qualified, _ = _qualified_agents(skills, language)
+    theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
+    top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
+    expertise = (
+        _SKILL_MATCH[0].c.expertise if skills else sa.func.coalesce(top.scalar_subquery(), 0)
+    )
+    found = qualified.where(
+        agents.c.status == _const(AgentStatus.AVAILABLE),
+        agents.c.connected == sa.true(),
+        expertise < _p("expert_level", sa.Integer()),
+    )
+    return sa.select(sa.exists(found.with_only_columns(sa.literal(1))))
+
+
+@_statement
 def _supply(skills: int, language: bool) -> sa.Select[Any]:
     qualified, _ = _qualified_agents(skills, language)
     sub = qualified.where(
@@ -448,6 +464,13 @@ class SqlAgentRepository:
             params["p_expert_level"] = handoff.plan.expert_level
         stmt = _candidates(len(skills), language is not None, least, reserve)
         return [_agent(r) for r in await self._conn.execute(stmt, params)]
+
+    async def online_below(
+        self, skills: tuple[SkillRequirement, ...], language: str | None, level: int
+    ) -> bool:
+        stmt = _online_below(len(skills), language is not None)
+        params = _qualified_params(skills, language) | {"p_expert_level": level}
+        return bool((await self._conn.execute(stmt, params)).scalar())
 
     async def supply_for(
         self, skills: tuple[SkillRequirement, ...], language: str | None
