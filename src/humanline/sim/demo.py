@@ -185,12 +185,13 @@ def yardsticks(scenario: Scenario) -> tuple[dict[str, Yardstick], dict[str, floa
 
 
 # The quality demo: billing disputes start failing a quarter into the run; the server judges a
-# sliding two minutes (two hours at the scenario's pace), looking every second at the latest.
+# sliding four minutes (four hours at the scenario's pace: about 55 billing disputes, as a
+# flag needs 30), looking every second at the latest.
 DROPPED_TYPE = "billing_dispute"
 DROPPED_RESOLVE = 0.4
 QUALITY_DURATION = 240.0  # by default: enough billing disputes after the drop to judge
 QUALITY_SETTINGS = {
-    "HUMANLINE_QUALITY_WINDOW_SECONDS": "120",
+    "HUMANLINE_QUALITY_WINDOW_SECONDS": "240",
     "HUMANLINE_QUALITY_CHECK_SECONDS": "1",
 }
 
