@@ -147,6 +147,12 @@ async def _watch_alerts(scene: Scene, md: Metadata) -> Any:
         call.cancel()
 
 
+async def _export(scene: Scene, md: Metadata) -> Any:
+    stub = pool_service_pb2_grpc.PoolServiceStub(scene.raw)
+    call = stub.ExportOutcomes(pool_service_pb2.ExportOutcomesRequest(), metadata=md)
+    return [message async for message in call]
+
+
 async def _cancel(scene: Scene, md: Metadata) -> Any:
     """Cancels a fresh queued handoff of bot X (nobody can take it: no agent has the skill)."""
     queued = await scene.admin.request_handoff(skills={"nobody-has-this": 1})
@@ -264,6 +270,7 @@ MATRIX: dict[str, tuple[Call, dict[str, str]]] = {
     ),
     "PoolService.DeleteRoutingPolicy": (_delete_policy, OPS_ONLY),
     "PoolService.WatchQualityAlerts": (_watch_alerts, OPS_ONLY),
+    "PoolService.ExportOutcomes": (_export, OPS_ONLY),
     "PoolService.GetQualityReport": (
         lambda s, md: _pool(
             s,

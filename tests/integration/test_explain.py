@@ -554,6 +554,11 @@ async def _workload(client: Stubs) -> None:
             group_by=quality_pb2.QUALITY_DIMENSION_INTERACTION_TYPE
         )
     )
+    # The day's outcomes exported for retraining, the failures only.
+    exported = client.pool.ExportOutcomes(pool_service_pb2.ExportOutcomesRequest())
+    assert [m async for m in exported]
+    failures = pool_service_pb2.ExportOutcomesRequest(only_failures=True)
+    assert [m async for m in client.pool.ExportOutcomes(failures)]
 
     # A bot watches a handoff nobody can take until the customer leaves.
     waiting = await client.request_handoff(skills={"fraud": 5}, urgency=handoff_pb2.URGENCY_HIGH)

@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from humanline.domain.model import HandoffState, OfferState, Outcome, RiskClass
 
@@ -190,6 +190,26 @@ def _group(key: str, handoffs: list[HandoffSample], offers: list[OfferSample]) -
         offer_accept_rate=_share(taken, counted),
         handle_time_mean=_mean(handled),
     )
+
+
+# --- the retraining export ---------------------------------------------------------------------
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeQuery:
+    """Which completed handoffs an export takes: completed in [since, until), of one type or
+    any, with one of `outcomes` (empty: any), only failures (not resolved, rated 1 or 2, or
+    contacted again), rated at most `max_csat` (None: any, rated or not)."""
+
+    since: datetime = EARLIEST
+    until: datetime = LATEST
+    interaction_type: str | None = None
+    outcomes: frozenset[Outcome] = frozenset()
+    only_failures: bool = False
+    max_csat: int | None = None
 
 
 # --- early warning ---------------------------------------------------------------------------

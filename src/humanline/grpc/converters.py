@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from humanline.domain import model
 from humanline.domain.errors import InvalidArgument, Violations
 from humanline.domain.model import RiskClass
-from humanline.domain.quality import Alert, Dimension, GroupQuality
+from humanline.domain.quality import Alert, Dimension, GroupQuality, OutcomeQuery
 from humanline.domain.routing import RelaxationStep
 from humanline.domain.validation import (
     MAX_COMMAND_ID,
@@ -843,4 +843,55 @@ def quality_alert_pb(alert: Alert) -> quality_pb2.QualityAlert:
         gap=alert.gap,
         p_value=alert.p_value,
         test=alert.test,
+    )
+
+
+# --- the retraining export -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportQuery:
+    """A validated ExportOutcomes request: what to take, and the window (None: default)."""
+
+    query: OutcomeQuery
+    since: datetime | None
+    until: datetime | None
+
+
+def export_query(msg: pool_service_pb2.ExportOutcomesRequest) -> ExportQuery:
+    """The validated query of an ExportOutcomes request."""
+    v = Violations()
+    since = _window_time(v, "start_time", msg)
+    until = _window_time(v, "end_time", msg)
+    if msg.interaction_type:
+        check_identifier(v, "interaction_type", msg.interaction_type)
+    outcomes = set()
+    for i, number in enumerate(msg.outcomes[:10]):
+        outcome = enum_from_proto(
+            v, f"outcomes[{i}]", handoff_pb2.Outcome, "OUTCOME_", number, model.Outcome
+        )
+        if number == 0:
+            v.add(f"outcomes[{i}]", "must be an outcome")
+        if outcome is not None:
+            outcomes.add(outcome)
+    if len(msg.outcomes) > 10:
+        v.add("outcomes", "must list at most 10")
+    if not 0 <= msg.max_csat <= 5:
+        v.add("max_csat", "must be between 1 and 5, or 0 for any")
+    v.raise_if_any()
+    query = OutcomeQuery(
+        interaction_type=msg.interaction_type or None,
+        outcomes=frozenset(outcomes),
+        only_failures=msg.only_failures,
+        max_csat=msg.max_csat or None,
+    )
+    return ExportQuery(query, since, until)
+
+
+def exported_pb(handoff: model.Handoff) -> pool_service_pb2.ExportOutcomesResponse:
+    """One exported outcome."""
+    return pool_service_pb2.ExportOutcomesResponse(
+        handoff=handoff_pb(HandoffView(handoff, 0, None, None)),
+        notes=handoff.completion.notes if handoff.completion is not None else "",
+        agent_id=handoff.agent_id or "",
     )

@@ -88,6 +88,15 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
         return converters.quality_report_pb(found)
 
     @server_stream(Role.OPS)
+    async def ExportOutcomes(
+        self, request: pb.ExportOutcomesRequest, context: Context, caller: Principal
+    ) -> AsyncIterator[pb.ExportOutcomesResponse]:
+        asked = converters.export_query(request)
+        with self.gate.streams.hold(context.peer()):
+            async for handoff in self._app.pool.export(asked.query, asked.since, asked.until):
+                yield converters.exported_pb(handoff)
+
+    @server_stream(Role.OPS)
     async def WatchQualityAlerts(
         self, request: pb.WatchQualityAlertsRequest, context: Context, caller: Principal
     ) -> AsyncIterator[pb.WatchQualityAlertsResponse]:

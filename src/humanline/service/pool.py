@@ -6,7 +6,8 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from humanline.domain.errors import (
@@ -16,14 +17,23 @@ from humanline.domain.errors import (
     InvalidArgument,
     NotFound,
 )
-from humanline.domain.model import Agent, AgentProfile, AgentState, ProfileUpdate
-from humanline.domain.quality import Alert, Dimension, GroupQuality, alerts, overall, report
+from humanline.domain.model import Agent, AgentProfile, AgentState, Handoff, ProfileUpdate
+from humanline.domain.quality import (
+    Alert,
+    Dimension,
+    GroupQuality,
+    OutcomeQuery,
+    alerts,
+    overall,
+    report,
+)
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.transitions import retry_conflicts
 from humanline.store.port import DuplicateKey, PoolSnapshot, Store
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+EXPORT_PAGE = 200  # handoffs read per transaction while exporting
 DEFAULT_QUALITY_WINDOW = timedelta(days=1)
 MAX_QUALITY_WINDOW = timedelta(days=366)
 
@@ -181,6 +191,29 @@ class Pool:
         """Agents by state, capacity per skill and language, the queue."""
         async with self._store.read() as uow:
             return PoolStatus(await uow.pool.snapshot(), uow.now)
+
+    async def export(
+        self, query: OutcomeQuery, since: datetime | None, until: datetime | None
+    ) -> AsyncIterator[Handoff]:
+        """The completed handoffs `query` selects, by completion time, in [since, until)
+        (by default the last day), read a page per transaction."""
+        async with self._store.read() as uow:
+            until = until or uow.now
+        since = since or until - DEFAULT_QUALITY_WINDOW
+        if since >= until:
+            raise InvalidArgument([FieldViolation("end_time", "must be after start_time")])
+        query = replace(query, since=since, until=until)
+        after: tuple[datetime, str] | None = None
+        while True:
+            async with self._store.read() as uow:
+                page = await uow.handoffs.completed_page(query, after, EXPORT_PAGE)
+            for handoff in page:
+                yield handoff
+            if len(page) < EXPORT_PAGE:
+                return
+            last = page[-1]
+            assert last.ended_at is not None
+            after = (last.ended_at, last.id)
 
     async def quality(
         self,

@@ -37,7 +37,7 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
-from humanline.domain.quality import HandoffSample, OfferSample
+from humanline.domain.quality import HandoffSample, OfferSample, OutcomeQuery
 from humanline.domain.routing import RoutingPolicy
 
 
@@ -218,6 +218,13 @@ class HandoffRepository(Protocol):
 
     async def expire(self, handoff_id: str, now: datetime, reason: str) -> Handoff | None:
         """QUEUED -> EXPIRED (its maximum wait is over), with why."""
+        ...
+
+    async def completed_page(
+        self, query: OutcomeQuery, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Handoff]:
+        """Up to `limit` COMPLETED handoffs that `query` selects, by (end time, id), after
+        `after` (None: from the start of the window)."""
         ...
 
     async def record_feedback(

@@ -246,3 +246,29 @@ class WatchQualityAlertsResponse(_message.Message):
     cleared: bool
     event_time: _timestamp_pb2.Timestamp
     def __init__(self, alert: _Optional[_Union[_quality_pb2.QualityAlert, _Mapping]] = ..., cleared: _Optional[bool] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExportOutcomesRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "interaction_type", "outcomes", "only_failures", "max_csat")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    ONLY_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CSAT_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    interaction_type: str
+    outcomes: _containers.RepeatedScalarFieldContainer[_handoff_pb2.Outcome]
+    only_failures: bool
+    max_csat: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interaction_type: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[_handoff_pb2.Outcome, str]]] = ..., only_failures: _Optional[bool] = ..., max_csat: _Optional[int] = ...) -> None: ...
+
+class ExportOutcomesResponse(_message.Message):
+    __slots__ = ("handoff", "notes", "agent_id")
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    handoff: _handoff_pb2.Handoff
+    notes: str
+    agent_id: str
+    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ..., notes: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...

@@ -75,6 +75,11 @@ class PoolServiceStub:
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsRequest.SerializeToString,
                 response_deserializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsResponse.FromString,
                 _registered_method=True)
+        self.ExportOutcomes = channel.unary_stream(
+                '/humanline.v1.PoolService/ExportOutcomes',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.ExportOutcomesRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.ExportOutcomesResponse.FromString,
+                _registered_method=True)
         self.CreateRoutingPolicy = channel.unary_unary(
                 '/humanline.v1.PoolService/CreateRoutingPolicy',
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.CreateRoutingPolicyRequest.SerializeToString,
@@ -178,6 +183,16 @@ class PoolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportOutcomes(self, request, context):
+        """Streams completed handoffs with what the bot said, what the agent did and what the
+        customer made of it, for the bot's next training round: by completion time, oldest
+        first, filtered by window, interaction type, outcome and rating.
+        Returns INVALID_ARGUMENT (a bad window, type, outcome or rating).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateRoutingPolicy(self, request, context):
         """Sets the routing policy of an interaction type that has none set yet (a built-in one
         may be in force). Fields left unset take the built-in policy's values (the fallback's
@@ -262,6 +277,11 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     servicer.WatchQualityAlerts,
                     request_deserializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsRequest.FromString,
                     response_serializer=humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsResponse.SerializeToString,
+            ),
+            'ExportOutcomes': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportOutcomes,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.ExportOutcomesRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.ExportOutcomesResponse.SerializeToString,
             ),
             'CreateRoutingPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRoutingPolicy,
@@ -506,6 +526,33 @@ class PoolService:
             '/humanline.v1.PoolService/WatchQualityAlerts',
             humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsRequest.SerializeToString,
             humanline_dot_v1_dot_pool__service__pb2.WatchQualityAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/humanline.v1.PoolService/ExportOutcomes',
+            humanline_dot_v1_dot_pool__service__pb2.ExportOutcomesRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.ExportOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,7 +48,13 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
-from humanline.domain.quality import ACCEPTED_OFFERS, UNTAKEN_OFFERS, HandoffSample, OfferSample
+from humanline.domain.quality import (
+    ACCEPTED_OFFERS,
+    UNTAKEN_OFFERS,
+    HandoffSample,
+    OfferSample,
+    OutcomeQuery,
+)
 from humanline.domain.validation import MAX_PROFICIENCY, MAX_REQUIRED_SKILLS
 from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
 from humanline.store.sql.prepared import PREPARED
@@ -1016,6 +1022,38 @@ class SqlHandoffRepository:
         return await self._transition(
             _expire_handoff(), handoff_id, now=now, end_reason=reason[:500]
         )
+
+    async def completed_page(
+        self, query: OutcomeQuery, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Handoff]:
+        h = handoffs.c
+        stmt = (
+            sa.select(handoffs)
+            .where(
+                h.state == _const(HandoffState.COMPLETED),
+                h.ended_at >= query.since,
+                h.ended_at < query.until,
+            )
+            .order_by(h.ended_at, h.id)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(sa.tuple_(h.ended_at, h.id) > sa.tuple_(*after))
+        if query.interaction_type is not None:
+            stmt = stmt.where(h.interaction_type == query.interaction_type)
+        if query.outcomes:
+            stmt = stmt.where(h.outcome.in_(sorted(o.value for o in query.outcomes)))
+        if query.only_failures:
+            stmt = stmt.where(
+                sa.or_(
+                    h.outcome != Outcome.RESOLVED.value,
+                    h.csat <= 2,
+                    h.contacted_again == sa.true(),
+                )
+            )
+        if query.max_csat is not None:
+            stmt = stmt.where(h.csat <= query.max_csat)
+        return [_handoff(r) for r in await self._conn.execute(stmt)]
 
     async def record_feedback(
         self, handoff_id: str, feedback: Feedback, now: datetime
