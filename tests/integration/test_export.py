@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from humanline.service import pool
 from humanline.v1 import handoff_pb2, handoff_service_pb2, pool_service_pb2
-from tests.support.client import AgentDriver, Stubs, error_details
+from tests.support.client import AgentDriver, Stubs, error_details, stamp
 
 H = handoff_pb2
 
@@ -76,20 +76,14 @@ async def test_the_export_selects_and_orders_completed_handoffs(
     assert await ids(only_failures=True) == [bad, angry, back, later]
     assert await ids(max_csat=4) == [bad, angry, back]  # unrated ones are left out
     now = datetime.now(UTC)
-    assert await ids(end_time=_stamp(now - timedelta(hours=1))) == []
-    assert await ids(start_time=_stamp(now - timedelta(hours=1)), end_time=_stamp(now)) == [
+    assert await ids(end_time=stamp(now - timedelta(hours=1))) == []
+    assert await ids(start_time=stamp(now - timedelta(hours=1)), end_time=stamp(now)) == [
         ok,
         bad,
         angry,
         back,
         later,
     ]
-
-
-def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from humanline.v1 import (
     quality_pb2,
     routing_pb2,
 )
-from tests.support.client import AgentDriver, Stubs, error_details
+from tests.support.client import AgentDriver, Stubs, error_details, stamp
 
 Q = quality_pb2
 
@@ -140,8 +140,8 @@ async def test_a_window_holds_the_handoffs_requested_within_it(client: Stubs) ->
     earlier = await _report(
         client,
         Q.QUALITY_DIMENSION_INTERACTION_TYPE,
-        start_time=_stamp(start - timedelta(hours=1)),
-        end_time=_stamp(start),
+        start_time=stamp(start - timedelta(hours=1)),
+        end_time=stamp(start),
     )
     assert list(earlier.groups) == []
     assert earlier.overall.handoffs == 0
@@ -155,10 +155,18 @@ async def test_a_window_holds_the_handoffs_requested_within_it(client: Stubs) ->
     assert span == timedelta(days=1)
 
 
-def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+async def _easy_and_hard(client: Stubs) -> None:
+    """One agent completes 40 "easy" handoffs, 36 resolved, and 40 "hard" ones, 10
+    resolved, in turn."""
+    await client.create_agent("ann", {"general": 3})
+    ann = client.agent("ann")
+    await ann.hello()
+    resolved, unresolved = handoff_pb2.OUTCOME_RESOLVED, handoff_pb2.OUTCOME_UNRESOLVED
+    for i in range(40):
+        await client.request_handoff(interaction_type="easy", skills={"general": 1})
+        await _serve(client, ann, resolved if i % 10 else unresolved)
+        await client.request_handoff(interaction_type="hard", skills={"general": 1})
+        await _serve(client, ann, resolved if i % 4 == 0 else unresolved)
 
 
 @pytest.mark.parametrize(
@@ -205,15 +213,7 @@ async def test_a_bad_report_request_names_its_field(
 
 
 async def test_a_type_resolving_far_less_than_the_rest_is_flagged(client: Stubs) -> None:
-    await client.create_agent("ann", {"general": 3})
-    ann = client.agent("ann")
-    await ann.hello()
-    resolved, unresolved = handoff_pb2.OUTCOME_RESOLVED, handoff_pb2.OUTCOME_UNRESOLVED
-    for i in range(40):
-        await client.request_handoff(interaction_type="easy", skills={"general": 1})
-        await _serve(client, ann, resolved if i % 10 else unresolved)  # 36 of 40
-        await client.request_handoff(interaction_type="hard", skills={"general": 1})
-        await _serve(client, ann, resolved if i % 4 == 0 else unresolved)  # 10 of 40
+    await _easy_and_hard(client)
     found = await _report(client, Q.QUALITY_DIMENSION_INTERACTION_TYPE)
     (alert,) = found.alerts
     assert alert.key == "hard"
@@ -235,15 +235,7 @@ async def test_the_alert_stream_tells_when_a_type_starts_failing(
     client: Stubs, capsys: pytest.CaptureFixture[str]
 ) -> None:
     watch = client.pool.WatchQualityAlerts(pool_service_pb2.WatchQualityAlertsRequest())
-    await client.create_agent("ann", {"general": 3})
-    ann = client.agent("ann")
-    await ann.hello()
-    resolved, unresolved = handoff_pb2.OUTCOME_RESOLVED, handoff_pb2.OUTCOME_UNRESOLVED
-    for i in range(40):
-        await client.request_handoff(interaction_type="easy", skills={"general": 1})
-        await _serve(client, ann, resolved if i % 10 else unresolved)
-        await client.request_handoff(interaction_type="hard", skills={"general": 1})
-        await _serve(client, ann, resolved if i % 4 == 0 else unresolved)
+    await _easy_and_hard(client)
     async with asyncio.timeout(10):
         message = await watch.read()
     watch.cancel()

@@ -12,9 +12,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -339,6 +341,13 @@ class AgentDriver:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
+
+
+def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp of `moment`."""
+    value = timestamp_pb2.Timestamp()
+    value.FromDatetime(moment)
+    return value
 
 
 def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:

@@ -332,11 +332,6 @@ class Feedback:
     reason_tags: tuple[str, ...] = ()
     contacted_again: bool = False
 
-    @property
-    def satisfied(self) -> bool:
-        """A rating of 4 or 5: what a CSAT score counts."""
-        return self.csat >= 4
-
     def fingerprint(self) -> str:
         """A digest, to tell a retry from a conflicting second report."""
         canonical = json.dumps([self.csat, sorted(self.reason_tags), self.contacted_again])

@@ -3,6 +3,7 @@ customer's feedback."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -76,25 +77,20 @@ class Handoffs:
             if request.preferred_agent_id is not None:
                 known = await uow.agents.get(request.preferred_agent_id)
                 known_online = known is not None and can_wait_for(known)
-            routed = decide(
+            route = functools.partial(
+                decide,
                 request,
                 choice,
                 self._policy.targets,
                 uow.now,
                 known_agent_online=known_online,
             )
+            routed = route()
             level = routed.plan.expert_level
             if routed.plan.experts_from is not None and level is not None:
                 skills, language = routed.request.required_skills, routed.request.language
                 if not await uow.agents.online_below(skills, language, level):
-                    routed = decide(
-                        request,
-                        choice,
-                        self._policy.targets,
-                        uow.now,
-                        known_agent_online=known_online,
-                        others_online=False,
-                    )
+                    routed = route(others_online=False)  # nobody to keep the experts for
             handoff = Handoff(
                 id=str(uuid.uuid4()),
                 request=routed.request,

@@ -65,6 +65,18 @@ class QualityReport:
     alerts: list[Alert]
 
 
+def _window(
+    since: datetime | None, until: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """A report's or export's window: until now and a day long unless told; refused when it
+    ends before it starts."""
+    until = until or now
+    since = since or until - DEFAULT_QUALITY_WINDOW
+    if since >= until:
+        raise InvalidArgument([FieldViolation("end_time", "must be after start_time")])
+    return since, until
+
+
 def _encode_token(after_id: str, state: AgentState | None, skill: str | None) -> str:
     raw = json.dumps({"after": after_id, "state": state and state.value, "skill": skill})
     return base64.urlsafe_b64encode(raw.encode()).decode()
@@ -198,10 +210,7 @@ class Pool:
         """The completed handoffs `query` selects, by completion time, in [since, until)
         (by default the last day), read a page per transaction."""
         async with self._store.read() as uow:
-            until = until or uow.now
-        since = since or until - DEFAULT_QUALITY_WINDOW
-        if since >= until:
-            raise InvalidArgument([FieldViolation("end_time", "must be after start_time")])
+            since, until = _window(since, until, uow.now)
         query = replace(query, since=since, until=until)
         after: tuple[datetime, str] | None = None
         while True:
@@ -226,10 +235,7 @@ class Pool:
         grouped `by`, with the whole window's, and the groups flagged against the rest of
         the pool or against the window just before."""
         async with self._store.read() as uow:
-            until = until or uow.now
-            since = since or until - DEFAULT_QUALITY_WINDOW
-            if since >= until:
-                raise InvalidArgument([FieldViolation("end_time", "must be after start_time")])
+            since, until = _window(since, until, uow.now)
             if until - since > MAX_QUALITY_WINDOW:
                 raise InvalidArgument(
                     [

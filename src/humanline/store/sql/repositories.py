@@ -260,6 +260,16 @@ def _qualified_params(skills: tuple[SkillRequirement, ...], language: str | None
     return params
 
 
+def _expertise(skills: int) -> sa.ColumnElement[Any]:
+    """The best skill level of an agent of `_qualified_agents(skills, ...)`: copied on its
+    first matched skill row, or (no skill matched) the highest of its skills, 0 for none."""
+    if skills:
+        return _SKILL_MATCH[0].c.expertise
+    theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
+    top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
+    return sa.func.coalesce(top.scalar_subquery(), 0)
+
+
 @_statement
 def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.Select[Any]:
     """Agents eligible for handoff `p_handoff_id`, best first: the most proficient, or with
@@ -296,11 +306,7 @@ def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.S
             stmt = stmt.where(ready.c.expertise < _p("expert_level", sa.Integer()))
         return stmt.limit(_p("limit"))
     stmt, score = _qualified_agents(skills, language)
-    theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
-    top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
-    expertise = (
-        _SKILL_MATCH[0].c.expertise if skills else sa.func.coalesce(top.scalar_subquery(), 0)
-    )
+    expertise = _expertise(skills)
     levels = (expertise, score.asc()) if least else (score.desc(),)
     if reserve:
         stmt = stmt.where(expertise < _p("expert_level", sa.Integer()))
@@ -314,15 +320,10 @@ def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.S
 @_statement
 def _online_below(skills: int, language: bool) -> sa.Select[Any]:
     qualified, _ = _qualified_agents(skills, language)
-    theirs = _AGENTS_SKILLS.c.agent_id == agents.c.id
-    top = sa.select(sa.func.max(_AGENTS_SKILLS.c.proficiency)).where(theirs)
-    expertise = (
-        _SKILL_MATCH[0].c.expertise if skills else sa.func.coalesce(top.scalar_subquery(), 0)
-    )
     found = qualified.where(
         agents.c.status == _const(AgentStatus.AVAILABLE),
         agents.c.connected == sa.true(),
-        expertise < _p("expert_level", sa.Integer()),
+        _expertise(skills) < _p("expert_level", sa.Integer()),
     )
     return sa.select(sa.exists(found.with_only_columns(sa.literal(1))))
 
