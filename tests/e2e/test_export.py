@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,9 +67,20 @@ async def test_outcomes_are_exported_as_json_lines(
     )
     assert code == 0
     failures = [json.loads(line) for line in out.splitlines()]
-    assert all(r["outcome"] != "OUTCOME_RESOLVED" for r in failures)
-    assert len(failures) == sum(r["outcome"] != "OUTCOME_RESOLVED" for r in records)
+    # A failure: not resolved, or (the simulated customers rate) rated 1 or 2, or the
+    # customer contacted again.
+    assert [r["handoff_id"] for r in failures] == [r["handoff_id"] for r in records if _failed(r)]
+    assert all(_failed(r) for r in failures)
 
     code, _, err = await export("--target", server.target, "--keys", keys, "--since", "soon")
     assert code == 2
     assert "ISO 8601" in err
+
+
+def _failed(record: dict[str, Any]) -> bool:
+    feedback = record.get("feedback", {})
+    return (
+        record["outcome"] != "OUTCOME_RESOLVED"
+        or feedback.get("csat", 5) <= 2
+        or bool(feedback.get("contacted_again"))
+    )

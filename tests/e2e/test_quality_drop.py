@@ -1,7 +1,8 @@
 """The early warning as a user meets it: `humanline serve` in one process, `humanline
 simulate` in another, a scenario whose one interaction type starts failing part way. The
 server's alert stream flags that type within a few dozen of its completions after the drop,
-and a run of the same scenario without the drop raises no flag at all."""
+and a run of the same scenario without the drop raises no flag at all. A type whose
+customers turn unhappy (as many resolved, rated worse) is flagged for its CSAT."""
 
 from __future__ import annotations
 
@@ -83,3 +84,31 @@ async def test_a_failing_type_is_flagged_soon_and_a_steady_run_not_at_all(
     steady.write_text(STEADY)
     quiet = await _play(start_server, steady)
     assert quiet["alerts"] == [], quiet
+
+
+# Every customer rates, at once (the server judges the handoffs of the window that have a
+# rating: late ones would thin it); from 6 s on, disputes resolved as before are rated 1 or 2.
+RATING = "resolve = 0.9\nrate = 1\nrate_delay = 0.2"
+UNHAPPY = """
+[[changes]]
+at = 6
+interaction_type = "dispute"
+csat_resolved = [1, 1, 0, 0, 0]
+"""
+
+
+async def test_customers_turning_unhappy_are_flagged_for_csat(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    unhappy = tmp_path / "unhappy.toml"
+    unhappy.write_text(STEADY.replace("resolve = 0.9", RATING) + UNHAPPY)
+    found = await _play(start_server, unhappy)
+    (drop,) = found["detections"]  # type: ignore[misc]
+    assert drop["interaction_type"] == "dispute"
+    assert (drop["resolve_before"], drop["resolve_after"]) == (0.9, 0.9)
+    assert drop["satisfied_before"] > 0.7 > 0.1 > drop["satisfied_after"]
+    assert drop["csat_flagged_after"] is not None, found
+    assert drop["metric"] == "QUALITY_METRIC_CSAT_SATISFIED", found
+    # Flagged on ratings after the drop (the window's others came before it).
+    assert 0 < drop["ratings_until_flag"] <= drop["ratings_after_change"], found
+    assert found["false_alarms"] == 0, found

@@ -1,6 +1,6 @@
 """`humanline simulate` as a user runs it: a server in one process, the simulator in another
-(with agent processes of its own), a tiny scenario; its counts checked against the server's
-own log of what happened."""
+(with agent processes of its own), a tiny scenario; its counts (handoffs, offers, customers'
+ratings) checked against the server's own log of what happened."""
 
 from __future__ import annotations
 
@@ -121,6 +121,11 @@ async def test_a_tiny_scenario_counts_what_the_server_saw(
     assert 0 < crew["occupancy"] < 1
     # The simulated agents were removed again.
     assert events["agent_created"] == events["agent_deleted"] == 6
+    # Customers rated some of the completed interactions (60% by default), each once: what
+    # the server recorded, and no call refused (errors above: none).
+    assert 0 < total["ratings"] == events["feedback_recorded"] <= total["answered"]
+    assert 1 <= total["csat_mean"] <= 5
+    assert total["ratings"] == sum(r["ratings"] for (t, u), r in rows.items() if u == "all" != t)
 
 
 async def test_a_bad_scenario_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -12,12 +12,16 @@ from humanline.sim.demo import yardsticks
 from humanline.sim.plot import draw
 from humanline.sim.report import (
     ALL,
+    CSAT,
+    RESOLUTION,
     AgentRecord,
     AlertRecord,
+    Drop,
     HandoffRecord,
     Observations,
     OutcomeRecord,
     PoolSample,
+    RatingRecord,
     Yardstick,
     compare,
     detections,
@@ -221,13 +225,87 @@ def test_detection_counts_the_completions_between_a_drop_and_its_flag() -> None:
             AlertRecord("lookup", "QUALITY_METRIC_RESOLUTION_RATE", "POOL", True, 1017.0),
         ],
     )
-    (found,), false = detections(seen, [("billing", 10.0, 0.9, 0.4)])
+    (found,), false = detections(seen, [Drop("billing", 10.0, 0.9, 0.4, 0.8, 0.5)])
     assert found.flagged_after == pytest.approx(4.5)
+    assert found.metric == RESOLUTION
+    assert (found.resolution_flagged_after, found.csat_flagged_after) == (pytest.approx(4.5), None)
     assert (found.completions_until_flag, found.completions_after_change) == (3, 4)
+    assert (found.satisfied_before, found.satisfied_after) == (0.8, 0.5)
+    assert (found.ratings_until_flag, found.ratings_after_change) == (0, 0)
     assert [a.interaction_type for a in false] == ["lookup"]  # raised, not the clearing
-    (never,), _ = detections(Observations(started=0.0), [("fraud", 5.0, 0.9, 0.1)])
+    (never,), _ = detections(Observations(started=0.0), [Drop("fraud", 5.0, 0.9, 0.1, 0.8, 0.3)])
     assert never.flagged_after is None
+    assert never.metric is None
     assert never.completions_until_flag is None
+    assert never.ratings_until_flag is None
+
+
+def rating(kind: str, csat: int, completed: float, at: float, **fields: object) -> RatingRecord:
+    return RatingRecord(
+        interaction_type=kind,
+        urgency=str(fields.get("urgency", "NORMAL")),
+        resolved=bool(fields.get("resolved", True)),
+        csat=csat,
+        contacted_again=bool(fields.get("contacted_again", False)),
+        completed=completed,
+        at=at,
+    )
+
+
+def test_detection_counts_a_csat_flag_and_the_ratings_before_it() -> None:
+    seen = Observations(
+        started=1000.0,
+        outcomes=[OutcomeRecord("billing", True, t) for t in (1005.0, 1011.0, 1013.0, 1030.0)],
+        ratings=[
+            rating("billing", 5, completed=1005.0, at=1012.0),  # its interaction before the drop
+            rating("billing", 2, completed=1011.0, at=1014.0),
+            rating("billing", 1, completed=1013.0, at=1016.0),
+            rating("billing", 1, completed=1030.0, at=1033.0),  # after the flag
+            rating("lookup", 1, completed=1011.0, at=1012.0),  # another type
+        ],
+        alerts=[
+            AlertRecord("billing", "QUALITY_METRIC_RESOLUTION_RATE", "POOL", False, 1008.0),
+            AlertRecord("billing", "QUALITY_METRIC_CSAT_SATISFIED", "BASELINE", False, 1020.0),
+            AlertRecord("billing", "QUALITY_METRIC_RESOLUTION_RATE", "POOL", False, 1025.0),
+        ],
+    )
+    drop = Drop("billing", 10.0, 0.9, 0.9, 0.8, 0.3)  # customers unhappier, as many resolved
+    (found,), false = detections(seen, [drop])
+    # The resolution flag before the change is not this drop's; the CSAT flag is its first.
+    assert (found.flagged_after, found.metric) == (pytest.approx(10.0), CSAT)
+    assert found.csat_flagged_after == pytest.approx(10.0)
+    assert found.resolution_flagged_after == pytest.approx(15.0)
+    assert (found.completions_until_flag, found.completions_after_change) == (2, 3)
+    assert (found.ratings_until_flag, found.ratings_after_change) == (2, 3)
+    assert false == []
+
+
+def test_rows_count_the_ratings_with_their_mean_and_satisfied_share() -> None:
+    seen = Observations(
+        handoffs=[handoff("fraud", "HIGH", 1.0), handoff("fraud", "LOW", 2.0)],
+        ratings=[
+            rating("fraud", 5, 0, 1, urgency="HIGH"),
+            rating("fraud", 4, 0, 1, urgency="HIGH"),
+            rating("fraud", 1, 0, 1, urgency="HIGH", resolved=False),
+            rating("fraud", 3, 0, 1, urgency="LOW"),
+        ],
+    )
+    rows = {(r.interaction_type, r.urgency): r for r in summarize("s", 60, seen).rows}
+    high, low, fraud = rows[("fraud", "HIGH")], rows[("fraud", "LOW")], rows[("fraud", ALL)]
+    assert (high.ratings, high.csat_mean, high.satisfied) == (3, pytest.approx(10 / 3), 2 / 3)
+    assert (low.ratings, low.csat_mean, low.satisfied) == (1, 3.0, 0.0)
+    assert (fraud.ratings, fraud.csat_mean, fraud.satisfied) == (4, 3.25, 0.5)
+    assert rows[(ALL, ALL)].ratings == 4
+    unrated = summarize("s", 60, Observations(handoffs=[handoff("fraud", "HIGH", 1.0)])).rows[0]
+    assert (unrated.ratings, unrated.csat_mean, unrated.satisfied) == (0, None, None)
+    row = summarize("s", 60, seen).to_json()["by_type_and_urgency"][0]
+    assert (row["ratings"], row["csat_mean"], row["satisfied"]) == (4, 3.25, 0.5)
+
+
+def test_observations_merge_the_ratings() -> None:
+    seen = Observations(ratings=[rating("fraud", 5, 0, 1)])
+    seen.merge(Observations(ratings=[rating("fraud", 1, 0, 2)]))
+    assert [r.csat for r in seen.ratings] == [5, 1]
 
 
 def test_a_change_sets_the_resolution_rate_from_its_moment() -> None:

@@ -65,31 +65,47 @@ def comparison_table(rows: list[Compared]) -> Table:
     return table
 
 
+def _flagged(after: float | None) -> str:
+    return "never" if after is None else f"{after:.1f}"
+
+
+def _until(count: int | None, since: int) -> str:
+    return f"never ({since} since)" if count is None else str(count)
+
+
 def detection_table(found: list[Detection], quiet: int | None, false: int) -> Table:
-    """How soon the server's early warning flagged each quality drop, and the false alarms:
-    flags on types no change touched in this run (`false`), and in a run without the drop
-    (`quiet`, if there was one)."""
+    """How soon the server's early warning flagged each quality drop, for its resolution rate
+    and for its CSAT, after how many completions and ratings since the drop (to the first
+    flag), and the false alarms: flags on types no change touched in this run (`false`), and
+    in a run without the drop (`quiet`, if there was one)."""
     alarms = f"{false} on other types" + ("" if quiet is None else f", {quiet} without the drop")
     table = Table(title=f"early warning of quality drops (false alarms: {alarms})")
-    for header in ("type", "dropped at s", "resolve", "flagged after s", "completions to flag"):
+    for header in (
+        "type",
+        "dropped\nat s",
+        "resolve",
+        "satisfied\n(4-5)",
+        "flagged after s:\nresolution / CSAT",
+        "completions to\nthe first flag",
+        "ratings to\nthe first flag",
+    ):
         table.add_column(header, justify="left" if header == "type" else "right")
     for d in found:
         table.add_row(
             d.interaction_type,
             f"{d.changed_at:.0f}",
             f"{d.resolve_before:.0%} → {d.resolve_after:.0%}",
-            "never" if d.flagged_after is None else f"{d.flagged_after:.1f}",
-            (
-                f"never ({d.completions_after_change} after the drop)"
-                if d.completions_until_flag is None
-                else str(d.completions_until_flag)
-            ),
+            f"{d.satisfied_before:.0%} → {d.satisfied_after:.0%}",
+            f"{_flagged(d.resolution_flagged_after)} / {_flagged(d.csat_flagged_after)}",
+            _until(d.completions_until_flag, d.completions_after_change),
+            _until(d.ratings_until_flag, d.ratings_after_change),
         )
     return table
 
 
 def tables(summary: Summary) -> list[Table]:
-    """Per interaction type and urgency, then agent occupancy."""
+    """Per interaction type and urgency, the customers' ratings per type, then agent
+    occupancy."""
     handoffs = Table(title=f"{summary.scenario}: handoffs by interaction type and urgency")
     handoffs.add_column("type / urgency")
     for header in (
@@ -136,7 +152,20 @@ def tables(summary: Summary) -> list[Table]:
             _share(o.occupancy),
             style="bold" if o.group == ALL else None,
         )
-    result = [handoffs, occupancy]
+    ratings = Table(title="customers' ratings (CSAT 1-5) by interaction type")
+    for header in ("type", "answered", "rated", "CSAT mean", "satisfied (4-5)"):
+        ratings.add_column(header, justify="left" if header == "type" else "right")
+    for row in summary.rows:
+        if row.urgency == ALL:
+            ratings.add_row(
+                row.interaction_type,
+                str(row.answered),
+                str(row.ratings),
+                "-" if row.csat_mean is None else f"{row.csat_mean:.2f}",
+                _share(row.satisfied),
+                style="bold" if row.interaction_type == ALL else None,
+            )
+    result = [handoffs, ratings, occupancy]
     if summary.errors:
         errors = Table(title="calls that failed")
         errors.add_column("call")

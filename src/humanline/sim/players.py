@@ -7,6 +7,11 @@ handle time drawn from its type, completes it, and logs out and in again over th
 
 `Bots` send handoffs with Poisson arrivals per interaction type, cancel those whose customer's
 patience runs out first, and read every handoff's final record from the server at the end.
+
+`Customers` rate what they got: when an agent completes an interaction, the chat platform that
+agent and bot share knows the human conversation is over, and the customer's bot reports the
+customer's rating with RecordFeedback a moment later (or never, for customers who do not
+rate). It is played beside the agents, in their processes, where completions happen.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from humanline.sim.report import AgentRecord, HandoffRecord, Observations, OutcomeRecord
-from humanline.sim.scenario import AgentGroup, InteractionType, Scenario
+from humanline.sim.report import (
+    AgentRecord,
+    HandoffRecord,
+    Observations,
+    OutcomeRecord,
+    RatingRecord,
+)
+from humanline.sim.scenario import AgentGroup, InteractionType, Rating, Scenario
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
@@ -37,6 +48,14 @@ from humanline.v1 import (
 
 CALL_TIMEOUT = 10.0
 RETRY_DELAY = (0.2, 1.0)
+# RecordFeedback is tried this many times, waiting twice as long after each failure.
+FEEDBACK_ATTEMPTS = 5
+FEEDBACK_BACKOFF = 0.25  # seconds before the first retry (jittered: 0.5-1.5 times)
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,  # the same feedback again is idempotent
+    grpc.StatusCode.RESOURCE_EXHAUSTED,  # over the caller's rate limit
+)
 T = TypeVar("T")
 # How the server confirms an offer's end to its agent, for those that count against it.
 OUTCOMES = {
@@ -100,6 +119,7 @@ class AgentPlayer:
     scenario: Scenario | None = None  # its changes of resolution rates over the run
     started: float = 0.0  # epoch seconds of the run's first possible arrival
     metadata: tuple[tuple[str, str], ...] = ()  # authenticates the agent's stream
+    customers: Customers | None = None  # told of each completion, to rate it
     online_seconds: float = 0.0
     busy_slot_seconds: float = 0.0
     _outbox: Outbox | None = None
@@ -289,7 +309,10 @@ class AgentPlayer:
         for _ in range(20):
             try:
                 await self.stub.CompleteInteraction(request, timeout=CALL_TIMEOUT)
-                self.seen.outcomes.append(OutcomeRecord(name, resolved, time.time()))
+                now = time.time()
+                self.seen.outcomes.append(OutcomeRecord(name, resolved, now))
+                if self.customers is not None:
+                    self.customers.completed(interaction.details, self.group.name, resolved, now)
                 break
             except grpc.aio.AioRpcError as error:
                 self.seen.errors[f"complete {error.code().name}"] += 1
@@ -315,6 +338,88 @@ class AgentPlayer:
             await asyncio.gather(*list(self._work), return_exceptions=True)
         if self._outbox is not None:
             self._outbox.close()
+
+
+@dataclass
+class Customers:
+    """The customers of the interactions completed in this process, after their completion:
+    each rates it (or not) through its bot, as the scenario says and its own random stream
+    draws (`Scenario.rating`), a few moments later."""
+
+    scenario: Scenario
+    stub: handoff_service_pb2_grpc.HandoffServiceStub
+    seen: Observations
+    started: float  # epoch seconds of the run's first possible arrival
+    jitter: random.Random = field(default_factory=random.Random)  # retries' only
+    _pending: dict[asyncio.Task[None], float] = field(default_factory=dict)  # -> due, monotonic
+
+    def completed(
+        self, details: agent_service_pb2.InteractionDetails, group: str, resolved: bool, at: float
+    ) -> None:
+        """An agent of `group` completed the interaction at `at` (epoch s), resolved or not."""
+        kind = details.interaction_type
+        if not any(t.name == kind for t in self.scenario.types):
+            return  # not one of the scenario's: no customer of ours
+        customer = streams(self.scenario.run.seed, "rating", details.customer_id)
+        rating = self.scenario.rating(customer, kind, group, at - self.started, resolved)
+        if rating is None:
+            return
+        task = asyncio.ensure_future(self._rate(details, resolved, at, rating))
+        self._pending[task] = time.monotonic() + rating.delay
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._pending.pop(task, None)
+
+    async def _rate(
+        self,
+        details: agent_service_pb2.InteractionDetails,
+        resolved: bool,
+        completed: float,
+        rating: Rating,
+    ) -> None:
+        await asyncio.sleep(rating.delay)
+        request = handoff_service_pb2.RecordFeedbackRequest(
+            handoff_id=details.handoff_id,
+            csat=rating.csat,
+            reason_tags=["resolved" if resolved else "unresolved"],
+            contacted_again=rating.contacted_again,
+        )
+        for attempt in range(FEEDBACK_ATTEMPTS):
+            try:
+                await self.stub.RecordFeedback(request, timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                self.seen.errors[f"feedback {error.code().name}"] += 1
+                if error.code() not in RETRYABLE or attempt + 1 == FEEDBACK_ATTEMPTS:
+                    return
+                await asyncio.sleep(FEEDBACK_BACKOFF * 2**attempt * self.jitter.uniform(0.5, 1.5))
+                continue
+            self.seen.ratings.append(
+                RatingRecord(
+                    details.interaction_type,
+                    urgency_name(details.urgency),
+                    resolved,
+                    rating.csat,
+                    rating.contacted_again,
+                    completed,
+                    time.time(),
+                )
+            )
+            return
+
+    async def finish(self, until: float, grace: float = 15.0) -> None:
+        """The run is over: sends the ratings due by `until` (monotonic time) and drops the
+        others, and those still trying `grace` seconds after `until`."""
+        for task, due in list(self._pending.items()):
+            if due > until:
+                task.cancel()
+        if self._pending:
+            await asyncio.wait(
+                list(self._pending), timeout=max(0.0, until - time.monotonic()) + grace
+            )
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
 
 
 def _loop_time(monotonic: float) -> float:

@@ -3,7 +3,8 @@
 Records are plain data (they cross process boundaries); `summarize` turns them into the
 summary: per interaction type and urgency, handoffs, time-to-agent p50/p90/p99, the share
 answered within its target, abandonment and expiry, offers declined or missed, how far the
-wait estimates were off (median absolute error); and agent occupancy.
+wait estimates were off (median absolute error), the customers' ratings (how many, the mean
+CSAT, the share of 4s and 5s); and agent occupancy.
 Pure: no I/O, no gRPC.
 """
 
@@ -41,6 +42,21 @@ class OutcomeRecord:
 
     interaction_type: str
     resolved: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RatingRecord:
+    """One customer's rating the server recorded (RecordFeedback): the interaction's type,
+    urgency and whether it was resolved, the rating, when the interaction was completed
+    and when the rating was recorded (epoch s)."""
+
+    interaction_type: str
+    urgency: str
+    resolved: bool
+    csat: int
+    contacted_again: bool
+    completed: float
     at: float
 
 
@@ -90,6 +106,7 @@ class Observations:
     offered: dict[str, float] = field(default_factory=dict)
     taken_by: dict[str, str] = field(default_factory=dict)  # handoff id -> agent group
     outcomes: list[OutcomeRecord] = field(default_factory=list)
+    ratings: list[RatingRecord] = field(default_factory=list)
     alerts: list[AlertRecord] = field(default_factory=list)
     started: float = 0.0  # epoch seconds of the first possible arrival (the samples' zero)
 
@@ -102,6 +119,7 @@ class Observations:
         self.offered.update(other.offered)
         self.taken_by.update(other.taken_by)
         self.outcomes.extend(other.outcomes)
+        self.ratings.extend(other.ratings)
         self.alerts.extend(other.alerts)
         self.started = self.started or other.started
 
@@ -129,6 +147,9 @@ class Row:
     offers_accepted: int
     offers_declined: int
     offers_missed: int
+    ratings: int  # customers' ratings recorded
+    csat_mean: float | None
+    satisfied: float | None  # share of the ratings that were 4 or 5
 
 
 @dataclass(frozen=True)
@@ -172,8 +193,16 @@ def summarize(scenario: str, duration: float, seen: Observations) -> Summary:
             (ALL, ALL),
         ):
             groups[key].append(handoff)
+    ratings: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for rating in seen.ratings:
+        for key in (
+            (rating.interaction_type, rating.urgency),
+            (rating.interaction_type, ALL),
+            (ALL, ALL),
+        ):
+            ratings[key].append(rating.csat)
     rows = [
-        _row(kind, urgency, groups[(kind, urgency)], seen.offers)
+        _row(kind, urgency, groups[(kind, urgency)], seen.offers, ratings[(kind, urgency)])
         for kind, urgency in sorted(groups, key=_row_order)
     ]
     return Summary(scenario, duration, rows, _occupancy(seen.agents), dict(seen.errors))
@@ -187,7 +216,11 @@ def _row_order(key: tuple[str, str]) -> tuple[bool, str, bool, int]:
 
 
 def _row(
-    kind: str, urgency: str, handoffs: list[HandoffRecord], offers: Counter[tuple[str, str, str]]
+    kind: str,
+    urgency: str,
+    handoffs: list[HandoffRecord],
+    offers: Counter[tuple[str, str, str]],
+    ratings: list[int],
 ) -> Row:
     waits = [h.assigned - h.created for h in handoffs if h.assigned is not None]
     in_time = sum(
@@ -225,6 +258,9 @@ def _row(
         offers_accepted=offered("accepted"),
         offers_declined=offered("declined"),
         offers_missed=offered("missed"),
+        ratings=len(ratings),
+        csat_mean=sum(ratings) / len(ratings) if ratings else None,
+        satisfied=sum(r >= 4 for r in ratings) / len(ratings) if ratings else None,
     )
 
 
@@ -342,48 +378,92 @@ def compare(
     return rows
 
 
+RESOLUTION = "QUALITY_METRIC_RESOLUTION_RATE"  # the metrics of AlertRecord
+CSAT = "QUALITY_METRIC_CSAT_SATISFIED"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A change of a scenario, as `detections` judges it: the interaction type, when (seconds
+    into the run), and its resolution rate and expected CSAT score (the share of ratings of
+    4 or 5) before and after."""
+
+    interaction_type: str
+    at: float
+    resolve_before: float
+    resolve_after: float
+    satisfied_before: float
+    satisfied_after: float
+
+
 @dataclass(frozen=True)
 class Detection:
-    """How soon the server flagged an interaction type whose resolution rate the scenario
-    changed: the change, the first flag after it, and the completions of the type between
-    them (None: never flagged)."""
+    """How soon the server flagged an interaction type whose resolution rate or CSAT the
+    scenario changed: the change, the first flag after it (of either metric, and which), the
+    first of each metric, and the completions and the ratings of the type between the
+    change and the first flag (None: never flagged)."""
 
     interaction_type: str
     changed_at: float  # seconds into the run
     resolve_before: float
     resolve_after: float
-    flagged_after: float | None  # seconds after the change
+    satisfied_before: float  # the expected share of ratings of 4 or 5
+    satisfied_after: float
+    flagged_after: float | None  # seconds after the change, the first flag of either metric
+    metric: str | None  # that flag's: RESOLUTION or CSAT
     completions_until_flag: int | None  # of the type, after the change, before the flag
     completions_after_change: int
+    ratings_until_flag: int | None  # of the type's interactions completed after the change
+    ratings_after_change: int
+    resolution_flagged_after: float | None  # seconds after the change, the first of each
+    csat_flagged_after: float | None
 
 
-def detections(
-    seen: Observations, changes: list[tuple[str, float, float, float]]
-) -> tuple[list[Detection], list[AlertRecord]]:
-    """For each change (type, seconds into the run, resolve rate before, after): when the
-    server first flagged the type afterwards; and every flag raised for a type no change
-    touched (false alarms)."""
+def detections(seen: Observations, drops: list[Drop]) -> tuple[list[Detection], list[AlertRecord]]:
+    """For each change: when the server first flagged the type afterwards, for its
+    resolution rate or its CSAT; and every flag raised for a type no change touched (false
+    alarms)."""
     found = []
-    for kind, at, before, after in changes:
-        moment = seen.started + at
+    for drop in drops:
+        kind, moment = drop.interaction_type, seen.started + drop.at
         flags = sorted(
-            a.at
-            for a in seen.alerts
-            if a.interaction_type == kind and not a.cleared and a.at >= moment
+            (
+                a
+                for a in seen.alerts
+                if a.interaction_type == kind and not a.cleared and a.at >= moment
+            ),
+            key=lambda a: a.at,
         )
-        done = sorted(o.at for o in seen.outcomes if o.interaction_type == kind and o.at >= moment)
+        done = [o.at for o in seen.outcomes if o.interaction_type == kind and o.at >= moment]
+        rated = [r.at for r in seen.ratings if r.interaction_type == kind and r.completed >= moment]
         first = flags[0] if flags else None
+        firsts = {metric: _first(flags, metric, moment) for metric in (RESOLUTION, CSAT)}
         found.append(
             Detection(
-                kind,
-                at,
-                before,
-                after,
-                None if first is None else first - moment,
-                None if first is None else sum(1 for t in done if t < first),
-                len(done),
+                interaction_type=kind,
+                changed_at=drop.at,
+                resolve_before=drop.resolve_before,
+                resolve_after=drop.resolve_after,
+                satisfied_before=drop.satisfied_before,
+                satisfied_after=drop.satisfied_after,
+                flagged_after=None if first is None else first.at - moment,
+                metric=None if first is None else first.metric,
+                completions_until_flag=(
+                    None if first is None else sum(1 for t in done if t < first.at)
+                ),
+                completions_after_change=len(done),
+                ratings_until_flag=None if first is None else sum(1 for t in rated if t < first.at),
+                ratings_after_change=len(rated),
+                resolution_flagged_after=firsts[RESOLUTION],
+                csat_flagged_after=firsts[CSAT],
             )
         )
-    touched = {kind for kind, *_ in changes}
+    touched = {drop.interaction_type for drop in drops}
     false = [a for a in seen.alerts if not a.cleared and a.interaction_type not in touched]
     return found, false
+
+
+def _first(flags: list[AlertRecord], metric: str, moment: float) -> float | None:
+    """Seconds from `moment` to the first of `flags` (in time order) for `metric`."""
+    at = next((a.at for a in flags if a.metric == metric), None)
+    return None if at is None else at - moment

@@ -4,8 +4,10 @@ The agents run in separate processes (`processes`, each with its own event loop 
 the bots and a sampler of the pool in this one. The run has three phases: the agents log in
 (the first one at a moment the processes agree on by the wall clock), bots send handoffs for
 `duration` seconds, then the run drains: it ends when every handoff is finished (answered and
-completed, or abandoned) or `drain` seconds have passed. The agents then log out, and each
-process sends back what it saw.
+completed, or abandoned) or `drain` seconds have passed. The agents then log out, the
+customers' ratings due by the end of the drain are sent (they are played in the agent
+processes, where completions happen: `players.Customers`), and each process sends back what
+it saw.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import grpc
 
 from humanline.client import credentials
 from humanline.client.credentials import Minter
-from humanline.sim.players import AgentPlayer, Bots, streams
+from humanline.sim.players import AgentPlayer, Bots, Customers, streams
 from humanline.sim.report import AlertRecord, Observations, PoolSample, Summary, summarize
 from humanline.sim.scenario import AgentGroup, Scenario
 from humanline.tokens import KeyRing, KeyRingError
@@ -163,7 +165,9 @@ async def _play(
         stop.set()
         loop = asyncio.get_running_loop()
         for _ in workers:
-            got = await loop.run_in_executor(None, _get, results, 60.0)
+            # Ratings due by the end of the drain are still sent: wait for them too.
+            wait = max(0.0, last_at - time.time()) + 60.0
+            got = await loop.run_in_executor(None, _get, results, wait)
             if got is None:
                 seen.errors["agent process lost"] += 1
                 break
@@ -279,6 +283,8 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
     tokens = minter(shift.keys)
     async with credentials.channel(shift.target, tokens) as channel:
         stub = agent_service_pb2_grpc.AgentServiceStub(channel)
+        handoffs = handoff_service_pb2_grpc.HandoffServiceStub(channel)
+        customers = Customers(scenario, handoffs, seen, shift.start_at)
         players = [
             AgentPlayer(
                 agent_id,
@@ -292,6 +298,7 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
                 scenario=scenario,
                 started=shift.start_at,
                 metadata=() if tokens is None else tokens.agent(agent_id),
+                customers=customers,
             )
             for agent_id, group in shift.agents
         ]
@@ -304,6 +311,7 @@ async def _agents(shift: _Shift, stop: ProcessEvent, seen: Observations) -> None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(15):
                 await playing
+        await customers.finish(until)
 
 
 # --- the pool ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A simulation scenario: who asks for humans, who answers, and how, read from a TOML file.
 
 A scenario names interaction types (Poisson arrivals, an urgency mix, required skills, how long
-a human needs, how long a customer waits before leaving) and groups of gig agents (skills,
+a human needs, how long a customer waits before leaving, how often the issue is resolved and
+how its customers rate the interaction afterwards) and groups of gig agents (skills,
 languages, capacity, how fast and how willingly they answer offers, how long they stay logged
 in and away). Times are seconds; every random quantity is a `Distribution`, written either as
 a plain number (always that value) or as a table such as `{ exponential = 20 }`.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import math
 import random
 import tomllib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +31,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from humanline.sim.report import Drop
 
 UrgencyName = Literal["LOW", "NORMAL", "HIGH", "CRITICAL"]
 _NORMAL: UrgencyName = "NORMAL"
@@ -152,6 +157,59 @@ Distribution = Annotated[
 ]
 
 
+# --- customers' ratings --------------------------------------------------------------------
+
+
+Weights = tuple[float, float, float, float, float]
+
+
+def _five(value: object) -> object:
+    if isinstance(value, list | tuple) and len(value) != 5:
+        raise ValueError(f"needs five weights, of the ratings 1 to 5 (got {len(value)})")
+    return value
+
+
+def _csat_weights(value: Weights) -> Weights:
+    if any(w < 0 for w in value) or sum(value) <= 0:
+        raise ValueError("CSAT weights (of ratings 1 to 5) must be >= 0, not all zero")
+    return value
+
+
+# Relative weights of the ratings 1, 2, 3, 4 and 5, as `[w1, w2, w3, w4, w5]`.
+CsatWeights = Annotated[Weights, BeforeValidator(_five), AfterValidator(_csat_weights)]
+# By default a resolved issue is rated 4 or 5 by 85% of its customers (mean 4.3), an
+# unresolved one by 25% (mean 2.5).
+CSAT_RESOLVED: Weights = (2.0, 3.0, 10.0, 35.0, 50.0)
+CSAT_UNRESOLVED: Weights = (30.0, 25.0, 20.0, 15.0, 10.0)
+
+
+def satisfied_share(weights: tuple[float, ...]) -> float:
+    """The share of ratings of 4 or 5 that `weights` (of 1 to 5) give."""
+    return (weights[3] + weights[4]) / sum(weights)
+
+
+def draw_csat(u: float, weights: tuple[float, ...]) -> int:
+    """The rating 1 to 5 at `u` (uniform in [0, 1)) of the distribution `weights`: the
+    inverse of its distribution function, so that one draw of a customer's gives a like
+    rating (as high or as low in its distribution) whichever weights apply."""
+    total, running = sum(weights), 0.0
+    for rating, weight in enumerate(weights, start=1):
+        running += weight
+        if weight > 0 and u * total < running:
+            return rating
+    return max(r for r, w in enumerate(weights, start=1) if w > 0)  # u * total rounded up
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """What one customer reports through the bot after an interaction: a CSAT rating, and
+    whether they contacted again; `delay` seconds after its completion."""
+
+    csat: int
+    contacted_again: bool
+    delay: float
+
+
 # --- the scenario --------------------------------------------------------------------------
 
 
@@ -175,6 +233,23 @@ class InteractionType(_Strict):
     resolve: float = Field(
         0.9, ge=0, le=1, description="share of these interactions an agent resolves"
     )
+    rate: float = Field(
+        0.6, ge=0, le=1, description="share of customers who rate the interaction afterwards"
+    )
+    rate_delay: Distribution = Field(
+        default_factory=lambda: Uniform(uniform=(1.0, 5.0)),
+        description="seconds from completion to the customer's rating",
+    )
+    csat_resolved: CsatWeights = Field(
+        CSAT_RESOLVED, description="weights of the ratings 1 to 5 when the issue was resolved"
+    )
+    csat_unresolved: CsatWeights = Field(
+        CSAT_UNRESOLVED, description="weights of the ratings 1 to 5 when it was not"
+    )
+    contacted_again_resolved: float = Field(
+        0.05, ge=0, le=1, description="share of rating customers who contacted again, resolved"
+    )
+    contacted_again_unresolved: float = Field(0.6, ge=0, le=1, description="the same, not resolved")
 
     @model_validator(mode="after")
     def _weights(self) -> InteractionType:
@@ -218,12 +293,22 @@ class AgentGroup(_Strict):
 
 class Change(_Strict):
     """From `at` seconds into the run, interactions of a type (taken by one agent group, or
-    by any) are resolved at another rate: a quality drop to be caught."""
+    by any) are resolved at another rate, or rated otherwise by their customers (the
+    weights of the ratings 1 to 5 when resolved, when not): a quality drop to be caught.
+    What a change leaves unset stays as it was."""
 
     at: float = Field(ge=0, description="seconds after the first arrival")
     interaction_type: str
     group: str | None = Field(None, description="only this agent group's; none: every group's")
-    resolve: float = Field(ge=0, le=1)
+    resolve: float | None = Field(None, ge=0, le=1)
+    csat_resolved: CsatWeights | None = None
+    csat_unresolved: CsatWeights | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Change:
+        if self.resolve is None and self.csat_resolved is None and self.csat_unresolved is None:
+            raise ValueError("a change needs resolve, csat_resolved or csat_unresolved")
+        return self
 
 
 class Run(_Strict):
@@ -264,26 +349,97 @@ class Scenario(_Strict):
                 raise ValueError(f"a change names unknown agent group {change.group!r}")
         return self
 
-    def drops(self) -> list[tuple[str, float, float, float]]:
-        """Each change as (interaction type, seconds into the run, the type's resolution
-        rate, the changed one), as `report.detections` takes them."""
-        base = {t.name: t.resolve for t in self.types}
+    def drops(self) -> list[Drop]:
+        """Each change as `report.detections` takes it: the type, when, and its resolution
+        rate and expected CSAT score (the share of ratings of 4 or 5) just before and from
+        then on, for the change's agent group (or any group, for a change of every group's)."""
+        found = []
+        for c in self.changes:
+            group = c.group or ""  # no group has that name: only every group's changes apply
+            before = math.nextafter(c.at, -math.inf)
+            found.append(
+                Drop(
+                    c.interaction_type,
+                    c.at,
+                    self.resolve_rate(c.interaction_type, group, before),
+                    self.resolve_rate(c.interaction_type, group, c.at),
+                    self.expected_satisfied(c.interaction_type, group, before),
+                    self.expected_satisfied(c.interaction_type, group, c.at),
+                )
+            )
+        return found
+
+    def _latest(self, interaction_type: str, group: str, elapsed: float) -> list[Change]:
+        """The changes that apply to a type's interactions by a group by `elapsed`, in the
+        order they came."""
         return [
-            (c.interaction_type, c.at, base[c.interaction_type], c.resolve) for c in self.changes
+            change
+            for change in sorted(self.changes, key=lambda c: c.at)
+            if change.at <= elapsed
+            and change.interaction_type == interaction_type
+            and change.group in (None, group)
         ]
 
     def resolve_rate(self, interaction_type: str, group: str, elapsed: float) -> float:
         """The share resolved of a type's interactions by a group, `elapsed` seconds into the
         run: the type's, or the latest change's that applies by then."""
         rate = next((t.resolve for t in self.types if t.name == interaction_type), 1.0)
-        for change in sorted(self.changes, key=lambda c: c.at):
-            if (
-                change.at <= elapsed
-                and change.interaction_type == interaction_type
-                and change.group in (None, group)
-            ):
+        for change in self._latest(interaction_type, group, elapsed):
+            if change.resolve is not None:
                 rate = change.resolve
         return rate
+
+    def csat_weights(
+        self, interaction_type: str, group: str, elapsed: float, resolved: bool
+    ) -> tuple[float, ...]:
+        """The weights of the ratings 1 to 5 of a type's interactions by a group, resolved or
+        not, `elapsed` seconds into the run: the type's, or the latest change's by then."""
+        kind = self._type(interaction_type)
+        weights: tuple[float, ...] = kind.csat_resolved if resolved else kind.csat_unresolved
+        for change in self._latest(interaction_type, group, elapsed):
+            changed = change.csat_resolved if resolved else change.csat_unresolved
+            if changed is not None:
+                weights = changed
+        return weights
+
+    def expected_satisfied(self, interaction_type: str, group: str, elapsed: float) -> float:
+        """The expected share of ratings of 4 or 5 of a type's interactions by a group,
+        `elapsed` seconds into the run, resolved and unresolved ones together."""
+        resolved = self.resolve_rate(interaction_type, group, elapsed)
+        return resolved * satisfied_share(
+            self.csat_weights(interaction_type, group, elapsed, True)
+        ) + (1 - resolved) * satisfied_share(
+            self.csat_weights(interaction_type, group, elapsed, False)
+        )
+
+    def rating(
+        self,
+        customer: random.Random,
+        interaction_type: str,
+        group: str,
+        elapsed: float,
+        resolved: bool,
+    ) -> Rating | None:
+        """What a customer makes of an interaction completed `elapsed` seconds into the run
+        by an agent of `group`, drawn from the customer's own random stream (None: the
+        customer does not rate it). The draws are the same four in every case (whether the
+        customer rates, the delay, the rating, contacting again), so that the same customer
+        answers alike in every run, resolved or not: a like rating (`draw_csat`)."""
+        kind = self._type(interaction_type)
+        rates = customer.random() < kind.rate
+        delay = kind.rate_delay.sample(customer)
+        u, again = customer.random(), customer.random()
+        if not rates:
+            return None
+        weights = self.csat_weights(interaction_type, group, elapsed, resolved)
+        share = kind.contacted_again_resolved if resolved else kind.contacted_again_unresolved
+        return Rating(draw_csat(u, weights), again < share, delay)
+
+    def _type(self, name: str) -> InteractionType:
+        found = next((t for t in self.types if t.name == name), None)
+        if found is None:
+            raise KeyError(f"no interaction type {name!r} in the scenario")
+        return found
 
     @property
     def agent_count(self) -> int:
