@@ -147,6 +147,16 @@ async def _watch_alerts(scene: Scene, md: Metadata) -> Any:
         call.cancel()
 
 
+async def _watch_pool(scene: Scene, md: Metadata) -> Any:
+    """Opens the pool status stream: refused, or its first message (the status now)."""
+    stub = pool_service_pb2_grpc.PoolServiceStub(scene.raw)
+    call = stub.WatchPoolStatus(pool_service_pb2.WatchPoolStatusRequest(), metadata=md)
+    try:
+        return await call.read()
+    finally:
+        call.cancel()
+
+
 async def _export(scene: Scene, md: Metadata) -> Any:
     stub = pool_service_pb2_grpc.PoolServiceStub(scene.raw)
     call = stub.ExportOutcomes(pool_service_pb2.ExportOutcomesRequest(), metadata=md)
@@ -270,6 +280,7 @@ MATRIX: dict[str, tuple[Call, dict[str, str]]] = {
     ),
     "PoolService.DeleteRoutingPolicy": (_delete_policy, OPS_ONLY),
     "PoolService.WatchQualityAlerts": (_watch_alerts, OPS_ONLY),
+    "PoolService.WatchPoolStatus": (_watch_pool, OPS_ONLY),
     "PoolService.ExportOutcomes": (_export, OPS_ONLY),
     "PoolService.GetQualityReport": (
         lambda s, md: _pool(

@@ -3,10 +3,11 @@
 PostgreSQL only. The test seeds a realistic history (100,000 finished handoffs with their
 skills and offers, 20,000 ended sessions, 300 agents) and a live queue, runs the service over
 real gRPC through a workload that takes every hot path (log-ins, requests, offers declined,
-accepted, expired and rescinded, completions, cancels, a watch, pool status, agent listings,
-a drop with a resume, a grace period running out, a dead replica's recovery, the sweeper and
-the replicas' change feeds), and records every statement the store sends, with its parameters
-and the repository method that sent it; every repository method must have run.
+accepted, expired and rescinded, completions, cancels, a watch, pool status and its watch,
+agent listings, a drop with a resume, a grace period running out, a dead replica's recovery,
+the sweeper and the replicas' change feeds), and records every statement the store sends,
+with its parameters and the repository method that sent it; every repository method must
+have run.
 
 Each SELECT, UPDATE and DELETE is then EXPLAINed with its recorded parameters on the seeded
 database, and the test fails on any plan that reads a whole big table: a Seq Scan, or a scan
@@ -50,6 +51,7 @@ from humanline.store.sql.repositories import (
     SqlHandoffRepository,
     SqlOfferRepository,
     SqlPoolQueries,
+    SqlQualityTracks,
     SqlReplicaRepository,
     SqlSessionRepository,
 )
@@ -88,6 +90,7 @@ REPOSITORIES: dict[str, type] = {
     "sessions": SqlSessionRepository,
     "replicas": SqlReplicaRepository,
     "pool": SqlPoolQueries,
+    "quality": SqlQualityTracks,
 }
 
 # Repository methods the workload does not run, and why that is fine. Every other one must
@@ -100,6 +103,8 @@ NOT_RUN = {
     "replicas.register": "INSERT ... VALUES only",
     "replicas.revive": "only after this replica was declared dead; replicas is small",
     "replicas.live": "not used by the service; replicas is small",
+    "quality.record_completion": "INSERT ... ON CONFLICT (primary key) only",
+    "quality.record_rating": "INSERT ... ON CONFLICT (primary key) only",
 }
 
 KEYS = KeyRing.generate()  # every replica's, as in a deployment
@@ -604,6 +609,14 @@ async def _workload(client: Stubs) -> None:
     await _until(lambda: _agent_state(client, "ann"), agent_pb2.AGENT_STATE_RECONNECTING)
     await ann.resume()
     await client.pool_status()
+    # A dashboard watches the pool (at-risk handoffs due within the hour).
+    hour = duration_pb2.Duration(seconds=3600)
+    dashboard = client.pool.WatchPoolStatus(
+        pool_service_pb2.WatchPoolStatusRequest(at_risk_horizon=hour)
+    )
+    async with asyncio.timeout(10):
+        assert (await dashboard.read()).status.HasField("snapshot_time")
+    dashboard.cancel()
 
     rescinded = await cyd.expect("offer_rescinded", timeout=10)
     assert rescinded.reason == agent_service_pb2.RESCIND_REASON_EXPIRED

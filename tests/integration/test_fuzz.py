@@ -527,6 +527,8 @@ QUIET = DispatchPolicy(
 CALL_TIMEOUT = 10.0
 # Columns that change by themselves, with time.
 VOLATILE: Final = {("replicas", "heartbeat_at")}
+# Written only by the quality monitor in the background, from agent_quality, never by a call.
+DERIVED: Final = {"quality_pool"}
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 ConnectRequest = agent_service_pb2.ConnectRequest
@@ -853,7 +855,11 @@ class World:
 
     async def watch(self, request: Message, metadata: Metadata) -> Reply:
         """WatchHandoff's first message, or its error; then the call is cancelled."""
-        call = self.handoffs.WatchHandoff(request, metadata=metadata, timeout=CALL_TIMEOUT)
+        return await self.first(self.handoffs.WatchHandoff, request, metadata)
+
+    async def first(self, method: Any, request: Message, metadata: Metadata) -> Reply:
+        """A server stream's first message, or its error; then the call is cancelled."""
+        call = method(request, metadata=metadata, timeout=CALL_TIMEOUT)
         try:
             first = await call.read()
             if first is grpc.aio.EOF:
@@ -992,7 +998,7 @@ class World:
                 )
             ]
             result: Snapshot = {}
-            for table in tables:
+            for table in (t for t in tables if t not in DERIVED):
                 columns = [
                     r[1]
                     for r in self.store.execute(f'PRAGMA table_info("{table}")')
@@ -1238,6 +1244,29 @@ def test_watch_handoff(world: World) -> None:
                 await world.settle()
                 after = world.snapshot()
             check(f"WatchHandoff({show(request)})", caller, code, before, after)
+
+        world.run(call())
+
+    fuzz(example)
+
+
+def test_watch_pool_status(world: World) -> None:
+    """WatchPoolStatus' first answer (the status now) or its error; then it is cancelled."""
+
+    def example(data: st.DataObject) -> None:
+        world.refresh()
+        request = data.draw(world.messages(pool_service_pb2.WatchPoolStatusRequest))
+        caller = draw_caller(data, world.tokens, POOL, lambda: as_ops(world, request, data))
+
+        async def call() -> None:
+            await world.settle()
+            before = world.snapshot()
+            code, _ = await world.first(world.pool.WatchPoolStatus, request, caller.metadata)
+            after = None
+            if code != grpc.StatusCode.OK:
+                await world.settle()
+                after = world.snapshot()
+            check(f"WatchPoolStatus({show(request)})", caller, code, before, after)
 
         world.run(call())
 

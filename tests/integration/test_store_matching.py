@@ -11,6 +11,7 @@ way (ListAgents' filter and GetPoolStatus count in SQL).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from humanline.domain.clock import FakeClock
-from humanline.domain.matching import agent_rank_key, is_eligible, queue_key
+from humanline.domain.matching import Candidate, agent_rank_key, is_eligible, queue_key, rank
 from humanline.domain.model import (
     Agent,
     AgentOrder,
@@ -38,12 +39,14 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
+from humanline.domain.quality import Standing, Track
 from humanline.store.sql import tables
 from humanline.store.sql.store import SqlStore
 from tests.conftest import empty_postgres
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SKILLS = ["billing", "fraud", "orders"]
+TYPES = ["t", "u"]
 LANGUAGES = ["en", "de"]
 
 agent_ids = iter(f"agent-{i:05d}" for i in range(10**6))
@@ -82,7 +85,7 @@ def handoffs(draw: st.DrawFn) -> Handoff:
         request_id=str(uuid.uuid4()),
         conversation_id="c",
         customer_id="u",
-        interaction_type="t",
+        interaction_type=draw(st.sampled_from(TYPES)),
         required_skills=tuple(SkillRequirement(s, m) for s, m in requirements.items()),
         language=draw(st.none() | st.sampled_from(LANGUAGES)),
         urgency=Urgency.NORMAL,
@@ -103,6 +106,20 @@ def handoffs(draw: st.DrawFn) -> Handoff:
         ended_at=None,
         completion=None,
         agent_order=draw(st.sampled_from(list(AgentOrder))),
+        quality_ranked=draw(st.booleans()),
+    )
+
+
+@st.composite
+def tracks(draw: st.DrawFn) -> Track:
+    """A quality track with whole counts, so that agents fall in different bands."""
+    completed = draw(st.integers(0, 30))
+    rated = draw(st.integers(0, 10))
+    return Track(
+        float(completed),
+        float(draw(st.integers(0, completed))),
+        float(rated),
+        float(draw(st.integers(0, rated))),
     )
 
 
@@ -167,17 +184,24 @@ def with_reserves(
     return queue
 
 
+Quality = tuple[dict[tuple[int, str], Track], dict[str, Track]]
+
+
 async def load(
     store: SqlStore,
     pool: list[Agent],
     queue: list[Handoff],
     declines: list[tuple[int, int]],
+    quality: Quality = ({}, {}),
 ) -> set[tuple[str, str]]:
-    """Replaces the store's content; returns the (handoff, agent) pairs declined or missed."""
+    """Replaces the store's content, with the agents' (by index) and the pool's quality
+    tracks; returns the (handoff, agent) pairs declined or missed."""
     excluded: set[tuple[str, str]] = set()
     async with store.write() as uow:
         conn = uow.agents._conn  # type: ignore[attr-defined]
         for table in (
+            "agent_quality",
+            "quality_pool",
             "offers",
             "handoff_skills",
             "handoffs",
@@ -197,6 +221,20 @@ async def load(
                     load=agent.load,
                     last_assigned_at=agent.last_assigned_at,
                 )
+            )
+        own, pool_tracks = quality
+        for (i, kind), track in own.items():
+            if i < len(pool):
+                values = dataclasses.asdict(track) | {"updated_at": T0}
+                await conn.execute(
+                    sa.insert(tables.agent_quality).values(
+                        agent_id=pool[i].id, interaction_type=kind, **values
+                    )
+                )
+        for kind, track in pool_tracks.items():
+            values = dataclasses.asdict(track) | {"updated_at": T0}
+            await conn.execute(
+                sa.insert(tables.quality_pool).values(interaction_type=kind, **values)
             )
         for handoff in queue:
             await uow.handoffs.insert(handoff)
@@ -238,6 +276,8 @@ SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_s
         max_size=3,
     ),
     reserves=st.lists(st.tuples(st.integers(0, 7), st.integers(1, 5), st.booleans()), max_size=3),
+    own=st.dictionaries(st.tuples(st.integers(0, 7), st.sampled_from(TYPES)), tracks()),
+    pool_tracks=st.dictionaries(st.sampled_from(TYPES), tracks()),
 )
 def test_matching_sql_equals_the_domain_rules(
     runner: tuple[asyncio.Runner, SqlStore],
@@ -246,14 +286,24 @@ def test_matching_sql_equals_the_domain_rules(
     declines: list[tuple[int, int]],
     holds: list[Hold],
     reserves: list[tuple[int, int, bool]],
+    own: dict[tuple[int, str], Track],
+    pool_tracks: dict[str, Track],
 ) -> None:
     loop, store = runner
+
+    def standing(agent: Agent, handoff: Handoff) -> Standing:
+        kind = handoff.request.interaction_type
+        index = next(i for i, a in enumerate(pool) if a.id == agent.id)
+        return Standing(own.get((index, kind), Track()), pool_tracks.get(kind, Track()))
+
+    def band(agent: Agent, handoff: Handoff) -> int:
+        return standing(agent, handoff).band if handoff.quality_ranked else 0
 
     async def check() -> None:
         async with store.read() as uow:
             now = uow.now
         held = with_reserves(with_holds(pool, queue, holds, now), reserves, now)
-        excluded = await load(store, pool, held, declines)
+        excluded = await load(store, pool, held, declines, (own, pool_tracks))
         async with store.read() as uow:
             for handoff in held:
                 if handoff.state is not HandoffState.QUEUED:
@@ -267,13 +317,16 @@ def test_matching_sql_equals_the_domain_rules(
                         for a in pool
                         if is_eligible(a, handoff, out) and not handoff.closed_to(a.expertise, now)
                     ),
-                    key=lambda a: agent_rank_key(a, handoff),
+                    key=lambda a: agent_rank_key(a, handoff, band(a, handoff)),
                 )
                 got = await uow.agents.candidates_for(handoff, limit=100)
-                assert [a.id for a in got] == [a.id for a in expected]
+                assert [c.agent.id for c in got] == [a.id for a in expected]
+                for c in got:  # each with the standing ranking used, where it ranks
+                    want = standing(c.agent, handoff) if handoff.quality_ranked else None
+                    assert c.standing == want
                 for limit in (1, 2):  # the LIMIT keeps the best ones
                     top = await uow.agents.candidates_for(handoff, limit=limit)
-                    assert [a.id for a in top] == [a.id for a in expected[:limit]]
+                    assert [c.agent.id for c in top] == [a.id for a in expected[:limit]]
             for agent in pool:
                 mine = {h for h, a in excluded if a == agent.id}
                 expected_h = sorted(
@@ -288,6 +341,108 @@ def test_matching_sql_equals_the_domain_rules(
                 )
                 got_h = await uow.handoffs.queued_for_agent(agent, limit=100)
                 assert [h.id for h in got_h] == [h.id for h in expected_h]
+
+    loop.run(check())
+
+
+@st.composite
+def fractional_tracks(draw: st.DrawFn) -> Track:
+    """Tracks as outcomes leave them: weighted, so fractional."""
+    completed = draw(st.floats(0, 100))
+    rated = draw(st.floats(0, 100))
+    return Track(
+        completed,
+        draw(st.floats(0, 1)) * completed,
+        rated,
+        draw(st.floats(0, 1)) * rated,
+    )
+
+
+@settings(SETTINGS, max_examples=100)
+@given(
+    window=st.integers(1, 8),
+    levels=st.lists(st.integers(3, 4), min_size=2, max_size=8),
+    own=st.lists(st.none() | tracks() | fractional_tracks(), min_size=8, max_size=8),
+    pool_track=st.none() | tracks() | fractional_tracks(),
+    two_skills=st.booleans(),
+    least=st.booleans(),
+)
+def test_quality_ranking_sql_equals_the_domain(
+    runner: tuple[asyncio.Runner, SqlStore],
+    window: int,
+    levels: list[int],
+    own: list[Track | None],
+    pool_track: Track | None,
+    two_skills: bool,
+    least: bool,
+) -> None:
+    """Ready agents of few proficiency levels, so that the quality bands decide often: the
+    store's order, band by band, is the domain's (`rank`), with whole and fractional tracks
+    (the band is computed in floating point on both sides, in the same order of
+    operations), and windows narrower than the pool."""
+    loop, store = runner
+    pool = [
+        Agent(
+            id=next(agent_ids),
+            profile=AgentProfile(
+                display_name="x",
+                skills={"billing": level, "fraud": 3},
+                languages=frozenset(),
+                capacity=1,
+            ),
+            status=AgentStatus.AVAILABLE,
+            connected=True,
+            load=0,
+            consecutive_misses=0,
+            last_assigned_at=T0 + timedelta(minutes=i % 3),
+            created_at=T0,
+            updated_at=T0,
+        )
+        for i, level in enumerate(levels)
+    ]
+    skills = {"billing": 3, "fraud": 1} if two_skills else {"billing": 3}
+    request = HandoffRequest(
+        request_id=str(uuid.uuid4()),
+        conversation_id="c",
+        customer_id="u",
+        interaction_type="t",
+        required_skills=tuple(SkillRequirement(k, v) for k, v in skills.items()),
+        language=None,
+        urgency=Urgency.NORMAL,
+        summary="",
+        reason=HandoffReason.UNSPECIFIED,
+    )
+    handoff = Handoff(
+        id=str(uuid.uuid4()),
+        request=request,
+        fingerprint=request.fingerprint(),
+        state=HandoffState.QUEUED,
+        created_at=T0,
+        deadline=T0 + timedelta(seconds=60),
+        requeue_count=0,
+        agent_id=None,
+        offer_id=None,
+        assigned_at=None,
+        ended_at=None,
+        completion=None,
+        agent_order=AgentOrder.LEAST_EXPERT if least else AgentOrder.MOST_PROFICIENT,
+        quality_ranked=True,
+    )
+    tracked = {(i, "t"): t for i, t in enumerate(own) if t is not None}
+    prior = {} if pool_track is None else {"t": pool_track}
+    standings = {
+        a.id: Standing(tracked.get((i, "t"), Track()), pool_track or Track())
+        for i, a in enumerate(pool)
+    }
+    expected = rank(handoff, [Candidate(a, standings[a.id]) for a in pool], window)
+
+    async def check() -> None:
+        await load(store, pool, [handoff], [], (tracked, prior))
+        async with store.read() as uow:
+            got = await uow.agents.candidates_for(handoff, limit=100, window=window)
+            assert got == expected
+            top = await uow.agents.candidates_for(handoff, limit=1, window=window)
+            assert top == expected[:1]
 
     loop.run(check())
 

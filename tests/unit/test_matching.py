@@ -192,6 +192,7 @@ def test_agent_rank_key_prefers_score_then_idle_then_id() -> None:
     assert agent_rank_key(agent("b", skills={"billing": 4}, last_assigned_at=at(5)), h) == (
         0,
         -4,
+        0,  # no quality band: quality does not rank
         at(5),
         "b",
     )
@@ -217,7 +218,7 @@ def test_routine_work_goes_to_the_least_expert_who_qualifies() -> None:
     junior = agent("junior", skills={"billing": 2}, last_assigned_at=at(100))
     novice = agent("novice", skills={"billing": 1})  # does not qualify
     assert choose_agent(routine, [expert, junior, novice]) == junior
-    assert agent_rank_key(junior, routine) == (2, 2, at(100), "junior")
+    assert agent_rank_key(junior, routine) == (2, 2, 0, at(100), "junior")
     # An agent who does billing at 3 but fraud at 5 is kept for fraud: the billing
     # specialist (best skill 4) goes first, although more proficient at billing.
     fraud_expert = agent("fraud-expert", skills={"billing": 3, "fraud": 5})

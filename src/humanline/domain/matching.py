@@ -17,15 +17,22 @@ Rules:
 - Agent choice: the best proficiency on the required skills (their sum); for a handoff routed
   `LEAST_EXPERT` (routine work, keeping experts free), the agent whose best skill level in
   any skill is lowest, then the least proficiency on the required skills; then the longest
-  idle since its last assignment (never assigned first), then id.
+  idle since its last assignment (never assigned first), then id. Where the handoff's
+  policy ranks by quality, the first `QUALITY_WINDOW` agents in that order are ranked again
+  with the best quality band on its interaction type (`domain.quality.Standing`: new agents
+  neutral) between the levels and the idle time (`rank`). The window bounds what a match
+  reads however many agents are free, and turns with idle time, so that every agent comes
+  into it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from humanline.domain.model import Agent, AgentOrder, AgentState, Handoff, HandoffState
+from humanline.domain.quality import Standing
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -80,25 +87,78 @@ def proficiency_score(agent: Agent, handoff: Handoff) -> int:
     return sum(skills.get(r.skill, 0) for r in handoff.request.required_skills)
 
 
-def agent_rank_key(agent: Agent, handoff: Handoff) -> tuple[int, int, datetime, str]:
-    """Sort key among eligible agents: best proficiency, then longest idle, then id; for a
-    handoff routed LEAST_EXPERT, the least expert and least proficient first."""
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An eligible agent as the store ranks it for one handoff: with its quality on the
+    handoff's interaction type where the handoff is ranked by quality (None: it is not)."""
+
+    agent: Agent
+    standing: Standing | None = None
+
+    @property
+    def band(self) -> int:
+        return 0 if self.standing is None else self.standing.band
+
+
+def agent_rank_key(
+    agent: Agent, handoff: Handoff, band: int = 0
+) -> tuple[int, int, int, datetime, str]:
+    """Sort key among eligible agents: best proficiency, then the best quality `band` (0 where
+    quality does not rank), then longest idle, then id; for a handoff routed LEAST_EXPERT,
+    the least expert and least proficient first."""
     score = proficiency_score(agent, handoff)
     idle = agent.last_assigned_at or _NEVER
     if handoff.agent_order is AgentOrder.LEAST_EXPERT:
-        return (agent.expertise, score, idle, agent.id)
-    return (0, -score, idle, agent.id)
+        return (agent.expertise, score, -band, idle, agent.id)
+    return (0, -score, -band, idle, agent.id)
+
+
+QUALITY_WINDOW = 32  # how many of the best by level and idle time quality chooses among
+
+
+def rank(
+    handoff: Handoff, candidates: Iterable[Candidate], window: int = QUALITY_WINDOW
+) -> list[Candidate]:
+    """Eligible candidates in the order they are offered the handoff: by level and idle
+    time; where the handoff ranks by quality, the first `window` of those, ranked again with
+    their quality bands after the levels."""
+    ordered = sorted(candidates, key=lambda c: agent_rank_key(c.agent, handoff))
+    if not handoff.quality_ranked:
+        return ordered
+    return sorted(ordered[:window], key=lambda c: agent_rank_key(c.agent, handoff, c.band))
 
 
 def choose_agent(
     handoff: Handoff,
-    candidates: Iterable[Agent],
+    candidates: Iterable[Agent | Candidate],
     excluded: Collection[str] = (),
     now: datetime | None = None,
 ) -> Agent | None:
-    """The agent `handoff` should be offered to, or None if no candidate is eligible."""
-    eligible = [a for a in candidates if is_eligible(a, handoff, excluded, now)]
-    return min(eligible, key=lambda a: agent_rank_key(a, handoff), default=None)
+    """The agent `handoff` should be offered to (the first by `rank`), or None if no
+    candidate is eligible."""
+    ranked = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
+    eligible = [c for c in ranked if is_eligible(c.agent, handoff, excluded, now)]
+    best = rank(handoff, eligible)
+    return best[0].agent if best else None
+
+
+def why_chosen(candidate: Candidate, handoff: Handoff) -> str:
+    """Why the best candidate got the offer, for its routing reasons: its proficiency and,
+    where quality ranks, its score and what that comes from."""
+    agent = candidate.agent
+    skills = agent.profile.skills
+    detail = [f"{r.skill} {skills.get(r.skill, 0)}" for r in handoff.request.required_skills]
+    if handoff.agent_order is AgentOrder.LEAST_EXPERT:
+        who = "least expert eligible agent"
+        detail.insert(0, f"best skill {agent.expertise}")
+    else:
+        who = "most proficient eligible agent"
+    why = f"{who} ({', '.join(detail) or 'no skill required'})"
+    if candidate.standing is not None:
+        why += f"; {candidate.standing.explain()}"
+    elif not handoff.quality_ranked:
+        why += "; its policy does not rank by quality"
+    return why
 
 
 def choose_handoff(

@@ -400,6 +400,7 @@ class Handoff:
     feedback: Feedback | None = None
     feedback_at: datetime | None = None
     risk_class: RiskClass | None = None  # its policy's when it was requested (None: before)
+    quality_ranked: bool = False  # its policy ranks eligible agents by quality
 
     def reserved_for(self, now: datetime) -> str | None:
         """The only agent it may be offered to now (its known agent, while waited for)."""
@@ -444,6 +445,7 @@ class Offer:
     decided_at: datetime | None
     decline_reason: DeclineReason | None
     rescind_reason: RescindReason | None
+    ranking: str = ""  # why this agent got it: proficiency and, where it ranks, quality
 
 
 @dataclass(frozen=True, slots=True)

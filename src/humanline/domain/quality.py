@@ -4,6 +4,8 @@ Aggregate numbers hid for months that a subset of interaction types was failing 
 so the report splits a window's handoffs into groups and gives each its own: volume,
 resolution rate, CSAT (mean, distribution, count), the share answered within target,
 time to agent (p50, p90), abandonment and expiry, the offer accept rate and the handle time.
+`alerts` flags the groups significantly worse than the pool or than before, and `Standing`
+is the per-agent-per-type score that ranks agents of like proficiency.
 
 Pure: the store reads the window's handoffs and offers as `HandoffSample`s and
 `OfferSample`s; `report` does the rest.
@@ -330,3 +332,104 @@ def alerts(
                 flags.append(_flag(group.key, metric, Reference.BASELINE, mine, then))
             found.extend(f for f in flags if f is not None)
     return found
+
+
+# --- quality-aware ranking ---------------------------------------------------------------------
+
+MEMORY = 100  # each outcome weighs an agent's earlier ones down by 1 - 1/MEMORY
+FORGET = 1 - 1 / MEMORY  # so about the last hundred count: an agent who improves is seen to
+PRIOR_WEIGHT = 10.0  # the pool's rate counts as this many outcomes in every agent's score
+SCORE_BANDS = 20  # scores rank in steps of 0.05: agents within a step take turns by idle time
+NEUTRAL = 0.5  # the rate of a type the pool has no record of yet
+
+
+def is_satisfied(csat: int) -> bool:
+    """A rating of 4 or 5: the CSAT score's (and the early warning's) satisfied customer."""
+    return csat >= 4
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """Recent outcomes on one interaction type, each weighing `FORGET` less for every later
+    one of its kind: completions and how many were resolved, ratings and how many were
+    satisfied. An agent's own, or the pool's (the sum over its agents)."""
+
+    completed: float = 0.0
+    resolved: float = 0.0
+    rated: float = 0.0
+    satisfied: float = 0.0
+
+    def completion(self, resolved: bool) -> Track:
+        """The track after one more completion (the store's upsert does the same sums)."""
+        return Track(
+            self.completed * FORGET + 1,
+            self.resolved * FORGET + (1 if resolved else 0),
+            self.rated,
+            self.satisfied,
+        )
+
+    def rating(self, csat: int) -> Track:
+        """The track after one more rating."""
+        return Track(
+            self.completed,
+            self.resolved,
+            self.rated * FORGET + 1,
+            self.satisfied * FORGET + (1 if is_satisfied(csat) else 0),
+        )
+
+    @property
+    def resolution(self) -> float:
+        """The share resolved; `NEUTRAL` before any completion."""
+        return self.resolved / self.completed if self.completed > 0 else NEUTRAL
+
+    @property
+    def satisfaction(self) -> float:
+        """The share of ratings satisfied; `NEUTRAL` before any rating."""
+        return self.satisfied / self.rated if self.rated > 0 else NEUTRAL
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """An agent's quality on one interaction type, as ranking uses it.
+
+    Its resolution rate and satisfied share, each shrunk toward the pool's as if the agent
+    had `PRIOR_WEIGHT` more outcomes at the pool's rates (the posterior mean of a Beta prior
+    centred on the pool), so that a new agent scores exactly the pool's rates, neutral, and
+    a few lucky or unlucky handoffs move a score little; the score is their mean. Agents
+    rank by `band`, the score in steps of 1/`SCORE_BANDS`, so that agents of like quality
+    still share the work by idle time. The store computes the same band in SQL, in the same
+    order of floating-point operations, and tests hold it to this.
+    """
+
+    own: Track
+    pool: Track
+
+    @property
+    def resolution(self) -> float:
+        own = self.own
+        return (own.resolved + PRIOR_WEIGHT * self.pool.resolution) / (own.completed + PRIOR_WEIGHT)
+
+    @property
+    def satisfaction(self) -> float:
+        own = self.own
+        return (own.satisfied + PRIOR_WEIGHT * self.pool.satisfaction) / (own.rated + PRIOR_WEIGHT)
+
+    @property
+    def score(self) -> float:
+        return (self.resolution + self.satisfaction) / 2
+
+    @property
+    def band(self) -> int:
+        return math.floor((self.resolution + self.satisfaction) / 2 * SCORE_BANDS)
+
+    def explain(self) -> str:
+        """The score and what it comes from, for the offer's routing reasons."""
+        own, pool = self.own, self.pool
+        prior = f"the pool's {pool.resolution:.0%} resolved, {pool.satisfaction:.0%} satisfied"
+        if own.completed < 0.5 and own.rated < 0.5:
+            return f"quality {self.score:.2f}: new to the type, so {prior}"
+        # The counts are weighted (older outcomes count less): not the agent's totals.
+        parts = [f"{own.resolution:.0%} resolved of {own.completed:.0f} weighted completions"]
+        if own.rated >= 0.5:
+            parts.append(f"{own.satisfaction:.0%} satisfied of {own.rated:.0f} weighted ratings")
+        return f"quality {self.score:.2f}: {' and '.join(parts)}, shrunk toward {prior}"

@@ -162,6 +162,7 @@ class RoutingDecision:
     explanation: str
     agent_order: AgentOrder = AgentOrder.MOST_PROFICIENT
     risk_class: RiskClass = RiskClass.MEDIUM
+    quality_ranked: bool = True
 
 
 def decide(
@@ -224,4 +225,5 @@ def decide(
         "; ".join(parts),
         policy.agent_order,
         policy.risk_class,
+        policy.quality_ranking,
     )

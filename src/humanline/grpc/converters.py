@@ -54,7 +54,18 @@ from humanline.service.events import (
 )
 from humanline.service.handoffs import HandoffView
 from humanline.service.policies import PolicyInForce
-from humanline.service.pool import MAX_PAGE_SIZE, PoolStatus, QualityReport
+from humanline.service.pool import (
+    DEFAULT_AT_RISK_HORIZON,
+    MAX_AT_RISK_HORIZON,
+    MAX_PAGE_SIZE,
+    PoolStatus,
+    QualityReport,
+)
+from humanline.service.pool_watch import (
+    DEFAULT_MIN_INTERVAL,
+    MAX_MIN_INTERVAL,
+    MIN_MIN_INTERVAL,
+)
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
@@ -226,6 +237,7 @@ def handoff_pb(view: HandoffView) -> handoff_pb2.Handoff:
             offer_id=offer.id,
             agent_id=offer.agent_id,
             state=enum_to_proto(handoff_pb2.OfferState, "OFFER_STATE_", offer.state),
+            ranking=offer.ranking,
         )
         _set_time(record, "offer_time", offer.created_at)
         _set_time(record, "decide_time", offer.decided_at)
@@ -394,12 +406,7 @@ def pool_status_pb(status: PoolStatus) -> pool_service_pb2.PoolStatus:
     """The API's PoolStatus."""
     snap = status.snapshot
     msg = pool_service_pb2.PoolStatus(
-        agents_by_state=[
-            pool_service_pb2.AgentStateCount(
-                state=enum_to_proto(agent_pb2.AgentState, "AGENT_STATE_", state), count=count
-            )
-            for state, count in snap.agents_by_state.items()
-        ],
+        agents_by_state=_state_counts(snap.agents_by_state),
         skills=[
             pool_service_pb2.CapacityCount(
                 key=c.key, available_agents=c.available_agents, free_capacity=c.free_capacity
@@ -420,13 +427,90 @@ def pool_status_pb(status: PoolStatus) -> pool_service_pb2.PoolStatus:
             pool_service_pb2.InteractionTypeCount(interaction_type=t, count=n)
             for t, n in snap.queue_by_type.items()
         ],
+        agents_by_skill=[
+            pool_service_pb2.SkillStateCount(skill=skill, agents_by_state=_state_counts(counts))
+            for skill, counts in sorted(snap.agents_by_skill.items())
+        ],
+        at_risk=[
+            pool_service_pb2.AtRiskCount(
+                interaction_type=r.interaction_type, overdue=r.overdue, due_soon=r.due_soon
+            )
+            for r in status.at_risk
+        ],
     )
-    oldest = timedelta(0)
-    if snap.oldest_created_at is not None:
-        oldest = max(timedelta(0), status.taken_at - snap.oldest_created_at)
-    msg.oldest_wait.CopyFrom(duration(oldest))
+    msg.oldest_wait.CopyFrom(duration(status.oldest_wait))
     msg.snapshot_time.CopyFrom(timestamp(status.taken_at))
+    msg.at_risk_horizon.CopyFrom(duration(status.horizon))
     return msg
+
+
+def _state_counts(counts: dict[model.AgentState, int]) -> list[pool_service_pb2.AgentStateCount]:
+    return [
+        pool_service_pb2.AgentStateCount(
+            state=enum_to_proto(agent_pb2.AgentState, "AGENT_STATE_", state), count=count
+        )
+        for state, count in counts.items()
+    ]
+
+
+_NANOS = 1_000_000_000
+
+
+def _span(
+    v: Violations, field: str, msg: Any, low: timedelta, high: timedelta, default: timedelta
+) -> timedelta:
+    """A Duration field of `msg` between `low` and `high` (`default` when unset); a violation
+    (and `default`) for one out of range or not a valid Duration."""
+    if not msg.HasField(field):
+        return default
+    value: Duration = getattr(msg, field)
+    seconds, nanos = value.seconds, value.nanos
+    if not -_NANOS < nanos < _NANOS or (seconds > 0 > nanos) or (seconds < 0 < nanos):
+        v.add(field, "is not a valid duration")
+        return default
+    total = seconds * _NANOS + nanos
+    if not _in_nanos(low) <= total <= _in_nanos(high):
+        v.add(field, f"must be between {_spoken(low)} and {_spoken(high)}")
+        return default
+    return timedelta(microseconds=total // 1000)
+
+
+def _in_nanos(span: timedelta) -> int:
+    return (span // timedelta(microseconds=1)) * 1000
+
+
+def _spoken(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} hour" + ("s" if seconds != 3600 else "")
+    if seconds and seconds % 60 == 0:
+        return f"{seconds / 60:g} minute" + ("s" if seconds != 60 else "")
+    return f"{seconds:g} seconds"
+
+
+def _horizon(v: Violations, msg: Any) -> timedelta:
+    return _span(
+        v, "at_risk_horizon", msg, timedelta(0), MAX_AT_RISK_HORIZON, DEFAULT_AT_RISK_HORIZON
+    )
+
+
+def pool_status_horizon(msg: pool_service_pb2.GetPoolStatusRequest) -> timedelta:
+    """GetPoolStatus' at-risk horizon, validated."""
+    v = Violations()
+    horizon = _horizon(v, msg)
+    v.raise_if_any()
+    return horizon
+
+
+def pool_watch(msg: pool_service_pb2.WatchPoolStatusRequest) -> tuple[timedelta, timedelta]:
+    """WatchPoolStatus' at-risk horizon and least interval between messages, validated."""
+    v = Violations()
+    horizon = _horizon(v, msg)
+    interval = _span(
+        v, "min_interval", msg, MIN_MIN_INTERVAL, MAX_MIN_INTERVAL, DEFAULT_MIN_INTERVAL
+    )
+    v.raise_if_any()
+    return horizon, interval
 
 
 # --- agent stream --------------------------------------------------------------------------

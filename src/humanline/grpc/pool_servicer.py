@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from grpc_status import rpc_status
 
 from humanline.domain.access import Principal, Role
 from humanline.grpc import converters
 from humanline.grpc.auth import Gate
-from humanline.grpc.errors import SHUTTING_DOWN, abort, server_stream, unary
+from humanline.grpc.errors import SHUTTING_DOWN, abort, rich_status, server_stream, unary
 from humanline.service.app import Humanline
 from humanline.service.events import ServiceClosing
 from humanline.v1 import pool_service_pb2 as pb
@@ -74,8 +75,25 @@ class PoolServicer(pool_service_pb2_grpc.PoolServiceServicer):
     async def GetPoolStatus(
         self, request: pb.GetPoolStatusRequest, context: Context, caller: Principal
     ) -> pb.GetPoolStatusResponse:
-        status = await self._app.pool.status()
+        status = await self._app.pool.status(converters.pool_status_horizon(request))
         return pb.GetPoolStatusResponse(status=converters.pool_status_pb(status))
+
+    @server_stream(Role.OPS)
+    async def WatchPoolStatus(
+        self, request: pb.WatchPoolStatusRequest, context: Context, caller: Principal
+    ) -> AsyncIterator[pb.WatchPoolStatusResponse]:
+        horizon, min_interval = converters.pool_watch(request)
+        try:
+            with self.gate.streams.hold(context.peer()):
+                async for status in self._app.pool_feed.watch(horizon, min_interval):
+                    yield pb.WatchPoolStatusResponse(status=converters.pool_status_pb(status))
+        except ServiceClosing:
+            # Ends with the status as the handler returns, rather than with abort(): a
+            # client that left just before (its call is gone) is then nobody's error.
+            status = rpc_status.to_status(rich_status(SHUTTING_DOWN))
+            context.set_code(status.code)
+            context.set_details(status.details)
+            context.set_trailing_metadata(status.trailing_metadata)
 
     @unary(Role.OPS)
     async def GetQualityReport(

@@ -32,6 +32,7 @@ from humanline.domain.model import (
     Interaction,
     Offer,
     OfferState,
+    Outcome,
     RescindReason,
     Session,
     SessionEndReason,
@@ -435,6 +436,9 @@ class AgentSessions:
             finished = await uow.offers.finish(offer.id, OfferState.COMPLETED, uow.now)
             if completed is None or finished is None:
                 raise Aborted.changed("interaction", interaction_id)
+            await uow.quality.record_completion(
+                agent_id, handoff.request.interaction_type, completion.outcome is Outcome.RESOLVED
+            )
             agent = await uow.agents.release(agent_id)
             fx.changed(completed)
             fx.log(

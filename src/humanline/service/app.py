@@ -18,6 +18,7 @@ from humanline.service.events import EventHub
 from humanline.service.handoffs import Handoffs
 from humanline.service.policies import RoutingPolicies
 from humanline.service.pool import Pool
+from humanline.service.pool_watch import PoolFeed
 from humanline.service.quality import QualityMonitor
 from humanline.service.replicas import ReplicaCoordinator
 from humanline.store.port import Store
@@ -43,6 +44,7 @@ class Humanline:
         routing_policies: Sequence[RoutingPolicy] = (),
         quality_window: timedelta = timedelta(days=1),
         quality_check_interval: float = 30.0,
+        pool_watch_tick: float = 5.0,
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -64,6 +66,7 @@ class Humanline:
             store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
         )
         self.pool = Pool(store, self.dispatcher)
+        self.pool_feed = PoolFeed(store, self.hub, tick=pool_watch_tick)
         self.quality = QualityMonitor(
             store, window=quality_window, check_interval=quality_check_interval
         )
@@ -88,6 +91,7 @@ class Humanline:
         await self.replicas.start()
         await self.dispatcher.start()
         self.quality.start()
+        self.pool_feed.start()
         log.info("service_started", replica_id=self.replica_id)
 
     async def stop(self) -> None:
@@ -103,6 +107,7 @@ class Humanline:
         await self.sessions.drained()
         await self.handoffs.stop()
         await self.quality.stop()
+        await self.pool_feed.stop()
         await self.dispatcher.stop()
         await self.replicas.stop()
         await self.store.close()

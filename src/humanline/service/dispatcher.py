@@ -147,6 +147,8 @@ class Dispatcher:
             heapq.heappush(self._timers, at)
         if fx.wake_at:
             self._wake.set()
+        if fx.changes_state:
+            self._hub.pool_changed()
 
     def _enqueue(self, kind: str, key: str) -> None:
         item = (kind, key)

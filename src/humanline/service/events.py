@@ -6,15 +6,19 @@ trigger matching (`Dispatcher.apply`). A rolled-back transaction therefore tells
 anything.
 
 Other replicas learn of changes through hints (ids only) sent with the commit: `a:<agent>`,
-`h:<handoff>` and `q` (the queue moved). A hint makes a stream compare itself with the store:
-an agent stream reconciles the offers and status it has shown with the store's, a handoff
-watch reloads its handoff. Each stream remembers what it has said (`AgentChannel.admit`), so
-an event heard twice, directly and through a hint, is sent once.
+`h:<handoff>`, `q` (the queue moved) and `p` (something else about the pool changed: a
+log-in, a log-out, a profile; sent only when no other hint goes). A hint makes a stream
+compare itself with the store: an agent stream reconciles the offers and status it has
+shown with the store's, a handoff watch reloads its handoff. Each stream remembers what it
+has said (`AgentChannel.admit`), so an event heard twice, directly and through a hint, is
+sent once.
 
 Agent streams read from an `AgentChannel`; bots' WatchHandoff streams from a `HandoffWatch`.
 Handoff watches receive every post-transition snapshot of their handoff in order, and notice
 queue movement (positions and waits shifting) through a version counter they check at their
-own pace, so a busy queue costs O(1) per change, not O(watchers).
+own pace, so a busy queue costs O(1) per change, not O(watchers). WatchPoolStatus streams
+hear of every committed change here and every hint from elsewhere through `on_change`
+(`service.pool_watch.PoolFeed`, one reader for all of them).
 """
 
 from __future__ import annotations
@@ -208,6 +212,8 @@ class EventHub:
         self.queue_version = 0
         self.closing = False
         self._outcome_listeners: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
+        self._shutdown_listeners: list[Callable[[], None]] = []
         self._no_agents = asyncio.Event()
         self._no_agents.set()
 
@@ -255,6 +261,8 @@ class EventHub:
         self.closing = True
         for channel in list(self._agents.values()):
             channel.close(CLOSE_SHUTDOWN)
+        for listener in self._shutdown_listeners:
+            listener()
 
     @property
     def agent_streams(self) -> int:
@@ -296,6 +304,21 @@ class EventHub:
     def queue_moved(self) -> None:
         """Something entered or left the waiting queue: positions and waits may have shifted."""
         self.queue_version += 1
+        self.pool_changed()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` whenever the pool or the queue may have changed: after every
+        transaction here that changed something, and on every hint from another replica."""
+        self._change_listeners.append(listener)
+
+    def on_shutdown(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` when the service starts shutting down."""
+        self._shutdown_listeners.append(listener)
+
+    def pool_changed(self) -> None:
+        """Agents or handoffs changed, here or elsewhere: tells the `on_change` listeners."""
+        for listener in self._change_listeners:
+            listener()
 
     # --- hints from other replicas ---------------------------------------------------------
 
@@ -304,11 +327,13 @@ class EventHub:
         channel = self._agents.get(agent_id)
         if channel is not None:
             channel.put(Reconcile())
+        self.pool_changed()
 
     def hint_handoff(self, handoff_id: str) -> None:
         """The handoff changed elsewhere: its watches here reload it."""
         for watch in self._watches.get(handoff_id, ()):
             watch.push(None)
+        self.pool_changed()
 
     def reset(self) -> None:
         """Hints may have been lost: every stream here looks at the store again."""
@@ -379,12 +404,30 @@ class Effects:
         """Logs a state change: snake_case event name, ids only, never customer text."""
         self.logs.append((event, fields))
 
+    @property
+    def changes_state(self) -> bool:
+        """Whether the transaction changed anything others may see (every state change is
+        logged, or tells a stream, or sets off matching)."""
+        return bool(
+            self.logs
+            or self.agent_events
+            or self.closed_sessions
+            or self.detached_agents
+            or self.handoffs
+            or self.queue_moved
+            or self.match_handoffs
+            or self.match_agents
+        )
+
     def hints(self, origin: str) -> set[str]:
-        """What other replicas should look at again, tagged with the sender's `origin`."""
+        """What other replicas should look at again, tagged with the sender's `origin`; at
+        least `p` (the pool changed) when the transaction changed anything."""
         agents = {agent_id for agent_id, _, _ in self.agent_events}
         agents |= {agent_id for agent_id, _, _ in self.closed_sessions}
         agents |= self.detached_agents
         hints = {f"a:{a}" for a in agents} | {f"h:{h.id}" for h in self.handoffs}
         if self.queue_moved:
             hints.add("q")
+        if not hints and self.changes_state:
+            hints.add("p")
         return {f"{origin}/{hint}" for hint in hints}

@@ -109,6 +109,7 @@ class Handoffs:
                 plan=routed.plan,
                 agent_order=routed.agent_order,
                 risk_class=routed.risk_class,
+                quality_ranked=routed.quality_ranked,
             )
             try:
                 await uow.handoffs.insert(handoff)  # the common case first: one statement
@@ -228,6 +229,10 @@ class Handoffs:
                 if recorded is None:  # another report came first: the retry judges it
                     raise StoreConflict(f"handoff {handoff_id} got feedback meanwhile")
                 handoff = recorded
+                if handoff.agent_id is not None:
+                    await uow.quality.record_rating(
+                        handoff.agent_id, handoff.request.interaction_type, feedback.csat
+                    )
                 fx.changed(handoff)
                 fx.log(
                     "feedback_recorded",

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -29,13 +29,15 @@ from humanline.domain.quality import (
 )
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.transitions import retry_conflicts
-from humanline.store.port import DuplicateKey, PoolSnapshot, Store
+from humanline.store.port import AtRisk, DuplicateKey, PoolSnapshot, Store, UnitOfWork
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 EXPORT_PAGE = 200  # handoffs read per transaction while exporting
 DEFAULT_QUALITY_WINDOW = timedelta(days=1)
 MAX_QUALITY_WINDOW = timedelta(days=366)
+DEFAULT_AT_RISK_HORIZON = timedelta(seconds=15)
+MAX_AT_RISK_HORIZON = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,37 @@ class AgentPage:
 
 @dataclass(frozen=True, slots=True)
 class PoolStatus:
-    """GetPoolStatus: the snapshot and when it was taken."""
+    """GetPoolStatus: the snapshot, when it was taken, and the handoffs at risk of missing
+    their target within `horizon` of then."""
 
     snapshot: PoolSnapshot
     taken_at: datetime
+    horizon: timedelta = DEFAULT_AT_RISK_HORIZON
+    at_risk: tuple[AtRisk, ...] = ()
+
+    @property
+    def oldest_wait(self) -> timedelta:
+        """How long the longest-waiting handoff has waited; zero if none waits."""
+        oldest = self.snapshot.oldest_created_at
+        return timedelta(0) if oldest is None else max(timedelta(0), self.taken_at - oldest)
+
+    def differs(self, other: PoolStatus) -> bool:
+        """Whether the pool or the queue differ from `other`'s: any count, the handoffs at
+        risk, or which handoff waits longest. Not the time alone: the oldest wait growing
+        while the same handoff waits, or a later snapshot time."""
+        return (self.snapshot, self.horizon, self.at_risk) != (
+            other.snapshot,
+            other.horizon,
+            other.at_risk,
+        )
+
+
+async def read_status(
+    uow: UnitOfWork, horizons: Collection[timedelta]
+) -> tuple[PoolSnapshot, dict[timedelta, tuple[AtRisk, ...]]]:
+    """The pool's snapshot and, for each horizon, the handoffs at risk, in one transaction."""
+    snapshot = await uow.pool.snapshot()
+    return snapshot, {h: tuple(await uow.pool.at_risk(h)) for h in sorted(set(horizons))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +228,12 @@ class Pool:
                 )
             fx.log("agent_deleted", agent_id=agent_id)
 
-    async def status(self) -> PoolStatus:
-        """Agents by state, capacity per skill and language, the queue."""
+    async def status(self, horizon: timedelta = DEFAULT_AT_RISK_HORIZON) -> PoolStatus:
+        """Agents by state (in all and per skill), capacity per skill and language, the
+        queue, and the handoffs at risk of missing their target within `horizon`."""
         async with self._store.read() as uow:
-            return PoolStatus(await uow.pool.snapshot(), uow.now)
+            snapshot, at_risk = await read_status(uow, (horizon,))
+            return PoolStatus(snapshot, uow.now, horizon, at_risk[horizon])
 
     async def export(
         self, query: OutcomeQuery, since: datetime | None, until: datetime | None

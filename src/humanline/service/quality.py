@@ -7,6 +7,10 @@ itself before (`domain.quality.alerts`, which says how). What changed is said on
 `quality_alert` log event and a message to every WatchQualityAlerts stream when a flag goes
 up, `quality_alert_cleared` when it comes down. Each replica runs its own monitor over the
 same store, so they agree.
+
+It also keeps the pool's quality track per type (`QualityTracks.refresh_pool`), the prior
+that quality-aware ranking shrinks every agent's score toward: at start and then at most
+every `check_interval`, as the pool's rates move slowly.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import structlog
 
 from humanline.domain.quality import Alert, Dimension, Metric, Reference, alerts, overall, report
 from humanline.service.events import ServiceClosing
-from humanline.store.port import Store
+from humanline.store.port import Store, StoreConflict
 
 log = structlog.get_logger("humanline")
 
@@ -57,6 +61,7 @@ class QualityMonitor:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._refreshed = float("-inf")  # loop time of the last pool refresh
         self.checks = 0  # evaluations made, for tests
 
     def outcome(self) -> None:
@@ -88,8 +93,21 @@ class QualityMonitor:
             self._due.clear()
             try:
                 await self.check()
+                now = asyncio.get_running_loop().time()
+                if now - self._refreshed >= self._check_interval:
+                    await self.refresh_pool()
+                    self._refreshed = now
             except Exception:  # a store hiccup: the next outcome or interval tries again
                 log.exception("quality_check_failed")
+
+    async def refresh_pool(self) -> None:
+        """Sets the pool's quality tracks from the agents' (replicas doing it at once write
+        the same sums; a conflict only waits for the next time)."""
+        try:
+            async with self._store.write() as uow:
+                await uow.quality.refresh_pool()
+        except StoreConflict:
+            log.info("quality_pool_refresh_conflict")
 
     async def check(self) -> list[AlertEvent]:
         """Evaluates the window now; returns (and says) what went up or came down."""

@@ -160,6 +160,8 @@ class ReplicaCoordinator:
             self._hub.queue_moved()
         elif kind == "q":
             self._hub.queue_moved()
+        elif kind == "p":
+            self._hub.pool_changed()
 
     async def _run_poll(self) -> None:
         """The fallback for lost hints: rows changed since the last look, for local streams."""

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-from humanline.domain.matching import choose_agent, choose_handoff
+from humanline.domain.matching import Candidate, choose_agent, choose_handoff, why_chosen
 from humanline.domain.model import (
     Agent,
     AgentStatus,
@@ -35,6 +35,8 @@ from humanline.store.port import DuplicateKey, StoreConflict, UnitOfWork
 class LostRace(Exception):
     """A conditional write did not apply: someone else changed the row first."""
 
+
+CAME_FREE = "the agent came free and this was its work due first"  # an offer's ranking
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -90,12 +92,18 @@ async def replan(uow: UnitOfWork, handoff: Handoff, due: Review, fx: Effects) ->
 
 
 async def make_offer(
-    uow: UnitOfWork, handoff: Handoff, agent: Agent, policy: DispatchPolicy, fx: Effects
+    uow: UnitOfWork,
+    handoff: Handoff,
+    agent: Agent,
+    policy: DispatchPolicy,
+    fx: Effects,
+    ranking: str = "",
 ) -> Handoff:
-    """Offers a queued handoff to an agent with a free slot; returns the handoff as offered.
-    Raises `LostRace` having changed nothing (but bringing its wait plan up to date) when the
-    handoff is no longer queued or the agent has no free slot, so that a caller may go on
-    with its transaction."""
+    """Offers a queued handoff to an agent with a free slot, `ranking` saying why this agent
+    (where it was chosen among others); returns the handoff as offered. Raises `LostRace`
+    having changed nothing (but bringing its wait plan up to date) when the handoff is no
+    longer queued or the agent has no free slot, so that a caller may go on with its
+    transaction."""
     due = review(handoff, uow.now)
     if due.notes:
         # Its plan has something due that the sweep has not reviewed yet (the hold for its
@@ -121,6 +129,7 @@ async def make_offer(
         decided_at=None,
         decline_reason=None,
         rescind_reason=None,
+        ranking=ranking,
     )
     try:
         await uow.offers.insert(offer)
@@ -153,15 +162,19 @@ async def offer_to_best_agent(
     held_for = handoff.reserved_for(now)
     if held_for is None:
         candidates = await uow.agents.candidates_for(handoff, 1)
+        ranking = why_chosen(candidates[0], handoff) if candidates else ""
     else:
         known = await uow.agents.get(held_for)
-        candidates = [] if known is None else [known]
+        candidates = [] if known is None else [Candidate(known)]
+        ranking = "the customer's known agent, waited for"
     agent = choose_agent(handoff, candidates, now=now)
     if agent is None:
         return None
     queued = await uow.handoffs.queued_for_agent(agent, 1)
     target = choose_handoff(agent, queued, now=now) or handoff
-    return await make_offer(uow, target, agent, policy, fx)
+    if target.id != handoff.id:
+        ranking = f"earlier deadline than handoff {handoff.id}, which chose this agent: {ranking}"
+    return await make_offer(uow, target, agent, policy, fx, ranking)
 
 
 async def offer_earliest_work(
@@ -173,7 +186,7 @@ async def offer_earliest_work(
     handoff = choose_handoff(agent, queued, now=uow.now)
     if handoff is None:
         return None
-    return await make_offer(uow, handoff, agent, policy, fx)
+    return await make_offer(uow, handoff, agent, policy, fx, CAME_FREE)
 
 
 async def withdraw_offer(

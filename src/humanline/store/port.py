@@ -14,10 +14,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from humanline.domain.matching import QUALITY_WINDOW, Candidate
 from humanline.domain.model import (
     Agent,
     AgentProfile,
@@ -66,7 +67,9 @@ class Capacity:
 
 @dataclass(frozen=True, slots=True)
 class PoolSnapshot:
-    """Counts behind GetPoolStatus."""
+    """Counts behind GetPoolStatus. Nothing in it depends on when it was read but on what
+    was stored: two snapshots of an unchanged pool are equal (the oldest wait is its
+    handoff's creation time, not a duration)."""
 
     agents_by_state: dict[AgentState, int]
     skills: list[Capacity]
@@ -74,6 +77,18 @@ class PoolSnapshot:
     queue_by_urgency: dict[Urgency, int]
     queue_by_type: dict[str, int]
     oldest_created_at: datetime | None
+    # skill -> agents with it (not deleted) in each state, every state present
+    agents_by_skill: dict[str, dict[AgentState, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AtRisk:
+    """Waiting handoffs of one interaction type at risk of missing their target: past
+    their deadline (`overdue`), or with it ahead but within a horizon (`due_soon`)."""
+
+    interaction_type: str
+    overdue: int
+    due_soon: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +127,13 @@ class AgentRepository(Protocol):
         """Agents ordered by id, after `after_id`, filtered by derived state and skill."""
         ...
 
-    async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
-        """Agents eligible for `handoff` (see `domain.matching.is_eligible`), best first; a
-        hold for a known agent is not considered (the caller asks for that agent itself)."""
+    async def candidates_for(
+        self, handoff: Handoff, limit: int, window: int = QUALITY_WINDOW
+    ) -> list[Candidate]:
+        """Agents eligible for `handoff` (see `domain.matching.is_eligible`), best first
+        (`domain.matching.rank`: where the handoff is ranked by quality, the first `window`
+        ranked again with each one's quality standing, which comes with it); a hold for a
+        known agent is not considered (the caller asks for that agent itself)."""
         ...
 
     async def online_below(
@@ -476,11 +495,34 @@ class RoutingPolicyRepository(Protocol):
         ...
 
 
+class QualityTracks(Protocol):
+    """Each agent's recent outcomes per interaction type, and the pool's
+    (`domain.quality.Track`), which rank eligible agents of like proficiency."""
+
+    async def record_completion(self, agent_id: str, interaction_type: str, resolved: bool) -> None:
+        """One more completion on the agent's track of the type."""
+        ...
+
+    async def record_rating(self, agent_id: str, interaction_type: str, csat: int) -> None:
+        """One more rating on the agent's track of the type."""
+        ...
+
+    async def refresh_pool(self) -> int:
+        """Sets each type's pool track to the sum of its agents' tracks now, where it
+        differs; how many types changed."""
+        ...
+
+
 class PoolQueries(Protocol):
     """Aggregates for ops."""
 
     async def snapshot(self) -> PoolSnapshot:
         """Counts behind GetPoolStatus."""
+        ...
+
+    async def at_risk(self, horizon: timedelta) -> list[AtRisk]:
+        """Per interaction type, by type, with any at risk: waiting handoffs whose deadline
+        has passed, and those whose deadline is at most `horizon` ahead."""
         ...
 
     async def quality_window(
@@ -529,6 +571,11 @@ class UnitOfWork(Protocol):
     @property
     def pool(self) -> PoolQueries:
         """Pool aggregates in this transaction."""
+        ...
+
+    @property
+    def quality(self) -> QualityTracks:
+        """Quality tracks for ranking in this transaction."""
         ...
 
     @property
@@ -600,6 +647,7 @@ __all__ = [
     "OfferRepository",
     "PoolQueries",
     "PoolSnapshot",
+    "QualityTracks",
     "ReplicaRepository",
     "SessionRepository",
     "Store",

@@ -146,8 +146,10 @@ class DeleteAgentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetPoolStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("at_risk_horizon",)
+    AT_RISK_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    at_risk_horizon: _duration_pb2.Duration
+    def __init__(self, at_risk_horizon: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetPoolStatusResponse(_message.Message):
     __slots__ = ("status",)
@@ -156,7 +158,7 @@ class GetPoolStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[PoolStatus, _Mapping]] = ...) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("agents_by_state", "skills", "languages", "queue_by_urgency", "queue_by_interaction_type", "oldest_wait", "snapshot_time")
+    __slots__ = ("agents_by_state", "skills", "languages", "queue_by_urgency", "queue_by_interaction_type", "oldest_wait", "snapshot_time", "agents_by_skill", "at_risk", "at_risk_horizon")
     AGENTS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
     SKILLS_FIELD_NUMBER: _ClassVar[int]
     LANGUAGES_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +166,9 @@ class PoolStatus(_message.Message):
     QUEUE_BY_INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_TIME_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_BY_SKILL_FIELD_NUMBER: _ClassVar[int]
+    AT_RISK_FIELD_NUMBER: _ClassVar[int]
+    AT_RISK_HORIZON_FIELD_NUMBER: _ClassVar[int]
     agents_by_state: _containers.RepeatedCompositeFieldContainer[AgentStateCount]
     skills: _containers.RepeatedCompositeFieldContainer[CapacityCount]
     languages: _containers.RepeatedCompositeFieldContainer[CapacityCount]
@@ -171,7 +176,28 @@ class PoolStatus(_message.Message):
     queue_by_interaction_type: _containers.RepeatedCompositeFieldContainer[InteractionTypeCount]
     oldest_wait: _duration_pb2.Duration
     snapshot_time: _timestamp_pb2.Timestamp
-    def __init__(self, agents_by_state: _Optional[_Iterable[_Union[AgentStateCount, _Mapping]]] = ..., skills: _Optional[_Iterable[_Union[CapacityCount, _Mapping]]] = ..., languages: _Optional[_Iterable[_Union[CapacityCount, _Mapping]]] = ..., queue_by_urgency: _Optional[_Iterable[_Union[UrgencyCount, _Mapping]]] = ..., queue_by_interaction_type: _Optional[_Iterable[_Union[InteractionTypeCount, _Mapping]]] = ..., oldest_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., snapshot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    agents_by_skill: _containers.RepeatedCompositeFieldContainer[SkillStateCount]
+    at_risk: _containers.RepeatedCompositeFieldContainer[AtRiskCount]
+    at_risk_horizon: _duration_pb2.Duration
+    def __init__(self, agents_by_state: _Optional[_Iterable[_Union[AgentStateCount, _Mapping]]] = ..., skills: _Optional[_Iterable[_Union[CapacityCount, _Mapping]]] = ..., languages: _Optional[_Iterable[_Union[CapacityCount, _Mapping]]] = ..., queue_by_urgency: _Optional[_Iterable[_Union[UrgencyCount, _Mapping]]] = ..., queue_by_interaction_type: _Optional[_Iterable[_Union[InteractionTypeCount, _Mapping]]] = ..., oldest_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., snapshot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agents_by_skill: _Optional[_Iterable[_Union[SkillStateCount, _Mapping]]] = ..., at_risk: _Optional[_Iterable[_Union[AtRiskCount, _Mapping]]] = ..., at_risk_horizon: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SkillStateCount(_message.Message):
+    __slots__ = ("skill", "agents_by_state")
+    SKILL_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    skill: str
+    agents_by_state: _containers.RepeatedCompositeFieldContainer[AgentStateCount]
+    def __init__(self, skill: _Optional[str] = ..., agents_by_state: _Optional[_Iterable[_Union[AgentStateCount, _Mapping]]] = ...) -> None: ...
+
+class AtRiskCount(_message.Message):
+    __slots__ = ("interaction_type", "overdue", "due_soon")
+    INTERACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    DUE_SOON_FIELD_NUMBER: _ClassVar[int]
+    interaction_type: str
+    overdue: int
+    due_soon: int
+    def __init__(self, interaction_type: _Optional[str] = ..., overdue: _Optional[int] = ..., due_soon: _Optional[int] = ...) -> None: ...
 
 class AgentStateCount(_message.Message):
     __slots__ = ("state", "count")
@@ -206,6 +232,20 @@ class InteractionTypeCount(_message.Message):
     interaction_type: str
     count: int
     def __init__(self, interaction_type: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class WatchPoolStatusRequest(_message.Message):
+    __slots__ = ("at_risk_horizon", "min_interval")
+    AT_RISK_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    at_risk_horizon: _duration_pb2.Duration
+    min_interval: _duration_pb2.Duration
+    def __init__(self, at_risk_horizon: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class WatchPoolStatusResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: PoolStatus
+    def __init__(self, status: _Optional[_Union[PoolStatus, _Mapping]] = ...) -> None: ...
 
 class GetQualityReportRequest(_message.Message):
     __slots__ = ("group_by", "start_time", "end_time", "interaction_type")

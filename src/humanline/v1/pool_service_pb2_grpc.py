@@ -65,6 +65,11 @@ class PoolServiceStub:
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.SerializeToString,
                 response_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.FromString,
                 _registered_method=True)
+        self.WatchPoolStatus = channel.unary_stream(
+                '/humanline.v1.PoolService/WatchPoolStatus',
+                request_serializer=humanline_dot_v1_dot_pool__service__pb2.WatchPoolStatusRequest.SerializeToString,
+                response_deserializer=humanline_dot_v1_dot_pool__service__pb2.WatchPoolStatusResponse.FromString,
+                _registered_method=True)
         self.GetQualityReport = channel.unary_unary(
                 '/humanline.v1.PoolService/GetQualityReport',
                 request_serializer=humanline_dot_v1_dot_pool__service__pb2.GetQualityReportRequest.SerializeToString,
@@ -153,8 +158,24 @@ class PoolServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPoolStatus(self, request, context):
-        """Returns the pool's status: agents by state, available agents and free capacity per
-        skill and language, queue depth by urgency and by interaction type, oldest wait.
+        """Returns the pool's status: agents by state, in all and per skill; available agents and
+        free capacity per skill and language; queue depth by urgency and by interaction type;
+        the oldest wait; and, per interaction type, the waiting handoffs past their target or
+        due within a horizon. Returns INVALID_ARGUMENT (a horizon below zero or over an hour).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchPoolStatus(self, request, context):
+        """Streams the pool's status for dashboards, sending changes rather than snapshots: first
+        the status now, then the status again whenever it differs from the last one sent
+        (agents log in or out, change status or take work; handoffs enter or leave the queue or
+        are offered; a handoff falls due within the horizon or misses its target), at most one
+        message per `min_interval`. The oldest wait grows by itself: growing alone, it is sent
+        at most every 5 seconds, and only while something waits. Returns INVALID_ARGUMENT (a
+        horizon below zero or over an hour, a min_interval under 0.1 s or over a minute). The
+        stream ends with UNAVAILABLE when the server shuts down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,6 +288,11 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     servicer.GetPoolStatus,
                     request_deserializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.FromString,
                     response_serializer=humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.SerializeToString,
+            ),
+            'WatchPoolStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPoolStatus,
+                    request_deserializer=humanline_dot_v1_dot_pool__service__pb2.WatchPoolStatusRequest.FromString,
+                    response_serializer=humanline_dot_v1_dot_pool__service__pb2.WatchPoolStatusResponse.SerializeToString,
             ),
             'GetQualityReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQualityReport,
@@ -472,6 +498,33 @@ class PoolService:
             '/humanline.v1.PoolService/GetPoolStatus',
             humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusRequest.SerializeToString,
             humanline_dot_v1_dot_pool__service__pb2.GetPoolStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPoolStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/humanline.v1.PoolService/WatchPoolStatus',
+            humanline_dot_v1_dot_pool__service__pb2.WatchPoolStatusRequest.SerializeToString,
+            humanline_dot_v1_dot_pool__service__pb2.WatchPoolStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

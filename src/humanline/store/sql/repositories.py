@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
 
+from humanline.domain.matching import QUALITY_WINDOW, Candidate
 from humanline.domain.model import (
     Agent,
     AgentOrder,
@@ -50,21 +52,30 @@ from humanline.domain.model import (
 )
 from humanline.domain.quality import (
     ACCEPTED_OFFERS,
+    FORGET,
+    NEUTRAL,
+    PRIOR_WEIGHT,
+    SCORE_BANDS,
     UNTAKEN_OFFERS,
     HandoffSample,
     OfferSample,
     OutcomeQuery,
+    Standing,
+    Track,
+    is_satisfied,
 )
 from humanline.domain.validation import MAX_PROFICIENCY, MAX_REQUIRED_SKILLS
-from humanline.store.port import Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
+from humanline.store.port import AtRisk, Capacity, DuplicateKey, EligibleSupply, PoolSnapshot
 from humanline.store.sql.prepared import PREPARED
 from humanline.store.sql.tables import (
     agent_languages,
+    agent_quality,
     agent_skills,
     agents,
     handoff_skills,
     handoffs,
     offers,
+    quality_pool,
     replicas,
     sessions,
 )
@@ -270,25 +281,102 @@ def _expertise(skills: int) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(top.scalar_subquery(), 0)
 
 
+class _floor(sa.sql.functions.FunctionElement[Any]):
+    """floor() of a non-negative number: PostgreSQL's, or a cast to integer in SQLite (whose
+    floor() exists only where built with its math functions)."""
+
+    inherit_cache = True
+    type = sa.Integer()
+
+
+@compiles(_floor)
+def _floor_default(element: _floor, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
+
+
+@compiles(_floor, "postgresql")
+def _floor_postgresql(element: _floor, compiler: Any, **kw: Any) -> str:
+    return f"floor({compiler.process(element.clauses, **kw)})"
+
+
+_TRACK = ("completed", "resolved", "rated", "satisfied")  # domain.quality.Track's fields
+_OWN_TRACK = tuple(sa.func.coalesce(agent_quality.c[n], 0.0).label(f"own_{n}") for n in _TRACK)
+_POOL_TRACK = tuple(sa.func.coalesce(quality_pool.c[n], 0.0).label(f"pool_{n}") for n in _TRACK)
+
+
+def _standing(row: sa.Row[Any]) -> Standing:
+    """A candidate's standing, from the columns `_with_quality` adds."""
+    m = row._mapping
+    return Standing(
+        Track(*(m[f"own_{n}"] for n in _TRACK)), Track(*(m[f"pool_{n}"] for n in _TRACK))
+    )
+
+
+def _quality_band() -> sa.ColumnElement[Any]:
+    """`domain.quality.Standing.band` in SQL, in the same order of floating-point operations,
+    of an agent joined to its `agent_quality` row and the `quality_pool` row of the type."""
+    own, pool = agent_quality.c, quality_pool.c
+    weight = sa.literal(PRIOR_WEIGHT, sa.Float())
+    neutral = sa.literal(NEUTRAL, sa.Float())
+    zero = sa.literal(0.0, sa.Float())
+
+    def rate(hits: sa.Column[Any], trials: sa.Column[Any]) -> sa.ColumnElement[Any]:
+        return sa.case((trials > 0, hits / trials), else_=neutral)
+
+    def shrunk(hits: sa.Column[Any], trials: sa.Column[Any], prior: sa.ColumnElement[Any]) -> Any:
+        return (sa.func.coalesce(hits, zero) + weight * prior) / (
+            sa.func.coalesce(trials, zero) + weight
+        )
+
+    resolution = shrunk(own.resolved, own.completed, rate(pool.resolved, pool.completed))
+    satisfaction = shrunk(own.satisfied, own.rated, rate(pool.satisfied, pool.rated))
+    mean = (resolution + satisfaction) / sa.literal(2.0, sa.Float())
+    return _floor(mean * sa.literal(float(SCORE_BANDS), sa.Float()))
+
+
+def _with_quality(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    """Candidates with their agent's and the pool's track on the type `p_interaction_type`."""
+    return (
+        stmt.outerjoin(
+            agent_quality,
+            sa.and_(
+                agent_quality.c.agent_id == agents.c.id,
+                agent_quality.c.interaction_type == _p("interaction_type"),
+            ),
+        )
+        .outerjoin(quality_pool, quality_pool.c.interaction_type == _p("interaction_type"))
+        .add_columns(*_OWN_TRACK, *_POOL_TRACK)
+    )
+
+
 @_statement
-def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.Select[Any]:
+def _candidates(
+    skills: int, language: bool, least: bool, reserve: bool, quality: bool
+) -> sa.Select[Any]:
     """Agents eligible for handoff `p_handoff_id`, best first: the most proficient, or with
     `least` the least expert and least proficient who qualifies; then the longest idle. With
     `reserve`, only agents whose best skill is below `p_expert_level` (the handoff keeps
-    experts back for now)."""
+    experts back for now). With `quality`, the first `p_window` of those, ranked again with
+    the quality band on the type `p_interaction_type` after the levels
+    (`domain.matching.rank`)."""
     excluded = sa.exists().where(
         offers.c.handoff_id == _p("handoff_id"),
         offers.c.agent_id == agents.c.id,
         offers.c.state.in_([_const(s) for s in _MISSED]),
     )
+    levels: tuple[tuple[sa.ColumnElement[Any], bool], ...]  # (level, descending)
     if skills == 1:
         # The common case, in index order: the first ready agent of the skill that is not
         # excluded is the best (ix_agent_skills_ready, or ix_agent_skills_ready_least; their
         # columns follow the agent's, expertise included).
         ready = _SKILL_MATCH[0]
-        levels: tuple[sa.ColumnElement[Any], ...] = (
-            (ready.c.expertise, ready.c.proficiency) if least else (ready.c.proficiency.desc(),)
+        levels = (
+            ((ready.c.expertise, False), (ready.c.proficiency, False))
+            if least
+            else ((ready.c.proficiency, True),)
         )
+        idle: sa.ColumnElement[Any] = ready.c.idle_since  # never assigned: the beginning
+        agent_id: sa.ColumnElement[Any] = ready.c.agent_id
         stmt = (
             sa.select(agents)
             .select_from(ready.join(agents, agents.c.id == ready.c.agent_id))
@@ -298,23 +386,46 @@ def _candidates(skills: int, language: bool, least: bool, reserve: bool) -> sa.S
                 ready.c.proficiency >= _p("min0"),
                 ~excluded,
             )
-            .order_by(*levels, ready.c.idle_since, ready.c.agent_id)
         )
         if language:
             stmt = stmt.where(_speaks(agents.c.id))
         if reserve:
             stmt = stmt.where(ready.c.expertise < _p("expert_level", sa.Integer()))
-        return stmt.limit(_p("limit"))
-    stmt, score = _qualified_agents(skills, language)
-    expertise = _expertise(skills)
-    levels = (expertise, score.asc()) if least else (score.desc(),)
-    if reserve:
-        stmt = stmt.where(expertise < _p("expert_level", sa.Integer()))
-    return (
-        stmt.where(_READY, ~excluded)
-        .order_by(*levels, agents.c.last_assigned_at.asc().nulls_first(), agents.c.id)
-        .limit(_p("limit"))
+        idle_order = idle
+    else:
+        stmt, score = _qualified_agents(skills, language)
+        expertise = _expertise(skills)
+        levels = ((expertise, False), (score, False)) if least else ((score, True),)
+        if reserve:
+            stmt = stmt.where(expertise < _p("expert_level", sa.Integer()))
+        stmt = stmt.where(_READY, ~excluded)
+        idle, agent_id = agents.c.last_assigned_at, agents.c.id
+        idle_order = idle.asc().nulls_first()
+    order = [level.desc() if down else level for level, down in levels]
+    if not quality:
+        return stmt.order_by(*order, idle_order, agent_id).limit(_p("limit"))
+    # Quality chooses among the first few by level and idle time, a bounded read however
+    # many agents are ready.
+    window = (
+        stmt.with_only_columns(
+            agents.c.id.label("candidate"),
+            *(level.label(f"level{i}") for i, (level, _) in enumerate(levels)),
+            idle.label("idle"),
+        )
+        .order_by(*order, idle_order, agent_id)
+        .limit(_p("window"))
+        .subquery("window")
     )
+    ranked = _with_quality(
+        sa.select(agents).select_from(window.join(agents, agents.c.id == window.c.candidate))
+    )
+    kept = [
+        window.c[f"level{i}"].desc() if down else window.c[f"level{i}"]
+        for i, (_, down) in enumerate(levels)
+    ]
+    return ranked.order_by(
+        *kept, _quality_band().desc(), window.c.idle.asc().nulls_first(), window.c.candidate
+    ).limit(_p("limit"))
 
 
 @_statement
@@ -458,7 +569,9 @@ class SqlAgentRepository:
             )
         return [_agent(r) for r in await self._conn.execute(stmt)]
 
-    async def candidates_for(self, handoff: Handoff, limit: int) -> list[Agent]:
+    async def candidates_for(
+        self, handoff: Handoff, limit: int, window: int = QUALITY_WINDOW
+    ) -> list[Candidate]:
         skills, language = handoff.request.required_skills, handoff.request.language
         params = _qualified_params(skills, language) | {
             "p_handoff_id": handoff.id,
@@ -469,8 +582,15 @@ class SqlAgentRepository:
         reserve = handoff.closed_to(MAX_PROFICIENCY, self._now)
         if reserve:
             params["p_expert_level"] = handoff.plan.expert_level
-        stmt = _candidates(len(skills), language is not None, least, reserve)
-        return [_agent(r) for r in await self._conn.execute(stmt, params)]
+        quality = handoff.quality_ranked
+        if quality:
+            params["p_interaction_type"] = handoff.request.interaction_type
+            params["p_window"] = window
+        stmt = _candidates(len(skills), language is not None, least, reserve, quality)
+        rows = await self._conn.execute(stmt, params)
+        if not quality:
+            return [Candidate(_agent(r)) for r in rows]
+        return [Candidate(_agent(r), _standing(r)) for r in rows]
 
     async def online_below(
         self, skills: tuple[SkillRequirement, ...], language: str | None, level: int
@@ -605,6 +725,7 @@ def _handoff(row: sa.Row[Any]) -> Handoff:
         ),
         feedback_at=m["feedback_at"],
         risk_class=None if m["risk_class"] is None else RiskClass[m["risk_class"]],
+        quality_ranked=bool(m["quality_ranked"]),
     )
 
 
@@ -932,6 +1053,7 @@ class SqlHandoffRepository:
             "end_reason": handoff.end_reason,
             "agent_order": handoff.agent_order.value,
             "risk_class": None if handoff.risk_class is None else handoff.risk_class.name,
+            "quality_ranked": handoff.quality_ranked,
             "changed_at": self._now,
             "changed_by": self._writer,
             **_plan_values(handoff, handoff.plan),
@@ -1185,6 +1307,7 @@ def _offer(row: sa.Row[Any]) -> Offer:
         decided_at=m["decided_at"],
         decline_reason=DeclineReason(m["decline_reason"]) if m["decline_reason"] else None,
         rescind_reason=RescindReason(m["rescind_reason"]) if m["rescind_reason"] else None,
+        ranking=m["ranking"],
     )
 
 
@@ -1289,6 +1412,7 @@ class SqlOfferRepository:
             "state": offer.state.value,
             "created_at": offer.created_at,
             "expires_at": offer.expires_at,
+            "ranking": offer.ranking,
         }
         inserted = await self._conn.execute(_insert_new(offers, self._conn.dialect.name), values)
         if _rowcount(inserted) != 1:
@@ -1558,6 +1682,100 @@ class SqlReplicaRepository:
         return oldest
 
 
+# --- quality tracks ---------------------------------------------------------------------
+
+_FORGET = sa.literal(FORGET, sa.Float())
+
+
+def _upsert(table: sa.Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say what to do ON CONFLICT, on SQLite or PostgreSQL."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+@_statement
+def _bump_track(dialect: str, rating: bool) -> sa.Insert:
+    """One more completion (or, with `rating`, rating) on an agent's track of a type: the
+    earlier ones weigh `FORGET` less (domain.quality.Track.completion/rating), in one
+    upsert, so concurrent outcomes of one agent add up rather than overwrite each other."""
+    q = agent_quality.c
+    trials, hits = (q.rated, q.satisfied) if rating else (q.completed, q.resolved)
+    insert = _upsert(agent_quality, dialect)
+    first = dict.fromkeys(_TRACK, 0.0) | {trials.name: 1.0, hits.name: _p("hit", sa.Float())}
+    stmt = insert.values(
+        agent_id=_p("agent_id"),
+        interaction_type=_p("interaction_type"),
+        updated_at=_p("now"),
+        **first,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[q.agent_id, q.interaction_type],
+        set_={
+            trials.name: trials * _FORGET + 1.0,
+            hits.name: hits * _FORGET + stmt.excluded[hits.name],
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
+@_statement
+def _pool_sums() -> sa.Select[Any]:
+    q = agent_quality.c
+    return (
+        sa.select(q.interaction_type, *(sa.func.sum(q[n]) for n in _TRACK))
+        .group_by(q.interaction_type)
+        .order_by(q.interaction_type)
+    )
+
+
+@_statement
+def _put_pool(dialect: str) -> sa.Insert:
+    insert = _upsert(quality_pool, dialect)
+    return insert.on_conflict_do_update(
+        index_elements=[quality_pool.c.interaction_type],
+        set_={n: insert.excluded[n] for n in (*_TRACK, "updated_at")},
+    )
+
+
+class SqlQualityTracks:
+    """Agents' and the pool's recent outcomes per interaction type, for ranking."""
+
+    def __init__(self, conn: SqlConnection, now: datetime) -> None:
+        self._conn = conn
+        self._now = now
+
+    async def _bump(self, agent_id: str, interaction_type: str, hit: bool, rating: bool) -> None:
+        stmt = _bump_track(self._conn.dialect.name, rating)
+        params = {
+            "p_agent_id": agent_id,
+            "p_interaction_type": interaction_type,
+            "p_hit": 1.0 if hit else 0.0,
+            "p_now": self._now,
+        }
+        await self._conn.execute(stmt, params)
+
+    async def record_completion(self, agent_id: str, interaction_type: str, resolved: bool) -> None:
+        await self._bump(agent_id, interaction_type, resolved, rating=False)
+
+    async def record_rating(self, agent_id: str, interaction_type: str, csat: int) -> None:
+        await self._bump(agent_id, interaction_type, is_satisfied(csat), rating=True)
+
+    async def refresh_pool(self) -> int:
+        stored = {
+            t: tuple(values)
+            for t, *values in await self._conn.execute(
+                sa.select(quality_pool.c.interaction_type, *(quality_pool.c[n] for n in _TRACK))
+            )
+        }
+        rows = [
+            {"interaction_type": t, **dict(zip(_TRACK, sums, strict=True)), "updated_at": self._now}
+            for t, *sums in await self._conn.execute(_pool_sums())
+            if stored.get(t) != tuple(sums)
+        ]
+        if rows:
+            await self._conn.execute(_put_pool(self._conn.dialect.name), rows)
+        return len(rows)
+
+
 # --- pool ---------------------------------------------------------------------------------
 
 
@@ -1596,6 +1814,20 @@ def _quality_offers(typed: bool) -> sa.Select[Any]:
         )
     )
     return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
+
+
+@_statement
+def _at_risk() -> sa.Select[Any]:
+    """Waiting handoffs due by `until`, per type: how many of them are past `now` too
+    (ix_handoffs_waiting, by deadline)."""
+    h = handoffs.c
+    overdue = sa.func.sum(sa.case((h.deadline < _p("now"), 1), else_=0))
+    return (
+        sa.select(h.interaction_type, overdue, sa.func.count())
+        .where(h.state.in_([_const(s) for s in _WAITING]), h.deadline <= _p("until"))
+        .group_by(h.interaction_type)
+        .order_by(h.interaction_type)
+    )
 
 
 def _risk(stored: str | None) -> RiskClass | None:
@@ -1694,6 +1926,17 @@ class SqlPoolQueries:
                 .limit(1)
             )
         ).scalar()
+        derived = sa.case(*((agent_state_clause(s), _const(s)) for s in AgentState))
+        by_skill: dict[str, dict[AgentState, int]] = {}
+        for skill, name, count in await self._conn.execute(
+            sa.select(agent_skills.c.skill, derived, sa.func.count())
+            .select_from(agent_skills.join(agents, agents.c.id == agent_skills.c.agent_id))
+            .where(_LIVE_AGENT)
+            .group_by(agent_skills.c.skill, derived)
+            .order_by(agent_skills.c.skill)
+        ):
+            counts = by_skill.setdefault(skill, dict.fromkeys(AgentState, 0))
+            counts[AgentState(name)] = int(count)
         return PoolSnapshot(
             agents_by_state=by_state,
             skills=await capacity(agent_skills, agent_skills.c.skill),
@@ -1701,4 +1944,12 @@ class SqlPoolQueries:
             queue_by_urgency=by_urgency,
             queue_by_type={t: int(c) for t, c in type_rows},
             oldest_created_at=oldest,
+            agents_by_skill=by_skill,
         )
+
+    async def at_risk(self, horizon: timedelta) -> list[AtRisk]:
+        params = {"p_now": self._now, "p_until": self._now + horizon}
+        return [
+            AtRisk(interaction_type, int(overdue), int(due) - int(overdue))
+            for interaction_type, overdue, due in await self._conn.execute(_at_risk(), params)
+        ]

@@ -49,6 +49,7 @@ from humanline.store.sql.repositories import (
     SqlHandoffRepository,
     SqlOfferRepository,
     SqlPoolQueries,
+    SqlQualityTracks,
     SqlReplicaRepository,
     SqlSessionRepository,
 )
@@ -91,6 +92,7 @@ class SqlUnitOfWork:
         self.offers = SqlOfferRepository(conn, now)
         self.sessions = SqlSessionRepository(conn, now)
         self.pool = SqlPoolQueries(conn, now)
+        self.quality = SqlQualityTracks(conn, now)
         self.replicas = SqlReplicaRepository(conn, now)
         self.policies = SqlRoutingPolicyRepository(conn, now)
         self._conn = conn

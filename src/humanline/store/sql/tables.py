@@ -273,6 +273,7 @@ class HandoffRow(SQLModel, table=True):
         sa_column_kwargs={"server_default": "MOST_PROFICIENT"},
     )
     risk_class: str | None = Field(default=None, max_length=8)  # its policy's, when requested
+    quality_ranked: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # The customer's feedback, reported after completion (domain.model.Feedback).
     csat: int | None = None
     feedback_tags: list[str] | None = Field(default=None, sa_type=JSON_TYPE)
@@ -338,6 +339,8 @@ class OfferRow(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decline_reason: str | None = Field(default=None, max_length=32)
     rescind_reason: str | None = Field(default=None, max_length=32)
+    # Why its agent got it (domain.matching.why_chosen); "" where the agent came free.
+    ranking: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
 
 
 class SessionRow(SQLModel, table=True):
@@ -401,6 +404,37 @@ class ReplicaRow(SQLModel, table=True):
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class AgentQualityRow(SQLModel, table=True):
+    """An agent's recent outcomes on one interaction type (domain.quality.Track): each
+    completion and each rating weighs the earlier ones down, in one upsert, so that ranking
+    reads one row per candidate."""
+
+    __tablename__ = "agent_quality"
+
+    agent_id: str = Field(primary_key=True, foreign_key="agents.id")
+    interaction_type: str = Field(primary_key=True, max_length=64)
+    completed: float = 0.0
+    resolved: float = 0.0
+    rated: float = 0.0
+    satisfied: float = 0.0
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class QualityPoolRow(SQLModel, table=True):
+    """The pool's track on one interaction type: the sums of `agent_quality` as last
+    refreshed (by every replica's quality monitor), the prior every agent's score is shrunk
+    toward. Kept apart so that completions never contend for one row per type."""
+
+    __tablename__ = "quality_pool"
+
+    interaction_type: str = Field(primary_key=True, max_length=64)
+    completed: float = 0.0
+    resolved: float = 0.0
+    rated: float = 0.0
+    satisfied: float = 0.0
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class RoutingPolicyRow(SQLModel, table=True):
     """An interaction type's routing policy, as set by the policy file or PoolService; types
     without a row keep their built-in policy."""
@@ -429,4 +463,6 @@ offers = table(OfferRow)
 sessions = table(SessionRow)
 replicas = table(ReplicaRow)
 routing_policies = table(RoutingPolicyRow)
+agent_quality = table(AgentQualityRow)
+quality_pool = table(QualityPoolRow)
 metadata = SQLModel.metadata
