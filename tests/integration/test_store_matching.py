@@ -43,6 +43,7 @@ from humanline.domain.quality import Standing, Track
 from humanline.store.sql import tables
 from humanline.store.sql.store import SqlStore
 from tests.conftest import empty_postgres
+from tests.unit import builders
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SKILLS = ["billing", "fraud", "orders"]
@@ -382,49 +383,24 @@ def test_quality_ranking_sql_equals_the_domain(
     operations), and windows narrower than the pool."""
     loop, store = runner
     pool = [
-        Agent(
-            id=next(agent_ids),
-            profile=AgentProfile(
-                display_name="x",
-                skills={"billing": level, "fraud": 3},
-                languages=frozenset(),
-                capacity=1,
-            ),
-            status=AgentStatus.AVAILABLE,
-            connected=True,
-            load=0,
-            consecutive_misses=0,
+        builders.agent(
+            next(agent_ids),
+            skills={"billing": level, "fraud": 3},
             last_assigned_at=T0 + timedelta(minutes=i % 3),
             created_at=T0,
-            updated_at=T0,
         )
         for i, level in enumerate(levels)
     ]
     skills = {"billing": 3, "fraud": 1} if two_skills else {"billing": 3}
-    request = HandoffRequest(
-        request_id=str(uuid.uuid4()),
-        conversation_id="c",
-        customer_id="u",
-        interaction_type="t",
-        required_skills=tuple(SkillRequirement(k, v) for k, v in skills.items()),
-        language=None,
-        urgency=Urgency.NORMAL,
-        summary="",
-        reason=HandoffReason.UNSPECIFIED,
-    )
-    handoff = Handoff(
-        id=str(uuid.uuid4()),
-        request=request,
-        fingerprint=request.fingerprint(),
-        state=HandoffState.QUEUED,
-        created_at=T0,
-        deadline=T0 + timedelta(seconds=60),
-        requeue_count=0,
-        agent_id=None,
-        offer_id=None,
-        assigned_at=None,
-        ended_at=None,
-        completion=None,
+    handoff = replace(
+        builders.handoff(
+            str(uuid.uuid4()),
+            request_id=str(uuid.uuid4()),
+            interaction_type="t",
+            skills=skills,
+            created_at=T0,
+            deadline=T0 + timedelta(seconds=60),
+        ),
         agent_order=AgentOrder.LEAST_EXPERT if least else AgentOrder.MOST_PROFICIENT,
         quality_ranked=True,
     )

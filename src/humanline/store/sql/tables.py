@@ -404,15 +404,9 @@ class ReplicaRow(SQLModel, table=True):
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class AgentQualityRow(SQLModel, table=True):
-    """An agent's recent outcomes on one interaction type (domain.quality.Track): each
-    completion and each rating weighs the earlier ones down, in one upsert, so that ranking
-    reads one row per candidate."""
+class _TrackColumns(SQLModel):
+    """Recent outcomes on one interaction type (domain.quality.Track), weighted."""
 
-    __tablename__ = "agent_quality"
-
-    agent_id: str = Field(primary_key=True, foreign_key="agents.id")
-    interaction_type: str = Field(primary_key=True, max_length=64)
     completed: float = 0.0
     resolved: float = 0.0
     rated: float = 0.0
@@ -420,7 +414,18 @@ class AgentQualityRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class QualityPoolRow(SQLModel, table=True):
+class AgentQualityRow(_TrackColumns, table=True):
+    """An agent's recent outcomes on one interaction type: each completion and each rating
+    weighs the earlier ones down, in one upsert, so that ranking reads one row per
+    candidate."""
+
+    __tablename__ = "agent_quality"
+
+    agent_id: str = Field(primary_key=True, foreign_key="agents.id")
+    interaction_type: str = Field(primary_key=True, max_length=64)
+
+
+class QualityPoolRow(_TrackColumns, table=True):
     """The pool's track on one interaction type: the sums of `agent_quality` as last
     refreshed (by every replica's quality monitor), the prior every agent's score is shrunk
     toward. Kept apart so that completions never contend for one row per type."""
@@ -428,11 +433,6 @@ class QualityPoolRow(SQLModel, table=True):
     __tablename__ = "quality_pool"
 
     interaction_type: str = Field(primary_key=True, max_length=64)
-    completed: float = 0.0
-    resolved: float = 0.0
-    rated: float = 0.0
-    satisfied: float = 0.0
-    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class RoutingPolicyRow(SQLModel, table=True):
