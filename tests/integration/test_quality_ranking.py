@@ -146,3 +146,17 @@ FIELDS = ("completed", "resolved", "rated", "satisfied")
 
 def _fields(track: Track) -> tuple[float, float, float, float]:
     return (track.completed, track.resolved, track.rated, track.satisfied)
+
+
+async def test_the_reasons_of_an_agent_with_many_long_skills_fit(client: Stubs) -> None:
+    """Twenty required skills of 64 characters make a longer reason than the store keeps:
+    it is cut short, and the offer is made all the same."""
+    skills = {f"{i:02d}" + "s" * 62: 1 for i in range(20)}
+    await client.create_agent("polymath", dict.fromkeys(skills, 5))
+    polymath = client.agent("polymath")
+    await polymath.hello()
+    handoff = await client.request_handoff(skills=skills, interaction_type=KIND)
+    assert (await polymath.offer()).details.handoff_id == handoff.handoff_id
+    ranking = (await client.get_handoff(handoff.handoff_id)).offers[0].ranking
+    assert len(ranking) == 500
+    assert ranking.startswith("most proficient eligible agent (00ss")

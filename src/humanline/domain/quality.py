@@ -420,7 +420,7 @@ class Standing:
 
     @property
     def band(self) -> int:
-        return math.floor((self.resolution + self.satisfaction) / 2 * SCORE_BANDS)
+        return math.floor(self.score * SCORE_BANDS)
 
     def explain(self) -> str:
         """The score and what it comes from, for the offer's routing reasons."""

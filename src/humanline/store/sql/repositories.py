@@ -1322,6 +1322,7 @@ def _offer_update(*where: sa.ColumnElement[bool], **values: Any) -> sa.Update:
 
 
 _PENDING = offers.c.state == _const(OfferState.PENDING)
+_RANKING_LENGTH: int = offers.c.ranking.type.length  # type: ignore[attr-defined]
 
 
 @_statement
@@ -1412,7 +1413,7 @@ class SqlOfferRepository:
             "state": offer.state.value,
             "created_at": offer.created_at,
             "expires_at": offer.expires_at,
-            "ranking": offer.ranking,
+            "ranking": offer.ranking[:_RANKING_LENGTH],  # many long skill names: cut short
         }
         inserted = await self._conn.execute(_insert_new(offers, self._conn.dialect.name), values)
         if _rowcount(inserted) != 1:
