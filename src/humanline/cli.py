@@ -1,6 +1,6 @@
 """The `humanline` command: `serve` the dispatch service, `migrate` its database, `simulate`
 agents and bots against a running server, `demo` both, `bench` its speed, `export` outcomes
-for retraining, `token` access tokens and their keys."""
+for retraining, `token` access tokens and their keys, `health` a server's grpc.health.v1 status."""
 
 from __future__ import annotations
 
@@ -314,6 +314,45 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    """Asks a server's grpc.health.v1 Check; exit 0 when SERVING, 1 otherwise (and when it
+    cannot be reached): for container health checks, where no grpc_health_probe exists."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.tls_ca is None:
+        if args.tls_server_name is not None:
+            raise UsageError("--tls-server-name goes with --tls-ca")
+        channel = grpc.insecure_channel(args.target)
+    else:
+        try:
+            ca = Path(args.tls_ca).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--tls-ca: cannot read {args.tls_ca}: {exc.strerror}") from None
+        options = []
+        if args.tls_server_name is not None:
+            options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+        channel = grpc.secure_channel(args.target, credentials, options=options)
+    name = args.service or "(server)"
+    with channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call):
+                print(f"{args.target} {name}: {exc.code().name} ({exc.details()})")
+            else:
+                print(f"{args.target} {name}: {exc}")
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.target} {name}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="humanline", description=__doc__)
@@ -430,6 +469,21 @@ def parser() -> argparse.ArgumentParser:
     actions.add_parser("keygen", help="create the keyring, or add a key that signs from now on")
     retire = actions.add_parser("retire", help="remove a key: tokens it signed stop verifying")
     retire.add_argument("kid", help="the key's id")
+    check = sub.add_parser(
+        "health", help="ask a server's grpc.health.v1 status: exit 0 when SERVING, 1 otherwise"
+    )
+    check.add_argument("--target", default="127.0.0.1:50051", help="the server's host:port")
+    check.add_argument("--service", default="", help="a service's full name (default: the server)")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    check.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="PEM CA to verify a TLS listener (HUMANLINE_TLS_CERT_FILE) with; default plaintext",
+    )
+    check.add_argument(
+        "--tls-server-name", help="the name to expect in the server's certificate (with --tls-ca)"
+    )
+    check.set_defaults(func=_health)
     return p
 
 
