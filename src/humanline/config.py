@@ -17,6 +17,14 @@ from humanline.domain.model import Urgency
 from humanline.domain.rules import DispatchPolicy
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """host:port (IPv6 in brackets) as (host, port); ValueError if it is not one."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     """humanline's configuration. Each field is the lower-case form of its variable:
     `listen` is `HUMANLINE_LISTEN`."""
@@ -123,6 +131,14 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         64 * 1024, ge=4096, description="largest request message accepted, in bytes"
     )
+    metrics_listen: str | None = Field(
+        None,
+        description="host:port of the Prometheus endpoint (/metrics, plain HTTP, no auth); "
+        "unset, empty or 0: off",
+    )
+    metrics_refresh_seconds: float = Field(
+        5.0, gt=0, description="how often the pool gauges (queue depth, agents) are read"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["json", "console"] = Field("json")
 
@@ -144,6 +160,10 @@ class Settings(BaseSettings):
             raise ValueError("mutual TLS (tls_client_ca_file) needs tls_cert_file and tls_key_file")
         if (self.tls_client_ca_file is None) != (self.mtls_listen is None):
             raise ValueError("tls_client_ca_file and mtls_listen go together")
+        if self.metrics_listen in ("", "0"):
+            self.metrics_listen = None
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)  # ValueError: not host:port
         return self
 
     def policy(self) -> DispatchPolicy:

@@ -33,6 +33,7 @@ from humanline.domain.access import (
 )
 from humanline.domain.errors import Unauthenticated
 from humanline.grpc.limits import RateLimiter, StreamLimiter, peer_address
+from humanline.service.metrics import Metrics
 from humanline.tokens import KeyRing, TokenError
 
 SCHEME = "bearer "
@@ -97,12 +98,14 @@ CERTIFICATE_NAMES = ("x509_common_name", "x509_subject_alternative_name")
 class Gate:
     """What every call passes before its handler: who the caller is, whether its client
     certificate names it (`certificates`: mutual TLS is on), whether it is within its rate,
-    and whether its role may make the call."""
+    and whether its role may make the call. `metrics`, when given, records how each call
+    went (`humanline.grpc.errors`)."""
 
     auth: Authenticator
     rate: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     streams: StreamLimiter = field(default_factory=lambda: StreamLimiter(0))
     certificates: bool = False
+    metrics: Metrics | None = None
 
     def admit(
         self, context: grpc.aio.ServicerContext[Any, Any], roles: tuple[Role, ...]

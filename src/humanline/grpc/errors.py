@@ -8,7 +8,9 @@ anything unexpected is INTERNAL with no details, and is logged.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -144,6 +146,23 @@ async def _handle(context: Context, method: str, exc: BaseException) -> NoReturn
     raise AssertionError("abort returned")  # pragma: no cover
 
 
+def _code_of(exc: Exception) -> str:
+    """The name of the status code `_handle` ends a call failing with `exc` with."""
+    if isinstance(exc, DomainError):
+        return status_code(exc).name
+    if isinstance(exc, StoreError):
+        return grpc.StatusCode.UNAVAILABLE.name
+    return grpc.StatusCode.INTERNAL.name
+
+
+def _aborted(context: Context) -> str:
+    """The name of the status code a handler aborted its call with."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return grpc.StatusCode.UNKNOWN.name
+
+
 def authorize(servicer: Guarded, context: Context, roles: tuple[Role, ...]) -> Principal:
     """The call's authenticated principal, if it may make the call now (`Gate.admit`)."""
     return servicer.gate.admit(context, roles)
@@ -161,14 +180,27 @@ def unary(
     def decorate(
         method: Callable[[Servicer, Request, Context, Principal], Awaitable[Response]],
     ) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
+        name = method.__name__
+
         @functools.wraps(method)
         async def wrapper(self: Servicer, request: Request, context: Context) -> Response:
+            started = time.perf_counter()
+            code = "OK"
             try:
                 return await method(self, request, context, authorize(self, context, roles))
             except grpc.aio.AbortError:
+                code = _aborted(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
                 raise
             except Exception as exc:  # CancelledError is a BaseException and passes through
-                await _handle(context, method.__name__, exc)
+                code = _code_of(exc)
+                await _handle(context, name, exc)
+            finally:
+                metrics = self.gate.metrics
+                if metrics is not None:
+                    metrics.observe_rpc(name, time.perf_counter() - started, code)
 
         return wrapper
 
@@ -191,14 +223,24 @@ def server_stream(
         async def wrapper(
             self: Servicer, request: Request, context: Context
         ) -> AsyncIterator[Response]:
+            code = "OK"
             try:
                 principal = authorize(self, context, roles)
                 async for item in method(self, request, context, principal):
                     yield item
             except grpc.aio.AbortError:
+                code = _aborted(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
                 raise
             except Exception as exc:  # CancelledError is a BaseException and passes through
+                code = _code_of(exc)
                 await _handle(context, method.__name__, exc)
+            finally:
+                metrics = self.gate.metrics
+                if metrics is not None:
+                    metrics.observe_rpc(method.__name__, None, code)
 
         return wrapper
 

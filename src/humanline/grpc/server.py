@@ -35,6 +35,7 @@ from humanline.heap import HeapFreezer
 from humanline.policyfile import PolicyFileError
 from humanline.policyfile import load as load_policies
 from humanline.service.app import Humanline
+from humanline.service.metrics import MetricsEndpoint
 from humanline.store import create_store
 from humanline.store.port import StoreError
 from humanline.tokens import KeyRing, KeyRingError
@@ -142,6 +143,7 @@ async def create_server(
         RateLimiter(limits.rate_per_second, limits.burst),
         StreamLimiter(limits.streams_per_peer),
         certificates=mutual,
+        metrics=app.metrics,
     )
     options = [
         *SERVER_OPTIONS,
@@ -314,6 +316,7 @@ async def serve(settings: Settings) -> None:
     except BaseException:
         await app.stop()
         raise
+    metrics = await _serve_metrics(app, running, settings)
     heap = HeapFreezer()  # keeps long-lived streams out of the cycle collector's walks
     heap.start()
     tokens = _tokens(keys) if settings.print_tokens else ""
@@ -327,4 +330,23 @@ async def serve(settings: Settings) -> None:
     print(_banner(settings, running, auth, tokens), file=sys.stderr, flush=True)
     await stop.wait()
     await heap.stop()
+    if metrics is not None:
+        await metrics.stop()
     await running.stop(app, settings.shutdown_grace_seconds)
+
+
+async def _serve_metrics(
+    app: Humanline, running: RunningServer, settings: Settings
+) -> MetricsEndpoint | None:
+    """The Prometheus endpoint on `metrics_listen`, when set (the service and its gRPC
+    server are up already: on failure, both are stopped and StartupError raised)."""
+    if settings.metrics_listen is None:
+        return None
+    endpoint = MetricsEndpoint(app.metrics, app.store, refresh=settings.metrics_refresh_seconds)
+    try:
+        await endpoint.start(settings.metrics_listen)
+    except (OSError, StoreError) as exc:
+        await endpoint.stop()
+        await running.stop(app, 0)
+        raise StartupError(f"cannot serve metrics on {settings.metrics_listen}: {exc}") from exc
+    return endpoint

@@ -355,7 +355,11 @@ class AgentSessions:
                 interaction = Interaction(accepted, handoff)
                 fx.changed(handoff, moved=True)
                 fx.log(
-                    "offer_accepted", offer_id=offer_id, handoff_id=handoff.id, agent_id=agent_id
+                    "offer_accepted",
+                    offer_id=offer_id,
+                    handoff_id=handoff.id,
+                    agent_id=agent_id,
+                    waited_seconds=round((uow.now - handoff.created_at).total_seconds(), 3),
                 )
             fx.to_agent(agent_id, AssignmentMade(interaction, command_id))
         return interaction

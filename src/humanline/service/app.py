@@ -16,6 +16,7 @@ from humanline.service.agents import AgentSessions
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import EventHub
 from humanline.service.handoffs import Handoffs
+from humanline.service.metrics import Metrics
 from humanline.service.policies import RoutingPolicies
 from humanline.service.pool import Pool
 from humanline.service.pool_watch import PoolFeed
@@ -51,6 +52,7 @@ class Humanline:
         self.clock = clock or SystemClock()
         self.replica_id = replica_id or str(uuid.uuid4())
         self.hub = EventHub()
+        self.metrics = Metrics()  # served over HTTP only when asked (`MetricsEndpoint`)
         self.dispatcher = Dispatcher(
             store,
             self.hub,
@@ -58,6 +60,7 @@ class Humanline:
             self.clock,
             replica_id=self.replica_id,
             sweep_interval=sweep_interval,
+            metrics=self.metrics,
         )
         self.sessions = AgentSessions(
             store, self.dispatcher, self.hub, self.policy, replica_id=self.replica_id

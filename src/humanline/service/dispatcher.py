@@ -36,6 +36,7 @@ from humanline.domain.model import (
 from humanline.domain.routing import expiry_reason, review
 from humanline.domain.rules import DispatchPolicy, decide_miss
 from humanline.service.events import Effects, EventHub, OfferWithdrawn, StatusUpdated
+from humanline.service.metrics import Metrics
 from humanline.service.transitions import (
     LostRace,
     end_known_agent_waits,
@@ -67,8 +68,10 @@ class Dispatcher:
         sweep_interval: float = 1.0,
         batch: int = 100,
         concurrency: int = 32,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._hub = hub
         self._policy = policy
         self._clock = clock
@@ -139,6 +142,8 @@ class Dispatcher:
             self._hub.queue_moved()
         for name, fields in fx.logs:
             log.info(name, **fields)
+        if self._metrics is not None and fx.logs:
+            self._metrics.record(fx.logs, fx.handoffs)
         for handoff_id in fx.match_handoffs:
             self._enqueue("handoff", handoff_id)
         for agent_id in fx.match_agents:

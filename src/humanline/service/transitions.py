@@ -145,6 +145,7 @@ async def make_offer(
         agent_id=agent.id,
         urgency=handoff.request.urgency.name,
         interaction_type=handoff.request.interaction_type,
+        waited_seconds=round((offer.created_at - handoff.created_at).total_seconds(), 3),
     )
     return offered
 
