@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="time in-flight calls get to finish on SIGTERM"
     )
+    max_connection_age_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description="a client connection is asked to reconnect (GOAWAY) after this long, "
+        "give or take 10%, so that connections rebalance over new replicas; 0: never",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="time calls and streams still open on an aged connection get before it "
+        "is closed (an agent stream cut then resumes, keeping its work)",
+    )
     replica_heartbeat_seconds: float = Field(
         2.0, gt=0, description="how often a replica marks itself alive in the database"
     )

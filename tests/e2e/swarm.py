@@ -103,6 +103,14 @@ class Cluster:
         await replica.server.kill()
         replica.alive = False
 
+    async def drain(self, replica: Replica) -> int:
+        """SIGTERMs a replica (a deploy or a scale-in) and waits for it to exit; returns its
+        exit code. From the signal on, clients send it nothing new, as a load balancer that
+        dropped its endpoint (Kubernetes does so as the pod starts terminating); calls already
+        on their way finish there."""
+        replica.alive = False
+        return await replica.server.terminate()
+
     async def close(self) -> None:
         for replica in self.replicas:
             await replica.stubs.close()
@@ -164,6 +172,8 @@ class SimAgent:
         self.token = ""
         self.outbox: Outbox | None = None
         self.generation = 0  # one per stream; answers scheduled on an older one are dropped
+        self.drained = False  # the current stream said `drain`: move to another replica
+        self.drained_from: set[str] = set()  # replicas that told this agent to move
         self.pending: dict[str, str] = {}  # offer id -> handoff id, on the current stream
         self.seen_offers: set[str] = set()
         self.held: set[str] = set()  # interactions being worked on
@@ -219,6 +229,11 @@ class SimAgent:
                 break
             failures = 0 if self.welcomed else failures + 1
             obs.counts["reconnects"] += 1
+            if self.drained:
+                # Told to move: at once (no backoff) and elsewhere.
+                self.drained = False
+                failures = max(failures, 1)
+                continue
             await asyncio.sleep(self.rng.uniform(0.05, 0.3) * min(failures + 1, 10))
 
     def note(self, what: str) -> None:
@@ -307,8 +322,18 @@ class SimAgent:
     def _handle(self, message: ConnectResponse) -> None:
         obs = self.swarm.observed
         kind = message.WhichOneof("event")
+        if self.drained and kind == "offer":  # a draining replica's agents get no new work
+            obs.violation(f"{self.agent_id}: an offer after the drain: {self.story()}")
         if kind == "offer":
             self._offered(message.offer)
+        elif kind == "drain":
+            assert self.replica is not None
+            self.drained = True
+            self.drained_from.add(self.replica.name)
+            obs.counts["drains"] += 1
+            if not message.drain.HasField("resume_before"):
+                obs.counts["drains_without_deadline"] += 1
+            self.note("drain")
         elif kind == "offer_rescinded":
             self.pending.pop(message.offer_rescinded.offer_id, None)
             name = agent_service_pb2.RescindReason.Name(message.offer_rescinded.reason)

@@ -17,6 +17,12 @@ at a moment when its agents hold accepted work: their streams break and they res
 others, keeping that work; the survivors declare it dead; the invariants hold and every
 handoff still completes.
 
+The third run is a deploy: two replicas, and one is sent SIGTERM at such a moment. It drains:
+each of its agents is told to move (`drain`) and resumes on the other replica, keeping its
+work, and gets no new offer on the old stream; bots' calls already on their way finish there
+(clients send it nothing new, as a load balancer that dropped its endpoint); it exits 0, with
+nobody having to declare it dead. Zero lost handoffs, zero failed completions, no new log-in.
+
 HUMANLINE_E2E_HANDOFFS and HUMANLINE_E2E_AGENTS scale the runs (defaults 5000 and 200).
 """
 
@@ -26,6 +32,7 @@ import asyncio
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +93,10 @@ SETTINGS = {
 
 @dataclass
 class Victim:
-    """The replica killed in the middle, and what was on it at that moment."""
+    """The replica stopped in the middle (`how`: "kill" or "drain"), and what was on it at
+    that moment."""
 
+    how: str
     replica: Replica
     replica_id: str
     agents: dict[str, set[str]]  # agent id -> interactions it held
@@ -98,9 +107,10 @@ class Victim:
         states = list(self.handoffs.values())
         return {
             "replica": self.replica.name,
-            "killed_at_completed": self.at_completed,
+            "how": self.how,
+            "stopped_at_completed": self.at_completed,
             "agents_on_it": len(self.agents),
-            "interactions_held_through_the_crash": sum(len(h) for h in self.agents.values()),
+            "interactions_held_through_the_stop": sum(len(h) for h in self.agents.values()),
             "handoffs_offered_through_it": states.count("OFFERED"),
             "handoffs_assigned_through_it": states.count("ASSIGNED"),
         }
@@ -115,10 +125,12 @@ async def replica_id_of(conn: asyncpg.Connection, server: ServerProcess) -> str:
     return str(row["id"])
 
 
-async def kill_one(cluster: Cluster, swarm: Swarm, conn: asyncpg.Connection, done: int) -> Victim:
-    """SIGKILLs a replica while its agents hold accepted work (the one holding the most, once
-    some hold at least KILL_WHEN_HELD interactions, or after KILL_WAIT seconds whatever they
-    hold), noting what it was serving."""
+async def stop_one(
+    cluster: Cluster, swarm: Swarm, conn: asyncpg.Connection, done: int, how: str
+) -> Victim:
+    """SIGKILLs (`how` "kill") or SIGTERMs ("drain") a replica while its agents hold accepted
+    work (the one holding the most, once some hold at least KILL_WHEN_HELD interactions, or
+    after KILL_WAIT seconds whatever they hold), noting what it was serving."""
 
     def held_on(replica: Replica) -> int:
         return sum(len(a.held) for a in swarm.agents if a.replica is replica and a.outbox)
@@ -131,8 +143,19 @@ async def kill_one(cluster: Cluster, swarm: Swarm, conn: asyncpg.Connection, don
         await asyncio.sleep(0.02)
     replica_id = await replica_id_of(conn, replica.server)
     agents = {a.agent_id: set(a.held) for a in swarm.agents if a.replica is replica and a.outbox}
-    await cluster.kill(replica)
-    rows = await conn.fetch(
+    if how == "kill":
+        await cluster.kill(replica)
+        rows = await handed_through(conn, replica_id)
+    else:
+        rows = await handed_through(conn, replica_id)  # before: the drain hands it over
+        assert await cluster.drain(replica) == 0, "the drained replica did not exit 0"
+        assert replica.server.forced_kills == 0, "the drained replica had to be SIGKILLed"
+    return Victim(how, replica, replica_id, agents, {r["id"]: r["state"] for r in rows}, done)
+
+
+async def handed_through(conn: asyncpg.Connection, replica_id: str) -> list[asyncpg.Record]:
+    """Handoffs offered or assigned to the agents whose sessions the replica holds."""
+    return await conn.fetch(
         """
         SELECT h.id, h.state FROM handoffs h
           JOIN sessions s ON s.agent_id = h.agent_id AND s.state = 'CONNECTED'
@@ -140,14 +163,20 @@ async def kill_one(cluster: Cluster, swarm: Swarm, conn: asyncpg.Connection, don
         """,
         replica_id,
     )
-    return Victim(replica, replica_id, agents, {r["id"]: r["state"] for r in rows}, done)
 
 
 async def run_crowd(
-    database: PostgresDatabase, start_server: StartServer, *, kill: bool, seed: int
+    database: PostgresDatabase,
+    start_server: StartServer,
+    *,
+    stop: str | None,
+    seed: int,
+    replicas: int = REPLICAS,
+    handoffs: int = HANDOFFS,
 ) -> dict[str, Any]:
-    """Runs the crowd against three replicas (killing one a third of the way if `kill`),
-    checks every guarantee, and returns the run's numbers."""
+    """Runs the crowd against `replicas` replicas (a third of the way, SIGKILLing one if
+    `stop` is "kill", SIGTERMing one if "drain"), checks every guarantee, and returns the
+    run's numbers."""
     started = time.monotonic()
     conn = await asyncpg.connect(database.dsn)
     cluster: Cluster | None = None
@@ -158,7 +187,7 @@ async def run_crowd(
         servers = await asyncio.gather(
             *(
                 start_server(HUMANLINE_DATABASE_URL=database.url, **SETTINGS)
-                for _ in range(REPLICAS)
+                for _ in range(replicas)
             )
         )
         rng = random.Random(seed)
@@ -167,12 +196,13 @@ async def run_crowd(
         await swarm.create_agents(agent_profiles(AGENTS, rng))
         await swarm.connect_agents(AGENT_HEARTBEAT_EVERY)
         spread = dict(sorted(swarm.replica_of().items()))
-        # The kill run cancels nothing, so that every handoff must end COMPLETED.
-        plan = BotPlan(handoffs=HANDOFFS, backlog=BACKLOG, cancel=0.0 if kill else 0.03)
+        # The runs that stop a replica cancel nothing, so that every handoff must end
+        # COMPLETED.
+        plan = BotPlan(handoffs=handoffs, backlog=BACKLOG, cancel=0.0 if stop else 0.03)
         bots = Bots(swarm, plan)
         ready = time.monotonic()
         bots_task = asyncio.create_task(bots.run())
-        victim = await watch_until_done(conn, cluster, swarm, bots, bots_task, kill=kill)
+        victim = await watch_until_done(conn, cluster, swarm, bots, bots_task, stop=stop)
         await bots_task
         crowd_time = time.monotonic() - ready
         await swarm.stop()
@@ -198,14 +228,17 @@ async def run_crowd(
         assert not report.violations, report.violations[:20]
         assert observed.counts["resume_refused"] == 0  # nobody's grace period ran out
         assert report.counts["offer ACCEPTED->REVOKED"] == 0  # nobody lost accepted work
-        if HANDOFFS >= 1000:
+        if handoffs >= 1000:
             # The crowd did what it was meant to: declines, misses, agents set away and back.
             assert report.counts["offer PENDING->DECLINED"] > 0
             assert report.counts["offer PENDING->EXPIRED"] > 0
             assert observed.counts["set_away_for_misses"] > 0
         if victim is not None:
-            assert report.counts["handoffs COMPLETED"] == HANDOFFS  # every one, none cancelled
+            assert report.counts["handoffs COMPLETED"] == handoffs  # every one, none cancelled
             await check_victim(conn, victim, swarm)
+        if stop == "drain":
+            assert victim is not None
+            check_drain(victim, swarm, report.counts)
         return summary
     finally:
         if bots_task is not None and not bots_task.done():
@@ -224,10 +257,11 @@ async def watch_until_done(
     bots: Bots,
     bots_task: asyncio.Task[None],
     *,
-    kill: bool,
+    stop: str | None,
 ) -> Victim | None:
-    """Polls the database until every handoff is terminal; kills a replica a third of the way
-    if `kill`. Fails, listing the stuck handoffs, after ALL_DONE_TIMEOUT."""
+    """Polls the database until every handoff is terminal; stops a replica a third of the way
+    if `stop` says how. Fails, listing the stuck handoffs, after ALL_DONE_TIMEOUT."""
+    handoffs = bots.plan.handoffs
     loop = asyncio.get_running_loop()
     start = loop.time()
     victim: Victim | None = None
@@ -240,10 +274,10 @@ async def watch_until_done(
             await conn.execute("ANALYZE")
         states = await terminal_counts(conn)
         terminal = states["COMPLETED"] + states["CANCELLED"]
-        if kill and victim is None and states["COMPLETED"] >= HANDOFFS // 3:
-            victim = await kill_one(cluster, swarm, conn, states["COMPLETED"])
-            print(f"{loop.time() - start:6.1f}s killed: {victim.summary()}")
-        if bots_task.done() and terminal == HANDOFFS:
+        if stop and victim is None and states["COMPLETED"] >= handoffs // 3:
+            victim = await stop_one(cluster, swarm, conn, states["COMPLETED"], stop)
+            print(f"{loop.time() - start:6.1f}s {stop}: {victim.summary()}")
+        if bots_task.done() and terminal == handoffs:
             return victim
         if bots_task.done() and bots_task.exception() is not None:
             raise AssertionError("the bots failed") from bots_task.exception()
@@ -252,7 +286,7 @@ async def watch_until_done(
             print(f"{loop.time() - start:6.1f}s requested {bots.answered}: {dict(states)}")
         if loop.time() - start > ALL_DONE_TIMEOUT:
             pytest.fail(
-                f"after {ALL_DONE_TIMEOUT:.0f} s, {HANDOFFS - terminal} of {HANDOFFS} handoffs "
+                f"after {ALL_DONE_TIMEOUT:.0f} s, {handoffs - terminal} of {handoffs} handoffs "
                 f"are not terminal ({dict(states)}; bots answered {bots.answered}); the first "
                 f"ones:\n{await stuck_handoffs(conn)}\nclients: {swarm.observed.violations[:10]}"
             )
@@ -260,15 +294,17 @@ async def watch_until_done(
 
 
 async def check_victim(conn: asyncpg.Connection, victim: Victim, swarm: Swarm) -> None:
-    """The killed replica was declared dead, its agents resumed elsewhere with their work,
-    and what was offered or assigned through it completed."""
+    """The stopped replica is on record as stopped (a killed one declared dead by the
+    others), its agents resumed elsewhere with their work, and what was offered or assigned
+    through it completed."""
     row = await conn.fetchrow("SELECT stopped_at FROM replicas WHERE id = $1", victim.replica_id)
     assert row is not None
-    assert row["stopped_at"] is not None, "the killed replica was never declared dead"
-    survivors = [r for r in swarm.cluster.replicas if r.alive]
-    assert any("replica_declared_dead" in r.server.stdout() for r in survivors)
-    assert victim.agents, "no agent was connected to the killed replica"
-    assert any(victim.agents.values()), "no agent held accepted work through the kill"
+    assert row["stopped_at"] is not None, "the stopped replica is not on record as stopped"
+    if victim.how == "kill":
+        survivors = [r for r in swarm.cluster.replicas if r.alive]
+        assert any("replica_declared_dead" in r.server.stdout() for r in survivors)
+    assert victim.agents, "no agent was connected to the stopped replica"
+    assert any(victim.agents.values()), "no agent held accepted work through the stop"
     assert swarm.observed.counts["resumes"] >= len(victim.agents)
     completed_by = {iid: agent for iid, (agent, _) in swarm.observed.completed.items()}
     for agent_id, held in victim.agents.items():
@@ -282,13 +318,46 @@ async def check_victim(conn: asyncpg.Connection, victim: Victim, swarm: Swarm) -
     assert {r["state"] for r in states} <= {"COMPLETED", "CANCELLED"}
 
 
+def check_drain(victim: Victim, swarm: Swarm, counts: Counter[str]) -> None:
+    """The drained replica handed every agent over: each was told to move and resumed on the
+    other replica (no new log-in anywhere), no completion failed, and the survivor had no
+    one to declare dead."""
+    drained = victim.replica
+    assert all(r.alive for r in swarm.cluster.replicas if r is not drained)
+    survivors = [r for r in swarm.cluster.replicas if r.alive]
+    assert not any("replica_declared_dead" in r.server.stdout() for r in survivors)
+    events = [e for e in drained.server.log_events() if e["event"].startswith("drain_")]
+    assert [e["event"] for e in events] == ["drain_started", "drain_finished"], events
+    assert events[1]["agents_handed_over"] >= len(victim.agents)
+    observed = swarm.observed
+    told = {a.agent_id for a in swarm.agents if drained.name in a.drained_from}
+    assert set(victim.agents) <= told, sorted(set(victim.agents) - told)[:10]
+    assert observed.counts["drains_without_deadline"] == 0
+    for agent in swarm.agents:  # every one ended on a survivor
+        assert agent.replica is not None
+        assert agent.replica.alive, (agent.agent_id, agent.story())
+    assert observed.counts["hellos"] == len(swarm.agents)  # nobody had to log in again
+    failed = {what: n for what, n in observed.retried.items() if what.startswith("complete")}
+    assert failed == {}, failed  # every completion went through at its first try
+    assert counts["offer ACCEPTED->REVOKED"] == 0
+
+
 async def test_many_replicas_assign_nothing_twice_and_lose_nothing(
     own_postgres: PostgresDatabase, start_server: StartServer
 ) -> None:
-    await run_crowd(own_postgres, start_server, kill=False, seed=1)
+    await run_crowd(own_postgres, start_server, stop=None, seed=1)
 
 
 async def test_a_replica_killed_in_the_middle_loses_nothing(
     own_postgres: PostgresDatabase, start_server: StartServer
 ) -> None:
-    await run_crowd(own_postgres, start_server, kill=True, seed=2)
+    await run_crowd(own_postgres, start_server, stop="kill", seed=2)
+
+
+async def test_a_replica_drained_in_the_middle_hands_everyone_over(
+    own_postgres: PostgresDatabase, start_server: StartServer
+) -> None:
+    # A deploy with two replicas: one is sent SIGTERM while its agents hold work.
+    await run_crowd(
+        own_postgres, start_server, stop="drain", seed=3, replicas=2, handoffs=HANDOFFS // 2
+    )

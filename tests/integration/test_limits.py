@@ -17,7 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from humanline.domain.access import Principal, Role
 from humanline.domain.rules import DispatchPolicy
 from humanline.grpc.server import Limits
-from humanline.v1 import agent_pb2, agent_service_pb2, handoff_service_pb2, pool_service_pb2
+from humanline.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    handoff_pb2,
+    handoff_service_pb2,
+    pool_service_pb2,
+)
 from tests.conftest import Served, serve
 from tests.support.client import AgentDriver, ConnectRequest, Stubs, error_details
 
@@ -244,3 +250,36 @@ async def test_opaque_tokens_have_a_length_limit_too(limited: Served) -> None:
     assert resume.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(error_details(resume.value)["violations"]) == ["resume.resume_token"]
     await stubs.close()
+
+
+@pytest.mark.parametrize(
+    "limited", [Limits(max_connection_age=1.0, max_connection_age_grace=0.5)], indirect=True
+)
+async def test_an_aged_connection_is_closed_and_its_agent_resumes_with_its_work(
+    limited: Served,
+) -> None:
+    # (grpc.max_connection_age_ms: after about a second (give or take 10%) the server sends
+    # GOAWAY, half a second later it closes the connection, streams and all; a client
+    # connects again, to whichever replica its balancer picks.)
+    client = limited.stubs()
+    try:
+        await client.create_agent("lea", {"general": 3})
+        lea = client.agent("lea")
+        welcome = await lea.hello()
+        handoff = await client.request_handoff()
+        interaction = await lea.accept((await lea.offer()).offer_id)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await lea.next(timeout=10)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The cut is a drop: the session waits in its grace period, and the app resumes it.
+        lea = client.agent("lea")
+        resumed = await lea.resume(welcome.resume_token)
+        assert resumed.resumed
+        assert [i.interaction_id for i in resumed.active_interactions] == [
+            interaction.interaction_id
+        ]
+        await client.complete("lea", interaction.interaction_id)
+        state = (await client.get_handoff(handoff.handoff_id)).state
+        assert state == handoff_pb2.HANDOFF_STATE_COMPLETED
+    finally:
+        await client.close()

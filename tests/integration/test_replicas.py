@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
@@ -24,6 +24,7 @@ from humanline.grpc.server import create_server
 from humanline.service.app import Humanline
 from humanline.service.events import StatusUpdated
 from humanline.store import create_store
+from humanline.store.port import StoreError
 from humanline.store.sql.listener import asyncpg_dsn
 from humanline.tokens import KeyRing
 from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2, handoff_service_pb2
@@ -332,6 +333,95 @@ async def test_a_revived_replicas_stream_whose_session_ended_meanwhile_starts_ov
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(ended.value)["reason"] == "SESSION_DETACHED"
     assert not (await at_b.agent("hal").hello()).resumed
+
+
+async def test_a_draining_replica_hands_its_agents_over_keeping_their_work(
+    start_replica: Start,
+) -> None:
+    a, at_a = await start_replica()
+    b, at_b = await start_replica()
+    await at_b.create_agent("fay", {"general": 3}, capacity=2)
+    await at_b.create_agent("gil", {"general": 3})
+    await at_b.create_agent("ivy", {"general": 3})
+    fay = at_a.agent("fay")
+    welcome = await fay.hello()
+    held = await at_b.request_handoff()
+    interaction = await fay.accept((await fay.offer()).offer_id)
+    pending = await at_b.request_handoff()
+    offer = await fay.offer()
+    gil = at_a.agent("gil")
+    await gil.hello(agent_pb2.AGENT_STATUS_AWAY)
+
+    await a.app.drain()  # what SIGTERM does first, with the server still serving calls
+
+    # Fay hears her pending offer taken back, then the drain with her grace deadline, then
+    # the stream ends; the agent with nothing (gil) is told too.
+    rescinded = await fay.expect("offer_rescinded")
+    assert rescinded.offer_id == offer.offer_id
+    assert rescinded.reason == agent_service_pb2.RESCIND_REASON_SESSION_ENDED
+    drain = await fay.expect("drain")
+    grace = REPLICAS.grace_period.total_seconds()
+    left = drain.resume_before.ToDatetime(tzinfo=UTC) - datetime.now(UTC)
+    assert 0 < left.total_seconds() <= grace
+    for agent in (fay, gil):
+        if agent is gil:
+            assert (await gil.expect("drain")).HasField("resume_before")
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await agent.next(timeout=5)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_details(ended.value)["reason"] == "SERVER_DRAINING"
+
+    # While A drains: its agents get no offers (they are between replicas) and it takes no
+    # new agent streams; its unary calls still work, and B takes on the queue.
+    assert (await at_b.get_agent("fay")).state == agent_pb2.AGENT_STATE_RECONNECTING
+    assert (await at_a.get_handoff(pending.handoff_id)).state == handoff_pb2.HANDOFF_STATE_QUEUED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await at_a.agent("ivy").hello()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_details(refused.value)["reason"] == "SERVER_DRAINING"
+    assert (await at_b.get_agent("ivy")).state == agent_pb2.AGENT_STATE_OFFLINE
+    ivy = at_b.agent("ivy")
+    await ivy.hello()
+    assert (await ivy.offer()).details.handoff_id == pending.handoff_id
+    third = await at_a.request_handoff()  # a bot's call to A still lands
+
+    # Fay resumes on B with her accepted work and completes it; her second slot takes the
+    # third handoff.
+    fay = at_b.agent("fay")
+    resumed = await fay.resume(welcome.resume_token)
+    assert resumed.resumed
+    assert [i.interaction_id for i in resumed.active_interactions] == [interaction.interaction_id]
+    assert (await fay.offer()).details.handoff_id == third.handoff_id
+    done = await at_a.complete("fay", interaction.interaction_id)
+    assert done.outcome == handoff_pb2.OUTCOME_RESOLVED
+    assert (await at_b.get_handoff(held.handoff_id)).state == handoff_pb2.HANDOFF_STATE_COMPLETED
+    async with a.app.store.read() as uow:
+        session = await uow.sessions.get(resumed.session_id)
+    assert session is not None
+    assert session.replica_id == b.app.replica_id
+
+
+async def test_a_drain_that_cannot_reach_the_store_still_ends_the_streams(
+    start_replica: Start,
+) -> None:
+    a, at_a = await start_replica()
+    await at_a.create_agent("kim", {"general": 3})
+    kim = at_a.agent("kim")
+    await kim.hello()
+
+    async def unavailable(*args: object, **kwargs: object) -> None:
+        raise StoreError("the database is down")
+
+    a.app.sessions._start_hand_over = unavailable  # type: ignore[method-assign]
+    await a.app.drain()
+    drain = await kim.expect("drain")
+    assert not drain.HasField("resume_before")  # the drop that follows starts the grace
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await kim.next(timeout=5)
+    assert error_details(ended.value)["reason"] == "SERVER_DRAINING"
+    async with asyncio.timeout(5):
+        while (await at_a.get_agent("kim")).state != agent_pb2.AGENT_STATE_RECONNECTING:
+            await asyncio.sleep(0.05)
 
 
 def test_replica_settings_refuse_a_ttl_shorter_than_two_heartbeats() -> None:

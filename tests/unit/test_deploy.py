@@ -23,8 +23,10 @@ import yaml
 from grpc_health.v1 import health_pb2
 
 from humanline import cli
+from humanline.config import Settings
 from humanline.domain.rules import DispatchPolicy
 from humanline.grpc.server import SERVICE_NAMES, Tls
+from humanline.service.app import DRAIN_TIMEOUT
 from tests.conftest import Served, serve
 from tests.support.certs import Authority
 
@@ -32,6 +34,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 PORT = 50051
+METRICS_PORT = 9464
 
 
 def _documents(text: str) -> list[dict[str, Any]]:
@@ -119,7 +122,8 @@ def test_the_deployment_runs_three_probed_non_root_replicas() -> None:
     assert deployment["spec"]["replicas"] == 3
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert {p["containerPort"] for p in container["ports"]} == {PORT}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": PORT, "metrics": METRICS_PORT}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["grpc"]["port"] == PORT, probe
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -127,11 +131,16 @@ def test_the_deployment_runs_three_probed_non_root_replicas() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     assert "memory" in container["resources"]["limits"]
-    # A graceful stop: room for the preStop pause and the server's shutdown grace.
+    # A graceful stop: room for the preStop pause, the drain and the server's shutdown grace.
     grace = pod["terminationGracePeriodSeconds"]
     config = _one("ConfigMap")["data"]
-    assert grace > 5 + float(config["HUMANLINE_SHUTDOWN_GRACE_SECONDS"])
+    pause = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
     assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert grace > pause + DRAIN_TIMEOUT + float(config["HUMANLINE_SHUTDOWN_GRACE_SECONDS"])
+    # The metrics the annotations point at are served, on that port.
+    assert config["HUMANLINE_METRICS_LISTEN"].endswith(f":{METRICS_PORT}")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
 
 
 def test_the_deployment_takes_its_secrets_from_a_secret_by_name() -> None:
@@ -189,6 +198,24 @@ def test_compose_runs_two_replicas_after_a_successful_migration() -> None:
         assert any(v.startswith("keys:/etc/humanline/keys") for v in replica["volumes"])
     assert len({tuple(r["ports"]) for r in replicas}) == 2
     assert "humanline token keygen" in " ".join(services["keygen"]["command"])
+    # Each replica's metrics reachable from the host.
+    for replica in replicas:
+        assert replica["environment"]["HUMANLINE_METRICS_LISTEN"].endswith(f":{METRICS_PORT}")
+        assert any(p.endswith(f":{METRICS_PORT}") for p in replica["ports"])
+
+
+def test_the_deploy_settings_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the ConfigMap and compose set is what the server accepts at start."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for environment in (
+        _one("ConfigMap")["data"],
+        compose["services"]["humanline-1"]["environment"],
+    ):
+        for name, value in environment.items():
+            monkeypatch.setenv(name, str(value))
+        Settings(_env_file=None)  # type: ignore[call-arg]
+        for name in environment:
+            monkeypatch.delenv(name)
 
 
 # -- Dockerfile -----------------------------------------------------------------------------

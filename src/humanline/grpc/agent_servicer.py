@@ -32,6 +32,7 @@ from humanline.domain.model import AgentStatus
 from humanline.grpc import converters
 from humanline.grpc.auth import Gate
 from humanline.grpc.errors import (
+    DRAINING,
     SHUTTING_DOWN,
     STORE_UNAVAILABLE,
     StreamDeadline,
@@ -45,6 +46,7 @@ from humanline.service.app import Humanline
 from humanline.service.events import (
     CLOSE_CLIENT,
     CLOSE_DETACHED,
+    CLOSE_DRAINING,
     CLOSE_HEARTBEAT,
     CLOSE_LOST,
     CLOSE_REPLACED,
@@ -73,6 +75,7 @@ CLOSE_ERRORS: dict[str, DomainError] = {
         "this server lost the session (it was presumed dead); reconnect and resume",
         reason="SESSION_DETACHED",
     ),
+    CLOSE_DRAINING: DRAINING,
 }
 
 
@@ -92,6 +95,8 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[ConnectResponse]:
         try:
             principal = authorize(self, context, (Role.AGENT,))
+            if self._app.draining:  # its agents are moving away: do not take new ones
+                raise DRAINING
             peer = self.gate.streams.acquire(context.peer())
         except DomainError as error:
             await abort(context, error)

@@ -46,6 +46,7 @@ from humanline.service.events import (
     AgentEvent,
     AssignmentMade,
     CommandFailed,
+    Draining,
     HeartbeatAck,
     OfferMade,
     OfferWithdrawn,
@@ -656,6 +657,10 @@ def connect_response(event: AgentEvent) -> agent_service_pb2.ConnectResponse | N
             )
         case HeartbeatAck(server_time=at, command_id=cid):
             return R(command_id=cid, heartbeat=R.Heartbeat(server_time=timestamp(at)))
+        case Draining(resume_before=at):
+            drain = R.Drain()
+            _set_time(drain, "resume_before", at)
+            return R(drain=drain)
         case CommandFailed(error=error, command_id=cid):
             metadata = dict(error.metadata)
             if isinstance(error, InvalidArgument):

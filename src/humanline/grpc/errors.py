@@ -49,6 +49,11 @@ STORE_UNAVAILABLE = Unavailable("storage is unavailable; retry", reason="STORE_U
 SHUTTING_DOWN = Unavailable(
     "the server is shutting down; reconnect (and resume) shortly", reason="SERVER_SHUTTING_DOWN"
 )
+DRAINING = Unavailable(
+    "this server is stopping and hands its agents over; reconnect now (to another server) "
+    "and resume",
+    reason="SERVER_DRAINING",
+)
 log = structlog.get_logger("humanline.grpc")
 
 CODES: dict[type[DomainError], grpc.StatusCode] = {

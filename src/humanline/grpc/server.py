@@ -2,9 +2,11 @@
 
 `create_server` returns the server and its bound port (bind port 0 in tests). `serve` runs the
 whole process: start the service, serve until SIGTERM or SIGINT, then shut down in order:
-health NOT_SERVING, agent streams and watches told to end (agents resume after the restart or
-on another replica), in-flight calls given `shutdown_grace_seconds`, drops recorded, store
-closed. Nothing queued or assigned is lost: it is all in the store.
+health NOT_SERVING; the drain (no more offers from here; each agent's session put in its grace
+period and its stream sent a `drain` message and ended, so the agent resumes on another
+replica, or after the restart, keeping its work; new agent streams refused); watches told to
+end; in-flight calls given `shutdown_grace_seconds`; store closed. Nothing queued or assigned
+is lost: it is all in the store.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class Limits:
     burst: int = 1
     streams_per_peer: int = 0
     max_message_bytes: int = 4 * 1024 * 1024  # grpc's own default
+    # Connections are asked to go (GOAWAY) after this long, so they rebalance over replicas
+    # added since; what is still open on them is closed `max_connection_age_grace` later.
+    # 0: never (grpc's default).
+    max_connection_age: float = 0.0
+    max_connection_age_grace: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,12 @@ class RunningServer:
     gate: Gate = field(default_factory=lambda: Gate(Authenticator(None)))
 
     async def stop(self, app: Humanline, grace: float) -> None:
-        """Graceful shutdown: not serving, streams ended, calls finished, service stopped."""
+        """Graceful shutdown (SIGTERM): health NOT_SERVING at once; the service drains (no
+        more offers from here, its agents handed over to the other replicas, new agent
+        streams refused) while unary calls go on; then the server stops taking calls and
+        gives those in flight `grace` seconds; then the service stops."""
         await self.health.enter_graceful_shutdown()
+        await app.drain()
         app.hub.shutdown()
         await self.server.stop(grace)
         await app.stop()
@@ -149,6 +160,11 @@ async def create_server(
         *SERVER_OPTIONS,
         ("grpc.max_receive_message_length", limits.max_message_bytes),
     ]
+    if limits.max_connection_age > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(limits.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(limits.max_connection_age_grace * 1000)),
+        ]
     server = grpc.aio.server(options=options)
     for servicer, service in (
         (AgentServicer(app, gate, hello_timeout=hello_timeout), AGENT_SERVICE),
@@ -310,6 +326,8 @@ async def serve(settings: Settings) -> None:
                 settings.rate_limit_burst,
                 settings.max_streams_per_peer,
                 settings.max_message_bytes,
+                settings.max_connection_age_seconds,
+                settings.max_connection_age_grace_seconds,
             ),
             tls=tls,
         )

@@ -15,7 +15,12 @@ import asyncio
 import hashlib
 import secrets
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
 
 from humanline.domain.errors import (
     Aborted,
@@ -43,10 +48,12 @@ from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import (
     CLOSE_DETACHED,
+    CLOSE_DRAINING,
     CLOSE_REPLACED,
     AgentChannel,
     AgentEvent,
     AssignmentMade,
+    Draining,
     Effects,
     EventHub,
     OfferMade,
@@ -65,7 +72,12 @@ from humanline.service.transitions import (
     start_grace,
     withdraw_pending_offers,
 )
-from humanline.store.port import DuplicateKey, Store, UnitOfWork
+from humanline.store.port import DuplicateKey, Store, StoreError, UnitOfWork
+
+log = structlog.get_logger("humanline.agents")
+
+# Sessions handed over at once by a drain (each is one short transaction).
+DRAIN_CONCURRENCY = 16
 
 
 def _resume_refused(agent_id: str, why: str) -> FailedPrecondition:
@@ -124,7 +136,7 @@ class AgentSessions:
         self._hub = hub
         self._policy = policy
         self._replica_id = replica_id
-        self._drops: set[asyncio.Task[None]] = set()
+        self._steps: set[asyncio.Task[None]] = set()
 
     @property
     def policy(self) -> DispatchPolicy:
@@ -171,7 +183,7 @@ class AgentSessions:
                 metadata={"agent_id": agent_id},
             ) from exc
         channel.status = agent.status
-        self._hub.attach(channel)
+        self._attach(channel)
         return Connection(session, token, agent, interactions, channel, resumed=False)
 
     async def _retire(self, uow: UnitOfWork, old: Session, fx: Effects) -> None:
@@ -205,7 +217,7 @@ class AgentSessions:
                 connection = await self._reattach(uow, session, resume_token, fx)
         if connection is None:
             raise _resume_refused(agent_id, "its grace period is over")
-        self._hub.attach(connection.channel)
+        self._attach(connection.channel)
         return connection
 
     async def _reattach(
@@ -229,28 +241,78 @@ class AgentSessions:
         fx.log("agent_resumed", agent_id=session.agent_id, session_id=session.id)
         return Connection(resumed, resume_token, agent, interactions, channel, resumed=True)
 
+    def _attach(self, channel: AgentChannel) -> None:
+        """Makes a logged-in stream the agent's; one that logged in while this replica
+        drains (the servicer refuses new streams, but one may have been under way) is
+        handed over at once."""
+        self._hub.attach(channel)
+        if self._hub.draining and not self._hub.closing:
+            self._background(self._hand_over(channel), "agent-hand-over")
+
     def dropped(self, channel: AgentChannel, *, clean: bool) -> None:
         """The stream behind `channel` ended. Runs the drop in a task of its own so that it
         completes even while the stream's handler is being cancelled."""
         self._hub.detach(channel)
-        task = asyncio.create_task(self._drop(channel, clean=clean), name="agent-drop")
-        self._drops.add(task)
-        task.add_done_callback(self._drops.discard)
+        self._background(self._drop(channel, clean=clean), "agent-drop")
+
+    def _background(self, step: Coroutine[Any, Any, None], name: str) -> None:
+        """Runs a session's step in a task of its own, which `drained` waits for."""
+        task = asyncio.create_task(step, name=name)
+        self._steps.add(task)
+        task.add_done_callback(self._steps.discard)
 
     async def drained(self) -> None:
-        """Waits for drops still being recorded (shutdown)."""
-        while self._drops:
-            await asyncio.gather(*list(self._drops), return_exceptions=True)
+        """Waits for drops and hand-overs still being recorded (shutdown)."""
+        while self._steps:
+            await asyncio.gather(*list(self._steps), return_exceptions=True)
+
+    # --- drain ----------------------------------------------------------------------------
+
+    async def drain(self) -> int:
+        """Hands every agent stream of this replica over to the others (the first step of a
+        graceful stop): each session's grace period starts now, so its agent gets no more
+        offers here and its pending offers go back to the queue; the stream is told to move
+        (`Draining`, with the grace deadline) and ends; the agent resumes on another replica
+        keeping its accepted work. Returns how many streams were handed over."""
+        channels = self._hub.drain()
+        slots = asyncio.Semaphore(DRAIN_CONCURRENCY)
+
+        async def hand_over(channel: AgentChannel) -> None:
+            async with slots:
+                await self._hand_over(channel)
+
+        await asyncio.gather(*(hand_over(channel) for channel in channels))
+        return len(channels)
+
+    async def _hand_over(self, channel: AgentChannel) -> None:
+        channel.handing_over = True  # from now on the drain, not the store, ends the stream
+        resume_before: datetime | None = None
+        try:
+            resume_before = await self._start_hand_over(channel)
+        except (StoreError, LostRace) as exc:
+            # The stream still ends: its drop (or, failing that, the other replicas' reaping
+            # of this one) starts the grace period instead.
+            log.warning("agent_hand_over_failed", agent_id=channel.agent_id, error=str(exc))
+        channel.put(Draining(resume_before))
+        channel.close(CLOSE_DRAINING)
+
+    @retry_conflicts
+    async def _start_hand_over(self, channel: AgentChannel) -> datetime | None:
+        """Starts the grace period of the stream's session; None if the session is no longer
+        this stream's (resumed elsewhere or ended meanwhile)."""
+        async with self._dispatcher.transaction() as (uow, fx):
+            session = await self._streams_session(uow, channel)
+            if session is None:
+                return None
+            return await start_grace(
+                uow, session, channel.connection_id, self._policy, fx, reason="draining"
+            )
 
     @retry_conflicts
     async def _drop(self, channel: AgentChannel, *, clean: bool) -> None:
         async with self._dispatcher.transaction() as (uow, fx):
-            session = await uow.sessions.get(channel.session_id)
-            if (
-                session is None
-                or session.state is not SessionState.CONNECTED
-                or session.connection_id != channel.connection_id
-            ):
+            session = await self._streams_session(uow, channel)
+            if session is None:
                 return  # taken over or ended meanwhile: the newer connection owns it
             holding = await uow.offers.accepted_for_agent(channel.agent_id)
             if clean and not holding:
@@ -272,7 +334,15 @@ class AgentSessions:
     async def reconcile(self, channel: AgentChannel) -> list[AgentEvent]:
         """What the stream behind `channel` has not been told yet, by the store: offers made
         or taken back and status changes made elsewhere, or that the session is no longer this
-        stream's. `channel.admit` drops what the stream already said."""
+        stream's. `channel.admit` drops what the stream already said. Nothing for a stream
+        being handed over: the drain tells it to move and ends it (read now, the store would
+        say the session left it, and the stream would end before it is told)."""
+        if channel.handing_over:
+            return []
+        events = await self._compare(channel)
+        return [] if channel.handing_over else events  # (it may have begun meanwhile)
+
+    async def _compare(self, channel: AgentChannel) -> list[AgentEvent]:
         async with self._store.read() as uow:
             session = await uow.sessions.get(channel.session_id)
             if (
@@ -474,6 +544,19 @@ class AgentSessions:
             fx.match_agent(agent.id)  # more slots to fill
 
     # --- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _streams_session(uow: UnitOfWork, channel: AgentChannel) -> Session | None:
+        """The stream's session while it is connected through this very stream; None once it
+        was resumed elsewhere, taken over, put in its grace period or ended."""
+        session = await uow.sessions.get(channel.session_id)
+        if (
+            session is None
+            or session.state is not SessionState.CONNECTED
+            or session.connection_id != channel.connection_id
+        ):
+            return None
+        return session
 
     @staticmethod
     async def _agent(uow: UnitOfWork, agent_id: str) -> Agent:

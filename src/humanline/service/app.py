@@ -26,6 +26,7 @@ from humanline.store.port import Store
 
 log = structlog.get_logger("humanline")
 STREAM_CLOSE_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 10.0  # for handing the agents over; the rest is closed as drops
 
 
 class Humanline:
@@ -96,6 +97,26 @@ class Humanline:
         self.quality.start()
         self.pool_feed.start()
         log.info("service_started", replica_id=self.replica_id)
+
+    @property
+    def draining(self) -> bool:
+        """True once `drain` has begun: new agent streams are refused."""
+        return self.hub.draining
+
+    async def drain(self) -> None:
+        """The first step of a graceful stop, while the gRPC server still serves calls: this
+        replica makes no more offers, and its agents are handed over to the other replicas
+        (`AgentSessions.drain`). Unary calls go on as before. Whatever is not handed over
+        within DRAIN_TIMEOUT (a store that does not answer) is closed by `stop`, as a drop."""
+        self.dispatcher.pause()
+        log.info("drain_started", replica_id=self.replica_id, agents=self.hub.agent_streams)
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                handed = await self.sessions.drain()
+        except TimeoutError:
+            log.warning("drain_timed_out", agents_left=self.hub.agent_streams)
+            return
+        log.info("drain_finished", replica_id=self.replica_id, agents_handed_over=handed)
 
     async def stop(self) -> None:
         """Ends agent streams (their sessions enter the grace period, so agents can resume

@@ -84,6 +84,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._matching: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.paused = False
         self._timers: list[datetime] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,6 +117,13 @@ class Dispatcher:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+
+    def pause(self) -> None:
+        """Makes no more offers from this replica (it drains): matches not yet started are
+        dropped, and the other replicas match what is queued (on their hints, or at the
+        latest on their sweep's nudge). Expiries, grace periods and wait plans still run
+        here until `stop`."""
+        self.paused = True
 
     # --- transactions and their effects --------------------------------------------------
 
@@ -182,7 +190,7 @@ class Dispatcher:
 
     async def _match(self, kind: str, key: str) -> None:
         async with self._slots:  # first come, first matched
-            if self._stopping:
+            if self._stopping or self.paused:
                 return
             self._queued.discard((kind, key))  # from now on, a change needs a new look
             try:

@@ -96,6 +96,14 @@ class CommandFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Draining:
+    """This replica is stopping: the agent should resume elsewhere before `resume_before`
+    (None: the hand-over could not be recorded; the drop that follows starts the grace)."""
+
+    resume_before: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamClosing:
     """The stream must end: `why` is one of the `CLOSE_*` constants."""
 
@@ -113,6 +121,7 @@ CLOSE_HEARTBEAT = "heartbeat_timeout"
 CLOSE_CLIENT = "client_closed"
 CLOSE_LOST = "connection_lost"
 CLOSE_DETACHED = "session_detached"  # the store no longer gives the session to this stream
+CLOSE_DRAINING = "draining"  # this replica handed the session over (`AgentSessions.drain`)
 
 AgentEvent = (
     OfferMade
@@ -121,6 +130,7 @@ AgentEvent = (
     | StatusUpdated
     | HeartbeatAck
     | CommandFailed
+    | Draining
     | StreamClosing
     | Reconcile
 )
@@ -136,6 +146,7 @@ class AgentChannel:
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self.shown_offers: set[str] = set()  # pending offers the app has been told about
         self.status: AgentStatus | None = None  # the status the app was last told
+        self.handing_over = False  # a drain is handing the session over: it ends soon
 
     def admit(self, event: AgentEvent) -> bool:
         """Whether to send `event`, given what the stream has said so far; records it. Answers
@@ -211,6 +222,7 @@ class EventHub:
         self._watches: dict[str, set[HandoffWatch]] = {}
         self.queue_version = 0
         self.closing = False
+        self.draining = False
         self._outcome_listeners: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self._shutdown_listeners: list[Callable[[], None]] = []
@@ -254,6 +266,13 @@ class EventHub:
         channel = self._agents.get(agent_id)
         if channel is not None and channel.session_id == session_id:
             channel.close(why)
+
+    def drain(self) -> list[AgentChannel]:
+        """Starts the drain (the first step of a graceful stop): returns the agent streams
+        attached now, for `AgentSessions.drain` to hand over. Log-ins that finish later are
+        handed over by `AgentSessions` itself."""
+        self.draining = True
+        return list(self._agents.values())
 
     def shutdown(self) -> None:
         """Asks every stream to end: agent streams at once, handoff watches within their

@@ -12,6 +12,7 @@ import functools
 import random
 import uuid
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from humanline.domain.matching import Candidate, choose_agent, choose_handoff, why_chosen
@@ -284,9 +285,10 @@ async def start_grace(
     fx: Effects,
     *,
     reason: str,
-) -> None:
+) -> datetime:
     """A session lost its stream: its pending offers return to their places in the queue,
-    its agent stops receiving offers, and the grace period starts; accepted work stays."""
+    its agent stops receiving offers, and the grace period starts; accepted work stays.
+    Returns when the grace period ends."""
     grace_end = uow.now + policy.grace_period
     # First, so that a session resumed meanwhile loses nothing: LostRace before any write.
     if await uow.sessions.disconnect(session.id, connection_id, uow.now, grace_end) is None:
@@ -299,6 +301,7 @@ async def start_grace(
     fx.detached(session.agent_id)
     fx.wake(grace_end)
     fx.log("agent_disconnected", agent_id=session.agent_id, session_id=session.id, reason=reason)
+    return grace_end
 
 
 async def expire_grace(uow: UnitOfWork, session: Session, fx: Effects) -> bool:

@@ -125,6 +125,7 @@ class AgentPlayer:
     _outbox: Outbox | None = None
     _token: str = ""
     _leaving: bool = False
+    _moving: bool = False  # the server said `drain`: resume elsewhere at once
     _work: set[asyncio.Task[None]] = field(default_factory=set)
     _answered: set[str] = field(default_factory=set)
     _offers: dict[str, _Offered] = field(default_factory=dict)  # by offer id
@@ -186,6 +187,9 @@ class AgentPlayer:
                         self._token = ""  # resume refused: log in afresh
                     if self._over() and not self._work:
                         return
+                    if self._moving:  # a planned move: no backoff
+                        self._moving = False
+                        continue
                     await asyncio.sleep(self.rng.uniform(*RETRY_DELAY))
         finally:
             self._leaving_at.cancel()
@@ -225,6 +229,8 @@ class AgentPlayer:
                 elif kind == "offer_rescinded":
                     rescinded = message.offer_rescinded
                     self._outcome(rescinded.offer_id, OUTCOMES.get(rescinded.reason))
+                elif kind == "drain":
+                    self._moving = True
         finally:
             self._outbox = None
             if beats is not None:

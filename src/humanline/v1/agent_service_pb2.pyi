@@ -106,7 +106,7 @@ class ConnectRequest(_message.Message):
     def __init__(self, command_id: _Optional[str] = ..., hello: _Optional[_Union[ConnectRequest.Hello, _Mapping]] = ..., resume: _Optional[_Union[ConnectRequest.Resume, _Mapping]] = ..., set_status: _Optional[_Union[ConnectRequest.SetStatus, _Mapping]] = ..., accept_offer: _Optional[_Union[ConnectRequest.AcceptOffer, _Mapping]] = ..., decline_offer: _Optional[_Union[ConnectRequest.DeclineOffer, _Mapping]] = ..., heartbeat: _Optional[_Union[ConnectRequest.Heartbeat, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("command_id", "welcome", "offer", "offer_rescinded", "assignment_confirmed", "status_changed", "heartbeat", "command_rejected")
+    __slots__ = ("command_id", "welcome", "offer", "offer_rescinded", "assignment_confirmed", "status_changed", "heartbeat", "command_rejected", "drain")
     class Welcome(_message.Message):
         __slots__ = ("session_id", "resume_token", "heartbeat_interval", "grace_period", "resumed", "agent", "active_interactions")
         SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,11 @@ class ConnectResponse(_message.Message):
         SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
         server_time: _timestamp_pb2.Timestamp
         def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    class Drain(_message.Message):
+        __slots__ = ("resume_before",)
+        RESUME_BEFORE_FIELD_NUMBER: _ClassVar[int]
+        resume_before: _timestamp_pb2.Timestamp
+        def __init__(self, resume_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
     class CommandRejected(_message.Message):
         __slots__ = ("code", "message", "reason", "metadata")
         class MetadataEntry(_message.Message):
@@ -174,6 +179,7 @@ class ConnectResponse(_message.Message):
     STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     COMMAND_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     welcome: ConnectResponse.Welcome
     offer: Offer
@@ -182,7 +188,8 @@ class ConnectResponse(_message.Message):
     status_changed: ConnectResponse.StatusChanged
     heartbeat: ConnectResponse.Heartbeat
     command_rejected: ConnectResponse.CommandRejected
-    def __init__(self, command_id: _Optional[str] = ..., welcome: _Optional[_Union[ConnectResponse.Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., offer_rescinded: _Optional[_Union[ConnectResponse.OfferRescinded, _Mapping]] = ..., assignment_confirmed: _Optional[_Union[ConnectResponse.AssignmentConfirmed, _Mapping]] = ..., status_changed: _Optional[_Union[ConnectResponse.StatusChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[ConnectResponse.Heartbeat, _Mapping]] = ..., command_rejected: _Optional[_Union[ConnectResponse.CommandRejected, _Mapping]] = ...) -> None: ...
+    drain: ConnectResponse.Drain
+    def __init__(self, command_id: _Optional[str] = ..., welcome: _Optional[_Union[ConnectResponse.Welcome, _Mapping]] = ..., offer: _Optional[_Union[Offer, _Mapping]] = ..., offer_rescinded: _Optional[_Union[ConnectResponse.OfferRescinded, _Mapping]] = ..., assignment_confirmed: _Optional[_Union[ConnectResponse.AssignmentConfirmed, _Mapping]] = ..., status_changed: _Optional[_Union[ConnectResponse.StatusChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[ConnectResponse.Heartbeat, _Mapping]] = ..., command_rejected: _Optional[_Union[ConnectResponse.CommandRejected, _Mapping]] = ..., drain: _Optional[_Union[ConnectResponse.Drain, _Mapping]] = ...) -> None: ...
 
 class InteractionDetails(_message.Message):
     __slots__ = ("handoff_id", "conversation_id", "customer_id", "interaction_type", "urgency", "summary", "reason", "required_skills", "language", "create_time", "requeue_count")

@@ -62,7 +62,8 @@ class AgentServiceServicer:
         NOT_FOUND (unknown agent), FAILED_PRECONDITION (resume token invalid or its grace
         period over: send hello), DEADLINE_EXCEEDED (no hello in time, or heartbeats missed),
         ABORTED (a newer connection of the same agent took the session over),
-        UNAVAILABLE (the server is shutting down: reconnect and resume).
+        UNAVAILABLE (the server is draining or shutting down: reconnect, to any server, and
+        resume; a draining server sends `drain` first, and refuses new streams at once).
 
         A second Connect for an agent that already has a session takes the session over:
         the older stream ends with ABORTED and its pending offers are rescinded. Closing the
