@@ -1,7 +1,8 @@
 """The Prometheus endpoint, scraped during a small run: its numbers are what happened.
 
 One agent, three handoffs of two types: one declined (it then waits, never to be offered to
-that agent again), two accepted and completed; the waiting one cancelled; one call refused.
+that agent again), two accepted and completed; the waiting one cancelled; one call and one
+agent stream refused.
 The Grafana dashboard in deploy/ asks only for metrics the endpoint serves.
 """
 
@@ -85,6 +86,9 @@ async def test_the_endpoint_counts_what_happened(metered: tuple[Served, int]) ->
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await client.get_handoff(str(uuid.uuid4()))
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await client.agent("ghost").hello()  # no such agent: the stream is refused
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         alice.leave()
 
         samples = await until(
@@ -132,7 +136,7 @@ async def test_the_endpoint_counts_what_happened(metered: tuple[Served, int]) ->
         for (name, labels), v in samples.items()
         if name == "humanline_rpc_errors_total"
     }
-    assert errors == {("GetHandoff", "NOT_FOUND"): 1}
+    assert errors == {("GetHandoff", "NOT_FOUND"): 1, ("Connect", "NOT_FOUND"): 1}
 
     # The dashboard asks only for what the endpoint serves.
     text, _ = await asyncio.to_thread(scrape, port)

@@ -38,6 +38,7 @@ from humanline.grpc.errors import (
     StreamDeadline,
     abort,
     authorize,
+    call_boundary,
     unary,
 )
 from humanline.grpc.wire import MALFORMED_ERROR, is_malformed
@@ -93,22 +94,20 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[ConnectRequest], context: Context
     ) -> AsyncIterator[ConnectResponse]:
-        try:
+        async with call_boundary(self, "Connect", context, timed=False):
             principal = authorize(self, context, (Role.AGENT,))
             if self._app.draining:  # its agents are moving away: do not take new ones
                 raise DRAINING
             peer = self.gate.streams.acquire(context.peer())
-        except DomainError as error:
-            await abort(context, error)
-        try:
-            # Closed with this generator, whichever way grpc ends the call.
-            async with contextlib.aclosing(
-                self._session(request_iterator, context, principal)
-            ) as session:
-                async for message in session:
-                    yield message
-        finally:
-            self.gate.streams.release(peer)
+            try:
+                # Closed with this generator, whichever way grpc ends the call.
+                async with contextlib.aclosing(
+                    self._session(request_iterator, context, principal)
+                ) as session:
+                    async for message in session:
+                        yield message
+            finally:
+                self.gate.streams.release(peer)
 
     async def _session(
         self,

@@ -9,6 +9,7 @@ anything unexpected is INTERNAL with no details, and is logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -173,6 +174,33 @@ def authorize(servicer: Guarded, context: Context, roles: tuple[Role, ...]) -> P
     return servicer.gate.admit(context, roles)
 
 
+@contextlib.asynccontextmanager
+async def call_boundary(
+    servicer: Guarded, method: str, context: Context, *, timed: bool
+) -> AsyncIterator[None]:
+    """Where a call meets the transport: an exception escaping the block becomes the call's
+    status (`_handle`), and the call is counted in the servicer's metrics, if any: its
+    status code, and for unary calls (`timed`) its duration. Cancellation and aborts pass
+    through untouched (a handler must never swallow them)."""
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        yield
+    except grpc.aio.AbortError:
+        code = _aborted(context)
+        raise
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except Exception as exc:  # CancelledError is a BaseException and passes through
+        code = _code_of(exc)
+        await _handle(context, method, exc)
+    finally:
+        metrics = servicer.gate.metrics
+        if metrics is not None:
+            metrics.observe_rpc(method, time.perf_counter() - started if timed else None, code)
+
+
 def unary(
     *roles: Role,
 ) -> Callable[
@@ -189,23 +217,9 @@ def unary(
 
         @functools.wraps(method)
         async def wrapper(self: Servicer, request: Request, context: Context) -> Response:
-            started = time.perf_counter()
-            code = "OK"
-            try:
+            async with call_boundary(self, name, context, timed=True):
                 return await method(self, request, context, authorize(self, context, roles))
-            except grpc.aio.AbortError:
-                code = _aborted(context)
-                raise
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            except Exception as exc:  # CancelledError is a BaseException and passes through
-                code = _code_of(exc)
-                await _handle(context, name, exc)
-            finally:
-                metrics = self.gate.metrics
-                if metrics is not None:
-                    metrics.observe_rpc(name, time.perf_counter() - started, code)
+            raise AssertionError("unreachable: the boundary raised")  # pragma: no cover
 
         return wrapper
 
@@ -218,34 +232,21 @@ def server_stream(
     [Callable[[Servicer, Request, Context, Principal], AsyncIterator[Response]]],
     Callable[[Servicer, Request, Context], AsyncIterator[Response]],
 ]:
-    """A server-streaming handler for callers in `roles`, as `unary`. Cancellation passes
-    through untouched (a handler must never swallow it)."""
+    """A server-streaming handler for callers in `roles`, as `unary`."""
 
     def decorate(
         method: Callable[[Servicer, Request, Context, Principal], AsyncIterator[Response]],
     ) -> Callable[[Servicer, Request, Context], AsyncIterator[Response]]:
+        name = method.__name__
+
         @functools.wraps(method)
         async def wrapper(
             self: Servicer, request: Request, context: Context
         ) -> AsyncIterator[Response]:
-            code = "OK"
-            try:
+            async with call_boundary(self, name, context, timed=False):
                 principal = authorize(self, context, roles)
                 async for item in method(self, request, context, principal):
                     yield item
-            except grpc.aio.AbortError:
-                code = _aborted(context)
-                raise
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            except Exception as exc:  # CancelledError is a BaseException and passes through
-                code = _code_of(exc)
-                await _handle(context, method.__name__, exc)
-            finally:
-                metrics = self.gate.metrics
-                if metrics is not None:
-                    metrics.observe_rpc(method.__name__, None, code)
 
         return wrapper
 

@@ -14,8 +14,9 @@ Interaction types are the callers' strings: the first `MAX_TYPES` distinct ones 
 label value of their own, any later one is counted as `other`, so a bot inventing types
 cannot grow the exposition without bound.
 
-RPC latency and errors are recorded by the `unary` and `server_stream` decorators
-(`humanline.grpc.errors`) through `observe_rpc`.
+RPC latency and errors are recorded at each call's boundary (`humanline.grpc.errors.
+call_boundary`, under the `unary` and `server_stream` decorators and the agents' Connect)
+through `observe_rpc`.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class Metrics:
         )
         self.rpc_errors = Counter(
             "humanline_rpc_errors",
-            "RPCs (unary and server-streaming) that ended with a status other than OK",
+            "RPCs (streams included) that ended with a status other than OK",
             ["method", "code"],
             registry=r,
         )
