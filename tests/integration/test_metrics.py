@@ -68,15 +68,16 @@ async def test_the_endpoint_counts_what_happened(metered: tuple[Served, int]) ->
         await client.complete("alice", interaction.interaction_id, handoff_pb2.OUTCOME_UNRESOLVED)
 
         # The declined one waits: never offered to alice again, and nobody else is here.
-        # (Gauges are read every 50 ms: wait for a reading taken after alice's completion.)
+        # (Gauges are read every 50 ms, each reading whole: wait for one that shows the
+        # third one done and alice free, as after her completion.)
         samples = await until(
             port,
             lambda s: (
                 value(s, "humanline_queue_depth", interaction_type="metrics_a") == 1
+                and value(s, "humanline_queue_depth", interaction_type="metrics_b") == 0
                 and value(s, "humanline_agents", state="AVAILABLE") == 1
             ),
         )
-        assert value(samples, "humanline_queue_depth", interaction_type="metrics_b") == 0
         assert value(samples, "humanline_queue_depth_by_urgency", urgency="NORMAL") == 1
         assert sum(v for (n, _), v in samples.items() if n == "humanline_queue_depth") == 1
         assert value(samples, "humanline_agents", state="AVAILABLE") == 1
