@@ -111,6 +111,21 @@ async def test_resume_with_a_wrong_token_or_agent_is_refused(client: Stubs) -> N
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_a_cancelled_call_whose_requests_ended_first_is_a_drop(client: Stubs) -> None:
+    # A cancelled call ends its requests on the server as a log-out does, and grpc cancels
+    # the handler only just after: here the app closes its side and the call is cancelled
+    # a moment later, as a slow server sees a cancellation. It is a drop, not a log-out.
+    await client.create_agent("gus", {"general": 3})
+    gus = client.agent("gus")
+    await gus.hello()
+    gus.leave()
+    await asyncio.sleep(0.02)
+    gus.drop()
+    await wait_for_state(client, "gus", agent_pb2.AGENT_STATE_RECONNECTING, timeout=2)
+    await asyncio.sleep(0.5)  # and it stays so
+    assert (await client.get_agent("gus")).state == agent_pb2.AGENT_STATE_RECONNECTING
+
+
 async def test_clean_log_out_without_work_goes_offline_at_once(client: Stubs) -> None:
     await client.create_agent("gil", {"general": 3})
     gil = client.agent("gil")

@@ -81,6 +81,10 @@ CLOSE_ERRORS: dict[str, DomainError] = {
 
 
 MAX_RESUME_TOKEN = 256  # the server's are 43 characters
+# How long a stream whose requests ended waits for grpc to cancel it (a drop) before the end
+# counts as the app's log-out (seen in CI: under load, the cancellation came after the
+# session had already logged a dropped agent out).
+LOGOUT_SETTLE = 0.2
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
@@ -226,6 +230,11 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             log.info("agent_stream_lost", agent_id=channel.agent_id, error=type(exc).__name__)
             channel.close(CLOSE_LOST)
             return
+        # The requests end the same way when the app closes its side (a log-out) and when the
+        # call is cancelled (a drop: a broken connection, an app killed): grpc cancels this
+        # handler only just after. Wait a moment for that before taking it for a log-out;
+        # a cancellation meanwhile ends the stream as a drop.
+        await asyncio.sleep(LOGOUT_SETTLE)
         channel.close(CLOSE_CLIENT)  # the app closed its side: a log-out
 
     async def _watch_heartbeats(

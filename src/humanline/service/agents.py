@@ -12,6 +12,7 @@ and its pending offers are rescinded; the agent's accepted interactions stay wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -308,8 +309,12 @@ class AgentSessions:
                 uow, session, channel.connection_id, self._policy, fx, reason="draining"
             )
 
-    @retry_conflicts
     async def _drop(self, channel: AgentChannel, *, clean: bool) -> None:
+        with contextlib.suppress(LostRace):  # moved meanwhile (a drain, a resume elsewhere)
+            await self._record_drop(channel, clean=clean)
+
+    @retry_conflicts
+    async def _record_drop(self, channel: AgentChannel, *, clean: bool) -> None:
         async with self._dispatcher.transaction() as (uow, fx):
             session = await self._streams_session(uow, channel)
             if session is None:
