@@ -84,7 +84,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._matching: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.paused = False
+        self._paused = False
         self._timers: list[datetime] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -123,7 +123,7 @@ class Dispatcher:
         dropped, and the other replicas match what is queued (on their hints, or at the
         latest on their sweep's nudge). Expiries, grace periods and wait plans still run
         here until `stop`."""
-        self.paused = True
+        self._paused = True
 
     # --- transactions and their effects --------------------------------------------------
 
@@ -190,7 +190,7 @@ class Dispatcher:
 
     async def _match(self, kind: str, key: str) -> None:
         async with self._slots:  # first come, first matched
-            if self._stopping or self.paused:
+            if self._stopping or self._paused:
                 return
             self._queued.discard((kind, key))  # from now on, a change needs a new look
             try:
