@@ -1,19 +1,20 @@
 """The `humanline` command: `serve` the dispatch service, `migrate` its database, `simulate`
-agents and bots against a running server, `demo` both, `bench` its speed, `export` outcomes
-for retraining, `token` access tokens and their keys, `health` a server's grpc.health.v1 status."""
+agents and bots against a running server, `demo` both, `bench` its speed, `token` access
+tokens and their keys, `health` a server's grpc.health.v1 status; and for ops, the live
+`pool`, its `agents`, `quality` reports and `export` of outcomes for retraining."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from humanline import __version__
+from humanline import __version__, ops_cli
 from humanline.config import Settings
 
 if TYPE_CHECKING:
@@ -130,71 +131,6 @@ def _simulate(args: argparse.Namespace) -> int:
             out.print(table)
         if scenario.changes or seen.alerts:
             out.print(detection_table(found, None, len(false)))
-    return 0
-
-
-_SPANS = {"m": 60, "h": 3600, "d": 86400}
-
-
-def _moment(text: str, now: datetime) -> datetime:
-    """An ISO 8601 time (UTC unless it says), or a span back from now: `30m`, `24h`, `7d`."""
-    if text and text[-1] in _SPANS and text[:-1].replace(".", "", 1).isdigit():
-        return now - timedelta(seconds=float(text[:-1]) * _SPANS[text[-1]])
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{text!r}: give an ISO 8601 time or a span such as 24h or 7d") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _export(args: argparse.Namespace) -> int:
-    import json
-
-    import grpc
-    from google.protobuf import json_format, timestamp_pb2
-
-    from humanline.client import credentials
-    from humanline.sim.runner import SimulationError, minter
-    from humanline.v1 import pool_service_pb2, pool_service_pb2_grpc
-
-    now = datetime.now(UTC)
-    request = pool_service_pb2.ExportOutcomesRequest(
-        interaction_type=args.type or "",
-        outcomes=[f"OUTCOME_{o.upper()}" for o in args.outcome],
-        only_failures=args.only_failures,
-        max_csat=args.max_csat or 0,
-    )
-    for field, text in (("start_time", args.since), ("end_time", args.until)):
-        if text:
-            stamp = timestamp_pb2.Timestamp()
-            stamp.FromDatetime(_moment(text, now))
-            getattr(request, field).CopyFrom(stamp)
-    keys = args.keys or Settings().auth_keys
-    if args.keys is None and not Path(keys).exists():
-        keys = None  # no keyring here: the server must be one that lets callers in
-    try:
-        tokens = minter(keys)
-    except SimulationError as exc:
-        raise UsageError(str(exc)) from None
-
-    async def run() -> int:
-        written = 0
-        async with credentials.channel(args.target, tokens) as channel:
-            stub = pool_service_pb2_grpc.PoolServiceStub(channel)
-            async for message in stub.ExportOutcomes(request):
-                record = json_format.MessageToDict(
-                    message.handoff, preserving_proto_field_name=True
-                )
-                record.update(agent_id=message.agent_id, notes=message.notes)
-                print(json.dumps(record, sort_keys=True), flush=True)
-                written += 1
-        return written
-
-    try:
-        written = asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        raise UsageError(f"{error.code().name}: {error.details()}") from None
-    print(f"{written} outcomes exported", file=sys.stderr)
     return 0
 
 
@@ -384,31 +320,7 @@ def parser() -> argparse.ArgumentParser:
         "(default HUMANLINE_AUTH_KEYS, when that file exists)",
     )
     sim.set_defaults(func=_simulate)
-    export = sub.add_parser(
-        "export",
-        help="write completed handoffs and their outcomes as JSON lines, for retraining the bot",
-    )
-    export.add_argument("--target", default="127.0.0.1:50051", help="the server's host:port")
-    export.add_argument("--since", help="completed since: ISO 8601, or a span (24h, 7d); 1 day")
-    export.add_argument("--until", help="completed before: ISO 8601, or a span back; now")
-    export.add_argument("--type", help="only this interaction type")
-    export.add_argument(
-        "--outcome",
-        action="append",
-        default=[],
-        choices=["resolved", "unresolved", "transferred", "follow_up_needed"],
-        help="only this outcome (repeat for several)",
-    )
-    export.add_argument(
-        "--only-failures",
-        action="store_true",
-        help="not resolved, rated 1 or 2, or the customer contacted again",
-    )
-    export.add_argument("--max-csat", type=int, help="only those rated at most this (1-5)")
-    export.add_argument(
-        "--keys", help="the server's keyring, to sign an ops token (default HUMANLINE_AUTH_KEYS)"
-    )
-    export.set_defaults(func=_export)
+    ops_cli.add_commands(sub)
     demo = sub.add_parser(
         "demo", help="serve on a fresh embedded store and play the default scenario against it"
     )
@@ -492,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except (UsageError, ops_cli.OpsError) as exc:
         print(f"humanline: error: {exc}", file=sys.stderr)
         return 2
 

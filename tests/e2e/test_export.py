@@ -49,7 +49,9 @@ async def test_outcomes_are_exported_as_json_lines(
         and r["interaction_type"] != "all"
     )  # fmt: skip
 
-    code, out, err = await export("--target", server.target, "--keys", keys, "--since", "1h")
+    code, out, err = await export(
+        "--target", server.target, "--keys", keys, "--since", "1h", "--json"
+    )
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     assert len(records) == completed > 0
@@ -63,7 +65,7 @@ async def test_outcomes_are_exported_as_json_lines(
     assert ends == sorted(ends)  # oldest first
 
     code, out, _ = await export(
-        "--target", server.target, "--keys", keys, "--since", "1h", "--only-failures"
+        "--target", server.target, "--keys", keys, "--since", "1h", "--only-failures", "--json"
     )
     assert code == 0
     failures = [json.loads(line) for line in out.splitlines()]

@@ -1,0 +1,1 @@
+"""Interoperability tests: clients written in other languages against a real server."""

@@ -1,0 +1,201 @@
+"""The SDK's parts that need no server: backoff, enum names, errors from trailers, the retry
+policy, and how the agent's client settles commands when its stream breaks (the stream's
+messages fed in by hand; tests/e2e/test_sdk.py runs it against a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from humanline.client import AgentClient, ApiError, Backoff, SessionInterrupted
+from humanline.client.agents import _Pending
+from humanline.client.connection import SERVICE_CONFIG, enum_name, enum_value
+from humanline.client.errors import status_code
+from humanline.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    handoff_pb2,
+    handoff_service_pb2,
+    pool_service_pb2,
+)
+
+ConnectResponse = agent_service_pb2.ConnectResponse
+
+
+def test_backoff_grows_to_its_cap_with_full_jitter() -> None:
+    random.seed(7)
+    backoff = Backoff(initial=0.2, maximum=5.0, multiplier=2.0)
+    for attempt, ceiling in enumerate([0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]):
+        delays = [backoff.delay(attempt) for _ in range(200)]
+        assert min(delays) >= 0.0
+        assert max(delays) <= ceiling
+        assert max(delays) > 0.8 * ceiling  # spread over the whole range, not a fixed step
+    assert backoff.delay(10_000) <= 5.0  # no overflow after a long outage
+
+
+def test_enum_values_are_taken_by_short_name_or_number() -> None:
+    assert enum_value(handoff_pb2.Urgency, "URGENCY_", "high") == handoff_pb2.URGENCY_HIGH
+    assert enum_value(handoff_pb2.Urgency, "URGENCY_", " Critical ") == handoff_pb2.URGENCY_CRITICAL
+    assert enum_value(handoff_pb2.Outcome, "OUTCOME_", "follow-up-needed") == (
+        handoff_pb2.OUTCOME_FOLLOW_UP_NEEDED
+    )
+    assert enum_value(handoff_pb2.Urgency, "URGENCY_", 3) == 3
+    with pytest.raises(ValueError, match="is not one of low, normal, high, critical"):
+        enum_value(handoff_pb2.Urgency, "URGENCY_", "soon")
+    assert enum_name(agent_pb2.AgentState, "AGENT_STATE_", agent_pb2.AGENT_STATE_BUSY) == "busy"
+    assert enum_name(agent_pb2.AgentState, "AGENT_STATE_", 99) == "99"
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def test_an_api_error_carries_the_reason_and_every_field_violation() -> None:
+    status = status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT,
+        message="2 fields are invalid",
+        details=[
+            _packed(
+                error_details_pb2.ErrorInfo(
+                    reason="INVALID_ARGUMENT", domain="humanline", metadata={"k": "v"}
+                )
+            ),
+            _packed(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field="customer_id", description="is required"
+                        ),
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field="required_skills[0].min_proficiency",
+                            description="must be between 1 and 5",
+                        ),
+                    ]
+                )
+            ),
+        ],
+    )
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString())),
+        details="2 fields are invalid",
+    )
+    api = ApiError.from_rpc_error(error)
+    assert (api.code, api.reason, api.metadata) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        {"k": "v"},
+    )
+    assert [(v.field, v.description) for v in api.field_violations] == [
+        ("customer_id", "is required"),
+        ("required_skills[0].min_proficiency", "must be between 1 and 5"),
+    ]
+    assert str(api) == (
+        "INVALID_ARGUMENT: 2 fields are invalid (INVALID_ARGUMENT); customer_id: is required; "
+        "required_skills[0].min_proficiency: must be between 1 and 5"
+    )
+
+
+def test_an_error_without_details_is_still_an_api_error() -> None:
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down"
+    )
+    api = ApiError.from_rpc_error(error)
+    assert (api.code, api.message, api.reason, api.field_violations) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "down",
+        "",
+        (),
+    )
+    assert status_code(code_pb2.FAILED_PRECONDITION) == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_code(12345) == grpc.StatusCode.UNKNOWN
+
+
+def test_only_idempotent_methods_are_retried_and_all_of_them_exist() -> None:
+    services = {
+        "humanline.v1.HandoffService": handoff_service_pb2.DESCRIPTOR.services_by_name[
+            "HandoffService"
+        ],
+        "humanline.v1.AgentService": agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"],
+        "humanline.v1.PoolService": pool_service_pb2.DESCRIPTOR.services_by_name["PoolService"],
+    }
+    (config,) = SERVICE_CONFIG["methodConfig"]  # type: ignore[index]
+    retried = {(n["service"], n["method"]) for n in config["name"]}
+    for service, method in retried:
+        assert method in services[service].methods_by_name, (service, method)
+    # A retry after a lost answer would create twice, or fail on what the first did.
+    never = {
+        ("humanline.v1.PoolService", "CreateAgent"),
+        ("humanline.v1.PoolService", "DeleteAgent"),
+        ("humanline.v1.PoolService", "CreateRoutingPolicy"),
+        ("humanline.v1.PoolService", "DeleteRoutingPolicy"),
+        ("humanline.v1.AgentService", "Connect"),
+    }
+    assert not retried & never
+    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    json.dumps(SERVICE_CONFIG)  # what the channel is given
+
+
+def _interaction(interaction_id: str) -> agent_service_pb2.Interaction:
+    return agent_service_pb2.Interaction(interaction_id=interaction_id)
+
+
+async def test_a_broken_stream_settles_each_waiting_command() -> None:
+    agent = AgentClient("ann", "127.0.0.1:9")  # never dialled: messages are fed in by hand
+    loop = asyncio.get_running_loop()
+    held, lost, status = loop.create_future(), loop.create_future(), loop.create_future()
+    agent._commands = {
+        "c1": _Pending(held, offer_id="offer-held"),  # accepted; the answer was lost
+        "c2": _Pending(lost, offer_id="offer-lost"),  # never reached the server
+        "c3": _Pending(status),  # a set_status
+    }
+    agent.pending_offers["offer-lost"] = agent_service_pb2.Offer(offer_id="offer-lost")
+
+    agent._interrupted()
+    assert not agent.connected
+    assert agent.pending_offers == {}  # offers die with the stream
+    assert isinstance(status.exception(), SessionInterrupted)  # it may or may not have happened
+    assert not held.done()  # an accept waits for the next welcome to tell
+    assert not lost.done()
+
+    welcome = ConnectResponse.Welcome(
+        resume_token="t2", resumed=True, active_interactions=[_interaction("offer-held")]
+    )
+    agent._receive(ConnectResponse(welcome=welcome))
+    assert agent.connected
+    assert held.result().assignment_confirmed.interaction.interaction_id == "offer-held"
+    assert isinstance(lost.exception(), SessionInterrupted)
+    assert set(agent.interactions) == {"offer-held"}
+    await agent.channel.close()
+
+
+async def test_a_lost_session_drops_the_work_and_the_resume_token() -> None:
+    agent = AgentClient("ann", "127.0.0.1:9")
+    agent._resume_token = "t1"
+    agent.interactions = {"i1": _interaction("i1")}
+    waiting = asyncio.get_running_loop().create_future()
+    agent._commands = {"c1": _Pending(waiting, offer_id="o1")}
+    agent._session_lost(ApiError(grpc.StatusCode.FAILED_PRECONDITION, "grace period over"))
+    assert (agent._resume_token, agent.interactions, agent.sessions_lost) == ("", {}, 1)
+    assert isinstance(waiting.exception(), SessionInterrupted)
+    await agent.channel.close()
+
+
+async def test_offers_skip_those_taken_back_before_they_were_read() -> None:
+    agent = AgentClient("ann", "127.0.0.1:9")
+    for offer_id in ("o1", "o2", "o1"):  # o1 shown twice (after a resume): handed out once
+        agent._receive(ConnectResponse(offer=agent_service_pb2.Offer(offer_id=offer_id)))
+    rescinded = ConnectResponse.OfferRescinded(offer_id="o1")
+    agent._receive(ConnectResponse(offer_rescinded=rescinded))
+    agent._end(None)  # logged out: the iteration ends after what is still open
+    assert [o.offer_id async for o in agent.offers()] == ["o2"]
+    await agent.channel.close()
