@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 import grpc
 
+from humanline.client.agents import Outbox
 from humanline.v1 import (
     agent_pb2,
     agent_service_pb2,
@@ -267,7 +268,7 @@ class SimAgent:
                 else:
                     self._handle(message)
         finally:
-            outbox.put(None)  # ends grpc's task that reads the outbox, whatever happened
+            outbox.close()  # ends grpc's task that reads the outbox, whatever happened
             call.cancel()
 
     def _welcomed(
@@ -315,7 +316,7 @@ class SimAgent:
     def leave(self) -> None:
         """Half-closes the stream: a log-out."""
         if self.outbox is not None:
-            self.outbox.put(None)
+            self.outbox.close()
 
     # --- what the server says -----------------------------------------------------------
 
@@ -458,28 +459,6 @@ class SimAgent:
             obs.violation(f"{self.agent_id}: could not complete {interaction_id}")
         finally:
             self.held.discard(interaction_id)
-
-
-class Outbox:
-    """The request side of a Connect stream: commands until None (a half-close). A plain
-    async iterator, not an async generator: grpc may still be waiting in it when the call is
-    cancelled, and an async generator would then complain when finalized."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[ConnectRequest | None] = asyncio.Queue()
-
-    def put(self, message: ConnectRequest | None) -> None:
-        self._queue.put_nowait(message)
-
-    def __aiter__(self) -> Outbox:
-        return self
-
-    async def __anext__(self) -> ConnectRequest:
-        message = await self._queue.get()
-        if message is None:
-            self._queue.put_nowait(None)  # stays closed
-            raise StopAsyncIteration
-        return message
 
 
 # --- the bots --------------------------------------------------------------------------------

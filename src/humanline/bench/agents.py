@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from humanline.client.agents import Outbox
 from humanline.client.credentials import Minter
-from humanline.sim.players import Outbox
 from humanline.v1 import agent_service_pb2, agent_service_pb2_grpc, handoff_pb2
 
 CALL_TIMEOUT = 60.0

@@ -70,8 +70,10 @@ RETRYABLE = frozenset(
 SEEN_OFFERS = 1000  # offer ids remembered so an offer shown again is not handed out twice
 
 
-class _Outbox:
-    """The request side of one Connect stream: commands until `close()` (the log-out)."""
+class Outbox:
+    """The request side of a Connect stream: commands until `close()` (the log-out). A plain
+    async iterator, not an async generator: grpc may still be waiting in it when the call is
+    cancelled, and an async generator would then complain when finalized."""
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[ConnectRequest | None] = asyncio.Queue()
@@ -82,9 +84,15 @@ class _Outbox:
     def close(self) -> None:
         self._queue.put_nowait(None)
 
-    async def __aiter__(self) -> AsyncIterator[ConnectRequest]:
-        while (request := await self._queue.get()) is not None:
-            yield request
+    def __aiter__(self) -> Outbox:
+        return self
+
+    async def __anext__(self) -> ConnectRequest:
+        request = await self._queue.get()
+        if request is None:
+            self._queue.put_nowait(None)  # stays closed
+            raise StopAsyncIteration
+        return request
 
 
 @dataclass
@@ -126,7 +134,7 @@ class AgentClient(Client):
         self.sessions_lost = 0  # times the session could not be resumed
         self._status = enum_value(agent_pb2.AgentStatus, "AGENT_STATUS_", status)
         self._resume_token = ""
-        self._outbox: _Outbox | None = None
+        self._outbox: Outbox | None = None
         self._connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -361,7 +369,7 @@ class AgentClient(Client):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _session_stream(self) -> None:
-        outbox = _Outbox()
+        outbox = Outbox()
         first = ConnectRequest()
         if self._resume_token:
             first.resume.agent_id = self.agent_id
@@ -370,7 +378,7 @@ class AgentClient(Client):
             first.hello.agent_id = self.agent_id
             first.hello.initial_status = self._status  # type: ignore[assignment]
         outbox.put(first)
-        call = self._stub.Connect(aiter(outbox), metadata=self.metadata())
+        call = self._stub.Connect(outbox, metadata=self.metadata())
         beats: asyncio.Task[None] | None = None
         try:
             async for message in call:
@@ -390,7 +398,7 @@ class AgentClient(Client):
             if not self._stopping.is_set():
                 call.cancel()
 
-    async def _heartbeats(self, outbox: _Outbox, every: float) -> None:
+    async def _heartbeats(self, outbox: Outbox, every: float) -> None:
         while True:
             await asyncio.sleep(max(every, 0.05))
             outbox.put(ConnectRequest(heartbeat=ConnectRequest.Heartbeat()))

@@ -21,7 +21,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from humanline.client.agents import Outbox
 from humanline.sim.report import (
     AgentRecord,
     HandoffRecord,
@@ -79,29 +80,6 @@ def streams(seed: int, *names: str) -> random.Random:
 
 def urgency_name(value: int) -> str:
     return handoff_pb2.Urgency.Name(value).removeprefix("URGENCY_")
-
-
-class Outbox:
-    """The request side of a Connect stream: commands until `close()` (the log-out)."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[agent_service_pb2.ConnectRequest | None] = asyncio.Queue()
-
-    def put(self, request: agent_service_pb2.ConnectRequest) -> None:
-        self._queue.put_nowait(request)
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-
-    def __aiter__(self) -> AsyncIterator[agent_service_pb2.ConnectRequest]:
-        return self
-
-    async def __anext__(self) -> agent_service_pb2.ConnectRequest:
-        request = await self._queue.get()
-        if request is None:
-            self._queue.put_nowait(None)  # stays closed
-            raise StopAsyncIteration
-        return request
 
 
 @dataclass
