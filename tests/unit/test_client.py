@@ -199,3 +199,16 @@ async def test_offers_skip_those_taken_back_before_they_were_read() -> None:
     agent._end(None)  # logged out: the iteration ends after what is still open
     assert [o.offer_id async for o in agent.offers()] == ["o2"]
     await agent.channel.close()
+
+
+async def test_logging_in_to_no_server_fails_after_the_timeout_and_closes() -> None:
+    agent = AgentClient("ann", "127.0.0.1:1", timeout=1.0, backoff=Backoff(0.05, 0.2))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ApiError) as failed:
+        await agent.connect()
+    assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "could not log in to 127.0.0.1:1" in failed.value.message
+    assert 1.0 <= loop.time() - started < 10.0
+    assert agent.reconnects >= 2  # it kept trying meanwhile
+    assert [o async for o in agent.offers()] == []  # closed: nothing more will come

@@ -171,8 +171,8 @@ class AgentClient(Client):
 
     async def connect(self) -> Welcome:
         """Logs in, retrying while the server cannot be reached, for up to the client's
-        `timeout`; returns the welcome. Raises
-        ApiError when the server refuses the agent or cannot be reached in time."""
+        `timeout`; returns the welcome. Raises ApiError (and closes the client) when the
+        server refuses the agent or cannot be reached in time."""
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name=f"agent {self.agent_id}")
         connected = asyncio.ensure_future(self._connected.wait())
@@ -184,12 +184,15 @@ class AgentClient(Client):
             )
         finally:
             connected.cancel()
-        if self._failure is not None:
-            raise self._failure
         if self.welcome is None or not self._connected.is_set():
-            last = f": {self._last_error}" if self._last_error else ""
-            await self.close()
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, f"could not log in to {self.target}{last}")
+            failure = self._failure
+            if failure is None:
+                last = f": {self._last_error}" if self._last_error else ""
+                failure = ApiError(
+                    grpc.StatusCode.UNAVAILABLE, f"could not log in to {self.target}{last}"
+                )
+            await self.close()  # the channel too: `async with` does not exit what never entered
+            raise failure
         return self.welcome
 
     async def close(self) -> None:
