@@ -370,7 +370,12 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--keys", help="the keyring file (HUMANLINE_AUTH_KEYS)")
     token.set_defaults(func=_token, listen=None, database_url=None)
     actions = token.add_subparsers(dest="action", required=True)
-    issue = actions.add_parser("issue", help="print a token for an agent, a bot or ops")
+    # `--keys` also after the action (`humanline token keygen --keys F`), as people write it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--keys", default=argparse.SUPPRESS, help="the keyring file")
+    issue = actions.add_parser(
+        "issue", parents=[after], help="print a token for an agent, a bot or ops"
+    )
     issue.add_argument("--role", required=True, choices=["agent", "bot", "ops"])
     issue.add_argument("--agent-id", help="the agent (role agent)")
     issue.add_argument("--bot-id", help="the bot's identity (role bot)")
@@ -378,8 +383,12 @@ def parser() -> argparse.ArgumentParser:
     issue.add_argument(
         "--ttl", help="lifetime: 90s, 15m, 12h, 30d (default: agent 12h, bot 30d, ops 8h)"
     )
-    actions.add_parser("keygen", help="create the keyring, or add a key that signs from now on")
-    retire = actions.add_parser("retire", help="remove a key: tokens it signed stop verifying")
+    actions.add_parser(
+        "keygen", parents=[after], help="create the keyring, or add a key that signs from now on"
+    )
+    retire = actions.add_parser(
+        "retire", parents=[after], help="remove a key: tokens it signed stop verifying"
+    )
     retire.add_argument("kid", help="the key's id")
     check = sub.add_parser(
         "health", help="ask a server's grpc.health.v1 status: exit 0 when SERVING, 1 otherwise"

@@ -90,7 +90,7 @@ def client(args: argparse.Namespace) -> PoolClient:
         if args.tls_server_name:
             options.append(("grpc.ssl_target_name_override", args.tls_server_name))
     elif args.tls_server_name:
-        raise OpsError("--tls-server-name goes with --tls-ca")
+        raise OpsError("--tls-server-name goes with TLS: --tls-ca, or --tls-cert and --tls-key")
     return PoolClient(args.target, token=_token(args), credentials=credentials, options=options)
 
 
@@ -111,9 +111,15 @@ def run(
     try:
         return asyncio.run(main())
     except ApiError as error:
-        raise OpsError(str(error)) from None
+        hint = ""
+        if error.reason == "TOKEN_MISSING":
+            hint = "; give an ops token with --token or HUMANLINE_TOKEN"
+        raise OpsError(f"{error}{hint}") from None
     except KeyboardInterrupt:
         return interrupted
+    except BrokenPipeError:  # `humanline agents --json | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 def _line(document: dict[str, Any]) -> None:

@@ -11,8 +11,10 @@ import json
 import os
 import pty
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +30,9 @@ OPS = KEYS.issue(Principal(Role.OPS, "ops"))
 BOT = KEYS.issue(Principal(Role.BOT, "cli-bot"))
 
 
-async def humanline(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def humanline(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
     """Runs `python -m humanline ARGS`; its exit status, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -38,6 +42,7 @@ async def humanline(*args: str, env: dict[str, str] | None = None) -> tuple[int,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**clean_environ(), **(env or {})},
+        cwd=cwd,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -154,10 +159,15 @@ async def test_export_prints_a_table_or_json_lines(served: ServerProcess) -> Non
     assert record["feedback"]["csat"] == 2
 
 
-async def test_refusals_are_one_line_and_exit_2(served: ServerProcess) -> None:
+async def test_refusals_are_one_line_and_exit_2(served: ServerProcess, tmp_path: Path) -> None:
     code, out, err = await humanline("agents", "--target", served.target, "--token", "nope")
     assert (code, out) == (2, "")
     assert err.startswith("humanline: error: UNAUTHENTICATED")
+    # No token and no keyring here: the error says where a token goes.
+    code, _, err = await humanline("agents", "--target", served.target, cwd=tmp_path)
+    assert code == 2
+    assert "TOKEN_MISSING" in err
+    assert "--token or HUMANLINE_TOKEN" in err
     bot = ("--target", served.target, "--token", BOT)
     code, _, err = await humanline("pool", "--once", *bot)
     assert code == 2
@@ -215,3 +225,19 @@ async def test_the_live_pool_view_redraws_when_an_agent_logs_in(served: ServerPr
             process.kill()
             await process.wait()
         os.close(leader)
+
+
+def test_a_reader_that_stops_early_is_no_error(served: ServerProcess) -> None:
+    """`humanline agents --json | head -1`: the pipe closes before the output is written."""
+    command = [sys.executable, "-m", "humanline", "agents", "--json", "--target", served.target]
+    process = subprocess.Popen(
+        [*command, "--token", OPS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_environ(),
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # nobody reads: the first write fails with EPIPE
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert err.decode() == ""

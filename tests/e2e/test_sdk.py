@@ -299,7 +299,10 @@ async def test_the_agent_client_gives_up_when_another_connection_takes_the_sessi
         async with AgentClient("ed", pool.target, token=agent_token("ed")) as second:
             with pytest.raises(ApiError) as taken:
                 await asyncio.wait_for(next_offer(first), READ)
-            assert taken.value.code == grpc.StatusCode.ABORTED
+            assert (taken.value.code, taken.value.reason) == (
+                grpc.StatusCode.ABORTED,
+                "SESSION_REPLACED",
+            )
             assert not first.connected
             assert second.connected
             with pytest.raises(ApiError):

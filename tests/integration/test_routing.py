@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from humanline.domain.model import Handoff, HandoffReason, HandoffRequest, HandoffState, Urgency
+from humanline.domain.model import (
+    Handoff,
+    HandoffReason,
+    HandoffRequest,
+    HandoffState,
+    SkillRequirement,
+    Urgency,
+)
 from humanline.v1 import handoff_pb2, handoff_service_pb2
 from tests.conftest import Served
 from tests.support.client import Stubs
@@ -168,4 +175,47 @@ async def test_the_fallback_sweep_recovers_a_lost_wake_up(client: Stubs, served:
         await uow.handoffs.insert(handoff)
     # The sweep (every 0.25 s here, at most 1 s in production) finds it anyway.
     offer = await ann.offer(timeout=3)
+    assert offer.details.handoff_id == handoff.id
+
+
+async def test_the_fallback_sweep_reaches_every_ready_agent_page_by_page(
+    client: Stubs, served: Served
+) -> None:
+    """The sweep nudges a page of ready agents at a time; with pages of one, the eligible
+    agent is third by id, after two ready agents who cannot take the handoff."""
+    served.app.dispatcher._batch = 1  # what 100 is to a pool of thousands
+    drivers = {}
+    for agent_id, skill in (("a1", "other"), ("a2", "other"), ("zed", "general")):
+        await client.create_agent(agent_id, {skill: 3})
+        drivers[agent_id] = client.agent(agent_id)
+        await drivers[agent_id].hello()
+    request = HandoffRequest(
+        request_id=str(uuid.uuid4()),
+        conversation_id="c",
+        customer_id="u",
+        interaction_type="order_lookup",
+        required_skills=(SkillRequirement("general", 1),),
+        language=None,
+        urgency=Urgency.NORMAL,
+        summary="",
+        reason=HandoffReason.UNSPECIFIED,
+    )
+    async with served.app.store.write() as uow:  # a lost wake-up, as above
+        handoff = Handoff(
+            id=str(uuid.uuid4()),
+            request=request,
+            fingerprint=request.fingerprint(),
+            state=HandoffState.QUEUED,
+            created_at=uow.now,
+            deadline=uow.now,
+            requeue_count=0,
+            agent_id=None,
+            offer_id=None,
+            assigned_at=None,
+            ended_at=None,
+            completion=None,
+        )
+        await uow.handoffs.insert(handoff)
+    # Sweeps every 0.25 s here: a1's page, a2's, then zed's.
+    offer = await drivers["zed"].offer(timeout=5)
     assert offer.details.handoff_id == handoff.id

@@ -14,7 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from humanline.client import AgentClient, ApiError, Backoff, SessionInterrupted
-from humanline.client.agents import _Pending
+from humanline.client.agents import Outbox, _Pending
 from humanline.client.connection import SERVICE_CONFIG, enum_name, enum_value
 from humanline.client.errors import status_code
 from humanline.v1 import (
@@ -212,3 +212,97 @@ async def test_logging_in_to_no_server_fails_after_the_timeout_and_closes() -> N
     assert 1.0 <= loop.time() - started < 10.0
     assert agent.reconnects >= 2  # it kept trying meanwhile
     assert [o async for o in agent.offers()] == []  # closed: nothing more will come
+
+
+def _refusal(code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
+    status = status_pb2.Status(
+        code=code.value[0],
+        message=reason.lower(),
+        details=[_packed(error_details_pb2.ErrorInfo(reason=reason, domain="humanline"))],
+    )
+    trailers = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details=reason.lower())
+
+
+class _Call:
+    """One scripted Connect call: its messages, then its end (an error, or OK)."""
+
+    def __init__(
+        self,
+        messages: list[ConnectResponse],
+        end: grpc.aio.AioRpcError | None,
+        hold: bool,
+        gate: asyncio.Event | None,
+    ) -> None:
+        self._messages, self._end, self._hold, self._gate = messages, end, hold, gate
+
+    def __aiter__(self) -> _Call:
+        return self
+
+    async def __anext__(self) -> ConnectResponse:
+        if self._messages:
+            return self._messages.pop(0)
+        if self._gate is not None:
+            await self._gate.wait()  # the end comes when the test says
+        if self._end is not None:
+            raise self._end
+        if self._hold:
+            await asyncio.Event().wait()  # an open stream, until cancelled
+        raise StopAsyncIteration
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Server:
+    """Plays the server's side of the Connect calls in turn; records each first message."""
+
+    def __init__(self, *calls: tuple[list[ConnectResponse], grpc.aio.AioRpcError | None]) -> None:
+        self._calls = list(calls)
+        self.firsts: list[str] = []
+        self.gates: dict[int, asyncio.Event] = {}  # by call number: its end waits for the gate
+
+    def Connect(self, outbox: object, metadata: object = ()) -> _Call:
+        first = outbox._queue.get_nowait()  # type: ignore[attr-defined]
+        self.firsts.append(first.WhichOneof("command"))
+        messages, end = self._calls.pop(0) if self._calls else ([], None)
+        gate = self.gates.get(len(self.firsts))
+        return _Call(messages, end, hold=not self._calls and end is None, gate=gate)
+
+
+def _welcome(token: str, resumed: bool = False) -> ConnectResponse:
+    return ConnectResponse(welcome=ConnectResponse.Welcome(resume_token=token, resumed=resumed))
+
+
+async def test_a_racing_log_in_is_retried_and_a_take_over_is_final() -> None:
+    server = _Server(
+        ([], _refusal(grpc.StatusCode.ABORTED, "CONCURRENT_LOGIN")),
+        ([_welcome("t1")], _refusal(grpc.StatusCode.UNAVAILABLE, "STREAM_LOST")),
+        ([], _refusal(grpc.StatusCode.FAILED_PRECONDITION, "RESUME_TOKEN_INVALID")),
+        ([_welcome("t2")], _refusal(grpc.StatusCode.ABORTED, "SESSION_REPLACED")),
+    )
+    dropped = server.gates[2] = asyncio.Event()  # the second call drops once logged in
+    agent = AgentClient("ann", "127.0.0.1:9", backoff=Backoff(0.001, 0.01))
+    agent._stub = server  # type: ignore[assignment]
+    await agent.connect()
+    assert agent.connected
+    dropped.set()
+    with pytest.raises(ApiError) as final:
+        async for _ in agent.offers():
+            pass
+    assert final.value.reason == "SESSION_REPLACED"
+    # Refused (racing), welcomed, dropped, resume refused, logged in afresh, taken over.
+    assert server.firsts == ["hello", "hello", "resume", "hello"]
+    assert agent.sessions_lost == 1
+    await agent.close()
+
+
+async def test_a_command_without_an_answer_fails_with_deadline_exceeded() -> None:
+    agent = AgentClient("ann", "127.0.0.1:9", timeout=0.2)
+    agent._outbox = Outbox()
+    agent._connected.set()  # a stream that is open but never answers
+    with pytest.raises(ApiError) as late:
+        await agent.set_status("away")
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert agent._commands == {}  # nothing left waiting
+    await agent.channel.close()

@@ -208,3 +208,18 @@ def test_the_token_command_makes_keys_issues_rotates_and_retires(tmp_path: Path)
         assert refused.returncode == 2, bad
         assert refused.stderr.startswith("humanline: error:"), refused.stderr
         assert refused.stderr.count("\n") == 1
+
+
+def test_the_keyring_may_also_be_named_after_the_action(tmp_path: Path) -> None:
+    """`humanline token keygen --keys F`, as deploy/compose.yaml and the README write it."""
+    keys = tmp_path / "keys.json"
+
+    def token(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "humanline", "token", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    made = token("keygen", "--keys", str(keys))
+    assert made.returncode == 0, made.stderr
+    issued = token("issue", "--role", "agent", "--agent-id", "alice", "--keys", str(keys))
+    assert issued.returncode == 0, issued.stderr
+    assert KeyRing.load(keys).verify(issued.stdout.strip()) == ALICE

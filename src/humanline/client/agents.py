@@ -16,13 +16,15 @@ cut off together does not come back as one wave. When the session cannot be resu
 more (the grace period ran out) it logs in afresh; work accepted before then has gone back to
 the queue, and `interactions` says so. It gives up, failing `offers()` with an `ApiError`,
 only on what retrying cannot fix: an unknown agent, a bad token, or another connection of the
-same agent taking the session over (ABORTED).
+same agent taking the session over (ABORTED, SESSION_REPLACED). A log-in racing another
+(ABORTED, CONCURRENT_LOGIN) is retried.
 
 Commands (`accept`, `decline`, `set_status`) are sent on the stream with a command id and
 wait for the server's answer to that id; a refusal raises `CommandRejected` with the server's
 reason (OFFER_EXPIRED, ...). A command sent while the client is reconnecting waits for the
-new stream. An accept whose answer the broken stream never delivered is settled by the next
-welcome, which lists the interactions the agent holds.
+new stream; with no answer within the client's timeout it raises DEADLINE_EXCEEDED. An
+accept whose answer the broken stream never delivered is settled by the next welcome, which
+lists the interactions the agent holds.
 """
 
 from __future__ import annotations
@@ -55,18 +57,20 @@ OutcomeName = Literal["resolved", "unresolved", "transferred", "follow_up_needed
 
 log = logging.getLogger("humanline.client")
 
-# What a new stream may cure. ABORTED (another connection took the session over),
-# NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED and INVALID_ARGUMENT end the client instead.
+# What a new stream may cure. NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED,
+# INVALID_ARGUMENT and a take-over (ABORTED, SESSION_REPLACED) end the client instead.
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,  # a lost connection, a server stopping or draining
         grpc.StatusCode.DEADLINE_EXCEEDED,  # heartbeats missed (a stalled network)
         grpc.StatusCode.RESOURCE_EXHAUSTED,  # too many streams or calls for now
+        grpc.StatusCode.ABORTED,  # a log-in or resume racing another (CONCURRENT_LOGIN, ...)
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
         grpc.StatusCode.CANCELLED,  # cancelled by a proxy
     }
 )
+TAKEN_OVER = "SESSION_REPLACED"  # a newer connection of the agent has the session: stay out
 SEEN_OFFERS = 1000  # offer ids remembered so an offer shown again is not handed out twice
 
 
@@ -184,7 +188,8 @@ class AgentClient(Client):
             )
         finally:
             connected.cancel()
-        if self.welcome is None or not self._connected.is_set():
+        # Welcomed is logged in, even if the stream broke just after: that is reconnecting.
+        if self.welcome is None or self._failure is not None:
             failure = self._failure
             if failure is None:
                 last = f": {self._last_error}" if self._last_error else ""
@@ -298,22 +303,16 @@ class AgentClient(Client):
         return response.interaction
 
     async def _command(self, request: ConnectRequest, offer_id: str = "") -> ConnectResponse:
-        """Sends a command once a stream is open and waits for the server's answer to it."""
-        async with asyncio.timeout(self.timeout):
-            while self._outbox is None or not self._connected.is_set():
-                if self._failure is not None:
-                    raise self._failure
-                if self._stopping.is_set():
-                    raise SessionInterrupted("the agent has logged out")
-                await self._wait_connected()
-            command_id = request.command_id = uuid.uuid4().hex
-            future: asyncio.Future[ConnectResponse] = asyncio.get_running_loop().create_future()
-            self._commands[command_id] = _Pending(future, offer_id)
-            try:
-                self._outbox.put(request)
-                answer = await future
-            finally:
-                self._commands.pop(command_id, None)
+        """Sends a command once a stream is open and waits for the server's answer to it;
+        DEADLINE_EXCEEDED when neither comes within the client's timeout."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await self._send(request, offer_id)
+        except TimeoutError:
+            raise ApiError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no answer from the server within {self.timeout:g} s",
+            ) from None
         if answer.WhichOneof("event") == "command_rejected":
             rejected = answer.command_rejected
             raise CommandRejected(
@@ -323,6 +322,23 @@ class AgentClient(Client):
                 metadata=dict(rejected.metadata),
             )
         return answer
+
+    async def _send(self, request: ConnectRequest, offer_id: str) -> ConnectResponse:
+        """Waits for an open stream, sends the command on it, and waits for its answer."""
+        while self._outbox is None or not self._connected.is_set():
+            if self._failure is not None:
+                raise self._failure
+            if self._stopping.is_set():
+                raise SessionInterrupted("the agent has logged out")
+            await self._wait_connected()
+        command_id = request.command_id = uuid.uuid4().hex
+        future: asyncio.Future[ConnectResponse] = asyncio.get_running_loop().create_future()
+        self._commands[command_id] = _Pending(future, offer_id)
+        try:
+            self._outbox.put(request)
+            return await future
+        finally:
+            self._commands.pop(command_id, None)
 
     async def _wait_connected(self) -> None:
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._connected.wait())]
@@ -355,7 +371,7 @@ class AgentClient(Client):
             if failure.code == grpc.StatusCode.FAILED_PRECONDITION and self._resume_token:
                 self._session_lost(failure)
                 continue  # log in afresh, at once
-            if failure.code not in RETRYABLE:
+            if failure.code not in RETRYABLE or failure.reason == TAKEN_OVER:
                 log.warning("agent %s: giving up: %s", self.agent_id, failure)
                 self._end(failure)
                 return

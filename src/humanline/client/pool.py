@@ -248,7 +248,8 @@ class PoolClient(Client):
         return list((await self._unary(self._stub.ListRoutingPolicies, request)).policies)
 
     async def delete_routing_policy(self, interaction_type: str) -> RoutingPolicy:
-        """Removes a type's policy (the fallback routes it from then on); returns it."""
+        """Removes the policy set for a type; returns the policy in force for it now (its
+        built-in one, or the fallback). NOT_FOUND when nothing was set for it."""
         request = pool_service_pb2.DeleteRoutingPolicyRequest(interaction_type=interaction_type)
         response: pool_service_pb2.DeleteRoutingPolicyResponse = await self._unary(
             self._stub.DeleteRoutingPolicy, request

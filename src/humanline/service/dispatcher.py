@@ -85,6 +85,7 @@ class Dispatcher:
         self._matching: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._paused = False
+        self._nudge_after: str | None = None  # where the next sweep's page of agents starts
         self._timers: list[datetime] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -258,11 +259,13 @@ class Dispatcher:
     async def sweep(self) -> None:
         """Expires due offers and grace periods, moves waiting handoffs along their wait
         plans (relaxation, known agent, expiry), then, as the fallback for a lost wake-up,
-        asks every ready agent to look for work while a handoff has been queued for a sweep
-        interval or more. (Every possible match involves a ready agent, so nudging the agents
-        is enough; a backlog with nobody free costs two cheap queries. Handoffs queued for
-        less are being matched by their wake-ups: nudging for them would repeat the matching
-        of a busy queue every second for nothing.)"""
+        asks the ready agents to look for work while a handoff has been queued for a sweep
+        interval or more: a page of them (`batch`) per sweep, each sweep the page after the
+        last, so every ready agent is asked within ready/batch sweeps, at a bounded cost per
+        sweep. (Every possible match involves a ready agent, so nudging the agents is enough;
+        a backlog with nobody free costs two cheap queries. Handoffs queued for less are being
+        matched by their wake-ups: nudging for them would repeat the matching of a busy queue
+        every second for nothing.)"""
         await self._each_due(self._expire_offers)
         await self._each_due(self._expire_graces)
         await self._each_due(self._review_handoffs)
@@ -271,8 +274,13 @@ class Dispatcher:
             waited = uow.now - timedelta(seconds=self._sweep_interval)
             if await uow.handoffs.queued_since(waited):
                 ready = await uow.agents.page(
-                    limit=self._batch, after_id=None, state=AgentState.AVAILABLE, skill=None
+                    limit=self._batch,
+                    after_id=self._nudge_after,
+                    state=AgentState.AVAILABLE,
+                    skill=None,
                 )
+        # A short page was the last: the next sweep starts from the first agent again.
+        self._nudge_after = ready[-1].id if len(ready) == self._batch else None
         for agent in ready:
             self._enqueue("agent", agent.id)
 
