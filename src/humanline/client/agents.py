@@ -34,14 +34,14 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
 import grpc
 
-from humanline.client.connection import Backoff, Client, enum_value
+from humanline.client.connection import DEFAULT_TIMEOUT, Backoff, Client, Token, enum_value
 from humanline.client.errors import ApiError, CommandRejected, SessionInterrupted, status_code
 from humanline.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc, handoff_pb2
 
@@ -117,7 +117,8 @@ class _End:
 class AgentClient(Client):
     """One agent's session on AgentService.Connect (a token with the agent role, for this
     agent). `status` is the status to log in with; `backoff` paces reconnections; the
-    other arguments are `Client`'s."""
+    other arguments are `Client`'s (`wait_for_ready` is not: the session reconnects by
+    itself)."""
 
     def __init__(
         self,
@@ -126,9 +127,20 @@ class AgentClient(Client):
         *,
         status: StatusName = "available",
         backoff: Backoff | None = None,
-        **kwargs: Any,
+        token: Token = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel: grpc.aio.Channel | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        super().__init__(target, **kwargs)
+        super().__init__(
+            target,
+            token=token,
+            credentials=credentials,
+            channel=channel,
+            options=options,
+            timeout=timeout,
+        )
         self.agent_id = agent_id
         self.backoff = backoff or Backoff()
         self.welcome: Welcome | None = None  # the latest welcome
