@@ -84,6 +84,14 @@ def free_port() -> int:
         return port
 
 
+def interruptible() -> None:
+    """For a child process that a test interrupts as Ctrl-C does: SIGINT as a terminal gives
+    it. A shell without job control (CI may start the tests so) runs background commands with
+    SIGINT ignored, the children inherit that, and Python then never raises
+    KeyboardInterrupt. Pass as `preexec_fn`."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def clean_environ() -> dict[str, str]:
     """The test process's environment without settings that would leak into a server:
     the developer's own HUMANLINE_* variables and a parent make's job server."""

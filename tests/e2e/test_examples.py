@@ -23,7 +23,7 @@ import pytest
 from humanline.domain.access import Principal, Role
 from humanline.grpc.server import TRY_AGENT, TRY_BOT
 from tests.e2e.conftest import StartServer
-from tests.e2e.process import KEYS, REPO, clean_environ
+from tests.e2e.process import KEYS, REPO, clean_environ, interruptible
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +82,7 @@ async def test_the_examples_run_as_written(
                 env=env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                preexec_fn=interruptible,
             )
             if example.background:
                 assert process.stdout is not None

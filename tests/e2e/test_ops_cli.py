@@ -22,7 +22,7 @@ import pytest
 from humanline.client import AgentClient, HandoffClient, PoolClient
 from humanline.domain.access import Principal, Role
 from tests.e2e.conftest import StartServer
-from tests.e2e.process import KEYS, ServerProcess, clean_environ
+from tests.e2e.process import KEYS, ServerProcess, clean_environ, interruptible
 
 pytestmark = pytest.mark.e2e
 
@@ -195,6 +195,7 @@ async def test_the_live_pool_view_redraws_when_an_agent_logs_in(served: ServerPr
         stdout=follower,
         stderr=follower,
         env=env,
+        preexec_fn=interruptible,
     )
     os.close(follower)
     seen = bytearray()
