@@ -239,7 +239,9 @@ class AgentClient(Client):
 
     async def offers(self) -> AsyncIterator[Offer]:
         """Each new offer, while it is still open; ends at log-out. Raises the ApiError the
-        client gave up on. Offers not accepted in time are taken back (see `events()`)."""
+        client gave up on. Offers not accepted in time are taken back (see `events()`). For
+        one reader: two would share the offers between them (`events()` gives each reader
+        everything)."""
         while True:
             item = await self._offers.get()
             if isinstance(item, _End):
