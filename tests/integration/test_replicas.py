@@ -75,6 +75,10 @@ async def kill(served: Served) -> None:
     dispatcher = served.app.dispatcher
     for task in (*served.app.replicas._tasks, *dispatcher._tasks, *dispatcher._matching):
         task.cancel()
+    # Its other readers die with it too: one caught reading when the store closes would leave
+    # its connection to a ResourceWarning (a quality check did, in CI).
+    await served.app.quality.stop()
+    await served.app.pool_feed.stop()
     await served.running.server.stop(0)
     await served.app.store.close()
 
