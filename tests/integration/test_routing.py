@@ -141,17 +141,15 @@ async def test_watch_follows_every_state_and_the_queue(client: Stubs) -> None:
     assert offered.estimated_wait.ToTimedelta().total_seconds() == 0
 
 
-async def test_the_fallback_sweep_recovers_a_lost_wake_up(client: Stubs, served: Served) -> None:
-    await client.create_agent("ann", {"general": 3})
-    ann = client.agent("ann")
-    await ann.hello()
-    # A handoff that reaches the store without telling the dispatcher: a lost wake-up.
+async def _lost_wake_up(served: Served, *skills: SkillRequirement) -> str:
+    """A queued handoff written to the store without telling the dispatcher, as a lost
+    wake-up leaves one; its id."""
     request = HandoffRequest(
         request_id=str(uuid.uuid4()),
         conversation_id="c",
         customer_id="u",
         interaction_type="order_lookup",
-        required_skills=(),
+        required_skills=skills,
         language=None,
         urgency=Urgency.NORMAL,
         summary="",
@@ -173,9 +171,17 @@ async def test_the_fallback_sweep_recovers_a_lost_wake_up(client: Stubs, served:
             completion=None,
         )
         await uow.handoffs.insert(handoff)
+    return handoff.id
+
+
+async def test_the_fallback_sweep_recovers_a_lost_wake_up(client: Stubs, served: Served) -> None:
+    await client.create_agent("ann", {"general": 3})
+    ann = client.agent("ann")
+    await ann.hello()
+    handoff_id = await _lost_wake_up(served)
     # The sweep (every 0.25 s here, at most 1 s in production) finds it anyway.
     offer = await ann.offer(timeout=3)
-    assert offer.details.handoff_id == handoff.id
+    assert offer.details.handoff_id == handoff_id
 
 
 async def test_the_fallback_sweep_reaches_every_ready_agent_page_by_page(
@@ -189,33 +195,7 @@ async def test_the_fallback_sweep_reaches_every_ready_agent_page_by_page(
         await client.create_agent(agent_id, {skill: 3})
         drivers[agent_id] = client.agent(agent_id)
         await drivers[agent_id].hello()
-    request = HandoffRequest(
-        request_id=str(uuid.uuid4()),
-        conversation_id="c",
-        customer_id="u",
-        interaction_type="order_lookup",
-        required_skills=(SkillRequirement("general", 1),),
-        language=None,
-        urgency=Urgency.NORMAL,
-        summary="",
-        reason=HandoffReason.UNSPECIFIED,
-    )
-    async with served.app.store.write() as uow:  # a lost wake-up, as above
-        handoff = Handoff(
-            id=str(uuid.uuid4()),
-            request=request,
-            fingerprint=request.fingerprint(),
-            state=HandoffState.QUEUED,
-            created_at=uow.now,
-            deadline=uow.now,
-            requeue_count=0,
-            agent_id=None,
-            offer_id=None,
-            assigned_at=None,
-            ended_at=None,
-            completion=None,
-        )
-        await uow.handoffs.insert(handoff)
+    handoff_id = await _lost_wake_up(served, SkillRequirement("general", 1))
     # Sweeps every 0.25 s here: a1's page, a2's, then zed's.
     offer = await drivers["zed"].offer(timeout=5)
-    assert offer.details.handoff_id == handoff.id
+    assert offer.details.handoff_id == handoff_id
