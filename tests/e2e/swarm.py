@@ -132,6 +132,8 @@ class Observed:
     offer_owner: dict[str, str] = field(default_factory=dict)  # offer id -> agent id
     completed: dict[str, tuple[str, str]] = field(default_factory=dict)  # iid -> (agent, hid)
     handoff_of_request: dict[str, str] = field(default_factory=dict)  # request id -> handoff
+    offer_seen_at: dict[str, float] = field(default_factory=dict)  # offer id -> wall clock
+    loop_lags: list[float] = field(default_factory=list)  # the client loop's, in seconds
     cancelled: set[str] = field(default_factory=set)  # handoffs a cancel succeeded for
     not_cancellable: set[str] = field(default_factory=set)  # handoffs a cancel was refused for
     violations: list[str] = field(default_factory=list)
@@ -177,12 +179,16 @@ class SimAgent:
         self.drained_from: set[str] = set()  # replicas that told this agent to move
         self.pending: dict[str, str] = {}  # offer id -> handoff id, on the current stream
         self.seen_offers: set[str] = set()
+        self.rescinded_here: set[str] = set()  # offers the current stream took back
+        # Offers of this agent that expired unanswered, as the streams said, since the server
+        # last had reason to reset its count of misses (an answer, a status change).
+        self.expired_unanswered = 0
         self.held: set[str] = set()  # interactions being worked on
         self.done: set[str] = set()  # interactions completed
         self.want_available = False  # a set_status(AVAILABLE) is scheduled
         self.connected = asyncio.Event()
         self.welcomed = False
-        self.history: deque[str] = deque(maxlen=40)
+        self.history: deque[str] = deque(maxlen=400)
         self._commands = 0
 
     # --- the session loop ---------------------------------------------------------------
@@ -241,8 +247,8 @@ class SimAgent:
         """Keeps the agent's recent story, for failure messages."""
         self.history.append(f"{time.monotonic() - self.swarm.started:.2f} {what}")
 
-    def story(self) -> str:
-        return " | ".join(self.history)
+    def story(self, last: int = 40) -> str:
+        return " | ".join(list(self.history)[-last:])
 
     async def _session(self, replica: Replica) -> None:
         """One stream from hello/resume to its end."""
@@ -290,6 +296,7 @@ class SimAgent:
         self.token = welcome.resume_token
         self.generation += 1
         self.pending.clear()  # a new stream: earlier offers were rescinded
+        self.rescinded_here.clear()
         self.outbox = outbox
         self.connected.set()
         for interaction in welcome.active_interactions:
@@ -336,12 +343,22 @@ class SimAgent:
                 obs.counts["drains_without_deadline"] += 1
             self.note("drain")
         elif kind == "offer_rescinded":
-            self.pending.pop(message.offer_rescinded.offer_id, None)
+            offer_id = message.offer_rescinded.offer_id
+            self.pending.pop(offer_id, None)
             name = agent_service_pb2.RescindReason.Name(message.offer_rescinded.reason)
             obs.rescinded[name.removeprefix("RESCIND_REASON_")] += 1
+            self.note(f"rescinded {offer_id[:8]} {name.removeprefix('RESCIND_REASON_')}")
+            if offer_id in self.rescinded_here:
+                obs.violation(f"{self.agent_id}: offer {offer_id} rescinded twice: {self.story()}")
+            self.rescinded_here.add(offer_id)
+            if message.offer_rescinded.reason == agent_service_pb2.RESCIND_REASON_EXPIRED:
+                self.expired_unanswered += 1
+            elif message.offer_rescinded.reason == agent_service_pb2.RESCIND_REASON_DECLINED:
+                self.expired_unanswered = 0  # a decline resets the server's count
         elif kind == "assignment_confirmed":
             interaction = message.assignment_confirmed.interaction
             self.pending.pop(interaction.interaction_id, None)
+            self.expired_unanswered = 0
             obs.counts["assignments_confirmed"] += 1
             self._hold(interaction.interaction_id, interaction.details.handoff_id)
         elif kind == "status_changed":
@@ -349,8 +366,17 @@ class SimAgent:
             if change.status == agent_pb2.AGENT_STATUS_AWAY:
                 if change.reason == agent_service_pb2.STATUS_CHANGE_REASON_MISSED_OFFERS:
                     obs.counts["set_away_for_misses"] += 1
+                    if not self.expired_unanswered:
+                        # Set away for offers it was never shown (or never told had expired).
+                        obs.violation(
+                            f"{self.agent_id}: set away for misses it did not make: {self.story()}"
+                        )
                 self._become_available_later()
-            else:
+            if change.status == agent_pb2.AGENT_STATUS_AVAILABLE or (
+                change.reason == agent_service_pb2.STATUS_CHANGE_REASON_MISSED_OFFERS
+            ):
+                self.expired_unanswered = 0
+            if change.status != agent_pb2.AGENT_STATUS_AWAY:
                 self.want_available = False
         elif kind == "command_rejected":
             rejected = message.command_rejected
@@ -366,6 +392,8 @@ class SimAgent:
         owner = obs.offer_owner.setdefault(offer.offer_id, self.agent_id)
         if owner != self.agent_id:
             obs.violation(f"offer {offer.offer_id} went to {owner} and to {self.agent_id}")
+        obs.offer_seen_at.setdefault(offer.offer_id, time.time())
+        self.note(f"offer {offer.offer_id[:8]}")
         if offer.offer_id in self.seen_offers:
             obs.counts["offers_shown_again"] += 1
             if offer.offer_id in self.pending:
@@ -643,6 +671,7 @@ class Swarm:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._agent_tasks: list[asyncio.Task[None]] = []
         self._heartbeats: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
 
     def spawn(self, coroutine: Any) -> None:
         """Runs a background coroutine that the swarm awaits before it stops."""
@@ -682,8 +711,17 @@ class Swarm:
             task.add_done_callback(self._crashed)
             self._agent_tasks.append(task)
         self._heartbeats = asyncio.create_task(self._beat(heartbeat_every))
+        self._lag = asyncio.create_task(self._watch_lag())
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(agent.connected.wait() for agent in self.agents))
+
+    async def _watch_lag(self, every: float = 0.02) -> None:
+        """How late this client's event loop wakes up (its own lag delays what it sees)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + every
+            await asyncio.sleep(every)
+            self.observed.loop_lags.append(loop.time() - due)
 
     async def _beat(self, every: float) -> None:
         """Every connected agent heartbeats every `every` seconds (spread over the period)."""
@@ -703,10 +741,11 @@ class Swarm:
                 while self._tasks:
                     await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self.stopping = True
-        if self._heartbeats is not None:
-            self._heartbeats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeats
+        for task in (self._heartbeats, self._lag):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for agent in self.agents:
             agent.leave()
         running = [task for task in self._agent_tasks if not task.done()]
@@ -1051,6 +1090,66 @@ async def check_database(
         )
 
     _check_timestamps(report, handoffs, offers, capacity)
+    return report
+
+
+async def check_delivery(
+    conn: asyncpg.Connection, observed: Observed, bound: timedelta
+) -> DatabaseReport:
+    """DESIGN.md 4.7: every offer reached its agent's stream within `bound` of being made, or
+    was taken back within `bound` without being shown; none expired unseen. Times are the
+    audit trail's (the statement's clock) against the clients' wall clock on the same
+    machine. Returns the delivery times in `counts` (milliseconds) and each breach."""
+    report = DatabaseReport()
+    rows = await conn.fetch(
+        """
+        SELECT made.offer_id, made.agent_id, made.at AS made_at, ended.new_state,
+               ended.at AS ended_at
+          FROM e2e_offer_audit made
+          LEFT JOIN LATERAL (
+                SELECT a.new_state, a.at FROM e2e_offer_audit a
+                 WHERE a.offer_id = made.offer_id AND a.old_state = 'PENDING'
+                 ORDER BY a.seq LIMIT 1) ended ON true
+         WHERE made.old_state IS NULL
+        """
+    )
+    delays: list[float] = []
+    for row in rows:
+        made = row["made_at"].timestamp()
+        seen = observed.offer_seen_at.get(row["offer_id"])
+        if seen is not None:
+            delays.append(seen - made)
+            if seen - made > bound.total_seconds():
+                report.counts["offers shown late"] += 1
+                report.violation(
+                    f"offer {row['offer_id']} reached {row['agent_id']} {seen - made:.2f} s "
+                    f"after it was made (it ended {row['new_state']})"
+                )
+            continue
+        report.counts[f"offers never shown, ended {row['new_state']}"] += 1
+        if row["new_state"] in ("EXPIRED", None):
+            report.violation(
+                f"offer {row['offer_id']} to {row['agent_id']} ended {row['new_state']} "
+                "without ever reaching the agent's stream"
+            )
+        elif (row["ended_at"] - row["made_at"]) > bound:
+            report.violation(
+                f"offer {row['offer_id']} to {row['agent_id']} was neither shown nor taken "
+                f"back for {(row['ended_at'] - row['made_at']).total_seconds():.2f} s "
+                f"(ended {row['new_state']})"
+            )
+    delays.sort()
+    if delays:
+        for name, q in (("p50", 0.50), ("p99", 0.99)):
+            report.counts[f"delivery ms {name}"] = round(
+                1000 * delays[min(len(delays) - 1, int(q * len(delays)))]
+            )
+        report.counts["delivery ms max"] = round(1000 * delays[-1])
+    report.counts["offers shown"] = len(delays)
+    lags = sorted(observed.loop_lags)
+    if lags:
+        report.counts["client loop lag ms p99"] = round(1000 * lags[int(0.99 * (len(lags) - 1))])
+        report.counts["client loop lag ms max"] = round(1000 * lags[-1])
     return report
 
 

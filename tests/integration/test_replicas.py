@@ -284,13 +284,27 @@ async def test_poll_only_replicas_see_a_slow_transaction_that_commits_late(
     assert changed.status == agent_pb2.AGENT_STATUS_AWAY
 
 
+async def stop_loop(served: Served, name: str) -> None:
+    """Stops one of a replica's background loops ("replica-heartbeat", "replica-reaper", ...),
+    so that a test decides when that step runs."""
+    for task in served.app.replicas._tasks:
+        if task.get_name() == name:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def test_a_replica_presumed_dead_hands_its_streams_back(start_replica: Start) -> None:
     a, at_a = await start_replica()
     b, _ = await start_replica()
     await at_a.create_agent("gus", {"general": 3})
     gus = at_a.agent("gus")
     welcome = await gus.hello(heartbeat_every=5)
-    # A stalls past its TTL (simulated: its heartbeat is set far in the past) and B reaps it.
+    # A stalls past its TTL (simulated: its heartbeat stops and is set far in the past) and B
+    # reaps it. Both loops stop first: A's own heartbeat would refresh the row the test has
+    # just aged, and B's reaper could reap A before the test does (each seen under load).
+    await stop_loop(a, "replica-heartbeat")
+    await stop_loop(b, "replica-reaper")
     async with a.app.store.write() as uow:
         conn = uow.agents._conn  # type: ignore[attr-defined]
         await conn.execute(
@@ -298,20 +312,78 @@ async def test_a_replica_presumed_dead_hands_its_streams_back(start_replica: Sta
             {"id": a.app.replica_id},
         )
     assert a.app.replica_id in await b.app.replicas.reap()
-    # A notices at its next heartbeat, takes its place again, and its stream, whose session
-    # B moved into the grace period, ends so that the app resumes.
+    # A wakes and notices at its next heartbeat, takes its place again, and its stream, whose
+    # session B moved into the grace period, ends so that the app resumes.
+    await a.app.replicas.heartbeat()
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         await gus.next(timeout=5)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(ended.value)["reason"] == "SESSION_DETACHED"
     again = at_a.agent("gus")
     assert (await again.resume(welcome.resume_token)).resumed
-    async with asyncio.timeout(5):  # A's next heartbeat puts it back among the living
+    async with asyncio.timeout(5):  # that heartbeat put it back among the living
         while True:
             async with a.app.store.read() as uow:
                 if a.app.replica_id in await uow.replicas.live():
                     break
             await asyncio.sleep(0.1)
+
+
+# Test-only fault injection: a resume's UPDATE of its session (the only UPDATE of sessions
+# that sets connection_id) first waits for an advisory lock the test holds, between the
+# resume's read of the agent's pending offers and its commit.
+HELD_RESUME = """
+CREATE FUNCTION test_held_resume() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_query() LIKE '%connection_id=%' THEN
+        PERFORM pg_advisory_xact_lock(4242);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER test_held_resume BEFORE UPDATE ON sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION test_held_resume();
+"""
+RELEASE_RESUME = """
+DROP TRIGGER IF EXISTS test_held_resume ON sessions;
+DROP FUNCTION IF EXISTS test_held_resume();
+"""
+
+
+# Seen in three-replica kill runs: an agent resumed on B while A made it an offer. B's resume
+# found no pending offer, A's offer committed (its hint reached B before B attached the new
+# stream, and B's change feed skips the agent, whose last write was the resume's), and the
+# offer sat unseen until it expired.
+async def test_an_offer_made_elsewhere_while_a_resume_commits_reaches_the_new_stream(
+    start_replica: Start, postgres_database: str
+) -> None:
+    _, at_a = await start_replica()
+    _, at_b = await start_replica()
+    await at_a.create_agent("kit", {"billing": 4})
+    old = at_a.agent("kit")
+    welcome = await old.hello(heartbeat_every=5)
+    locker = await asyncpg.connect(asyncpg_dsn(make_url(postgres_database)))
+    try:
+        await locker.execute(HELD_RESUME)
+        await locker.execute("SELECT pg_advisory_lock(4242)")
+        new = at_b.agent("kit")  # the app reconnects to B before A noticed anything
+        resuming = asyncio.create_task(new.resume(welcome.resume_token))
+        async with asyncio.timeout(10):
+            while not await locker.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.02)
+        # The resume has read kit's (no) pending offers and waits; A offers kit a handoff.
+        handoff = await at_a.request_handoff(skills={"billing": 2})
+        assert handoff.state == handoff_pb2.HANDOFF_STATE_OFFERED
+        await locker.execute("SELECT pg_advisory_unlock(4242)")
+        assert (await resuming).resumed
+    finally:
+        await locker.execute(RELEASE_RESUME)
+        await locker.close()
+    offer = await new.offer(timeout=5)  # it expires after 10 s
+    assert offer.details.handoff_id == handoff.handoff_id
+    interaction = await new.accept(offer.offer_id)
+    await at_a.complete("kit", interaction.interaction_id)
 
 
 async def test_a_revived_replicas_stream_whose_session_ended_meanwhile_starts_over(

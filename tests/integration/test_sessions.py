@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
 
+from humanline.domain.model import AgentStatus, DeclineReason, RescindReason
 from humanline.domain.rules import DispatchPolicy
+from humanline.service.events import OfferMade, OfferWithdrawn, Reconcile
 from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2
 from tests.conftest import FAST, Served, serve
 from tests.support.client import ConnectRequest, Stubs, error_details
@@ -124,6 +128,74 @@ async def test_a_cancelled_call_whose_requests_ended_first_is_a_drop(client: Stu
     await wait_for_state(client, "gus", agent_pb2.AGENT_STATE_RECONNECTING, timeout=2)
     await asyncio.sleep(0.5)  # and it stays so
     assert (await client.get_agent("gus")).state == agent_pb2.AGENT_STATE_RECONNECTING
+
+
+# Offers outlive any test here: one that never reaches the stream would sit unseen until then.
+SLOW_OFFERS = replace(FAST, offer_timeout=timedelta(seconds=30))
+
+
+# A log-in or resume commits its session, then attaches its stream to the hub. An offer made
+# in between (here by a bot's RequestHandoff, which offers to a free agent in its own
+# transaction; on PostgreSQL also by another replica, whose hint finds no stream) was
+# announced to nobody, and the change feed skips the agent, whose last write was the log-in's
+# own: it sat unseen until it expired, the customer waiting and the agent charged a miss.
+@pytest.mark.parametrize("policy", [SLOW_OFFERS], ids=["slow-offers"])
+@pytest.mark.parametrize("how", ["hello", "resume"])
+async def test_an_offer_made_as_the_stream_attaches_reaches_it(
+    served: Served, client: Stubs, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    await client.create_agent("kim", {"general": 3})
+    kim = client.agent("kim")
+    if how == "resume":
+        first = await kim.hello()
+        kim.drop()
+        await wait_for_state(client, "kim", agent_pb2.AGENT_STATE_RECONNECTING)
+    sessions = served.app.sessions
+    step = "_reopen" if how == "resume" else "_log_in"
+    committed = getattr(sessions, step)
+    asked: list[handoff_pb2.Handoff] = []
+
+    async def a_bot_asks_in_between(*args: Any) -> Any:
+        connection = await committed(*args)
+        asked.append(await client.request_handoff())  # the stream is not attached yet
+        return connection
+
+    monkeypatch.setattr(sessions, step, a_bot_asks_in_between)
+    if how == "resume":
+        assert (await kim.resume(first.resume_token)).resumed
+    else:
+        await kim.hello()
+    assert asked[0].state == handoff_pb2.HANDOFF_STATE_OFFERED
+    offer = await kim.offer()
+    assert offer.details.handoff_id == asked[0].handoff_id
+    assert (await kim.quiet(0.3)) == []  # shown once
+
+
+# Found by the three-replica runs: a hint made the stream compare itself with the store just
+# as the agent's decline committed; the comparison found the offer gone and announced it, and
+# the decline's own answer (already queued behind it) announced it again.
+async def test_a_declined_offer_is_announced_once_by_the_answer(
+    served: Served, client: Stubs
+) -> None:
+    await client.create_agent("lou", {"general": 3})
+    sessions = served.app.sessions
+    channel = (await sessions.connect("lou", AgentStatus.AVAILABLE)).channel  # no grpc
+    await client.request_handoff()
+    made: OfferMade | None = None
+    while made is None:
+        event = await asyncio.wait_for(channel.get(), timeout=5)
+        events = await sessions.reconcile(channel) if isinstance(event, Reconcile) else [event]
+        for event in events:
+            if channel.admit(event) and isinstance(event, OfferMade):
+                made = event
+    await sessions.decline("lou", made.offer.id, DeclineReason.BUSY, "cmd-1")
+    compared = await sessions.reconcile(channel)  # a hint's look, ahead of the answer
+    assert not [e for e in compared if isinstance(e, OfferWithdrawn)]
+    answer = await asyncio.wait_for(channel.get(), timeout=5)
+    while not channel.admit(answer):  # the offer's own event, after the look that showed it
+        answer = await asyncio.wait_for(channel.get(), timeout=5)
+    assert answer == OfferWithdrawn(made.offer.id, RescindReason.DECLINED, "cmd-1")
+    sessions.dropped(channel, clean=True)
 
 
 async def test_clean_log_out_without_work_goes_offline_at_once(client: Stubs) -> None:

@@ -64,6 +64,21 @@ async def test_channel_close_queues_stream_closing() -> None:
     assert await next_event(ch) == StreamClosing("heartbeat_timeout")
 
 
+async def test_a_waiting_reconcile_covers_the_hints_behind_it() -> None:
+    # Each hint asks for a look at the store; while one look waits in the queue, it covers
+    # every hint that arrives before it starts. Once it has started, a hint needs a new one.
+    ch = AgentChannel("ada", "s1")
+    ch.put(Reconcile())
+    ch.put(ack(1))
+    ch.put(Reconcile())
+    ch.put(Reconcile())
+    assert await next_event(ch) == Reconcile()
+    ch.put(Reconcile())  # arrived while the first look reads the store
+    assert await next_event(ch) == ack(1)
+    assert await next_event(ch) == Reconcile()
+    await assert_nothing_queued(ch)
+
+
 def test_channels_get_distinct_connection_ids() -> None:
     a, b = AgentChannel("ada", "s1"), AgentChannel("ada", "s1")
     assert a.connection_id != b.connection_id

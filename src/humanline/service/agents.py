@@ -59,6 +59,7 @@ from humanline.service.events import (
     EventHub,
     OfferMade,
     OfferWithdrawn,
+    Reconcile,
     StatusUpdated,
     StreamClosing,
 )
@@ -90,13 +91,13 @@ def _resume_refused(agent_id: str, why: str) -> FailedPrecondition:
 
 
 def _withdrawal_reason(offer: Offer) -> RescindReason | None:
-    """Why a once-pending offer is no longer pending, as the agent should hear it; None if
-    the agent accepted it (the answer to its accept says so)."""
+    """Why a once-pending offer is no longer pending, as the agent should hear it unprompted;
+    None if the agent itself answered it: the answer to its accept or decline says so, and
+    may still be on its way behind the comparison that found the offer gone (announced here
+    too, a declined offer was rescinded twice)."""
     match offer.state:
         case OfferState.EXPIRED:
             return RescindReason.EXPIRED
-        case OfferState.DECLINED:
-            return RescindReason.DECLINED
         case OfferState.RESCINDED:
             return offer.rescind_reason or RescindReason.SESSION_ENDED
         case _:
@@ -146,9 +147,15 @@ class AgentSessions:
 
     # --- sessions ------------------------------------------------------------------------
 
-    @retry_conflicts
     async def connect(self, agent_id: str, status: AgentStatus) -> Connection:
         """Starts a new session, taking over any earlier session of the agent."""
+        connection = await self._log_in(agent_id, status)
+        self._attach(connection.channel)
+        return connection
+
+    @retry_conflicts
+    async def _log_in(self, agent_id: str, status: AgentStatus) -> Connection:
+        """The new session, committed; its stream is not attached yet."""
         channel = AgentChannel(agent_id, str(uuid.uuid4()))
         token = secrets.token_urlsafe(32)
         try:
@@ -184,7 +191,6 @@ class AgentSessions:
                 metadata={"agent_id": agent_id},
             ) from exc
         channel.status = agent.status
-        self._attach(channel)
         return Connection(session, token, agent, interactions, channel, resumed=False)
 
     async def _retire(self, uow: UnitOfWork, old: Session, fx: Effects) -> None:
@@ -199,9 +205,15 @@ class AgentSessions:
         fx.close_session(old.agent_id, old.id, CLOSE_REPLACED)
         fx.log("session_replaced", agent_id=old.agent_id, session_id=old.id)
 
-    @retry_conflicts
     async def resume(self, agent_id: str, resume_token: str) -> Connection:
         """Resumes a session within its grace period, with its status and its work."""
+        connection = await self._reopen(agent_id, resume_token)
+        self._attach(connection.channel)
+        return connection
+
+    @retry_conflicts
+    async def _reopen(self, agent_id: str, resume_token: str) -> Connection:
+        """The resumed session, committed; its new stream is not attached yet."""
         connection: Connection | None = None
         async with self._dispatcher.transaction() as (uow, fx):
             await self._agent(uow, agent_id)
@@ -218,7 +230,6 @@ class AgentSessions:
                 connection = await self._reattach(uow, session, resume_token, fx)
         if connection is None:
             raise _resume_refused(agent_id, "its grace period is over")
-        self._attach(connection.channel)
         return connection
 
     async def _reattach(
@@ -243,10 +254,18 @@ class AgentSessions:
         return Connection(resumed, resume_token, agent, interactions, channel, resumed=True)
 
     def _attach(self, channel: AgentChannel) -> None:
-        """Makes a logged-in stream the agent's; one that logged in while this replica
-        drains (the servicer refuses new streams, but one may have been under way) is
-        handed over at once."""
+        """Makes a logged-in stream the agent's, then has it compare itself with the store
+        once. An offer to the agent committed after the log-in read the agent's offers and
+        before this moment reached no stream: its event (here) or its hint (from another
+        replica) found none attached, and the change feed skips the agent, whose last write
+        was the log-in's own. From here on events and hints reach the stream, and the
+        comparison, queued behind the welcome, reads the store after this moment, so every
+        such offer is shown (or every stale one taken back) at once.
+
+        A stream that logged in while this replica drains (the servicer refuses new ones,
+        but one may have been under way) is handed over at once."""
         self._hub.attach(channel)
+        channel.put(Reconcile())
         if self._hub.draining and not self._hub.closing:
             self._background(self._hand_over(channel), "agent-hand-over")
 
@@ -361,7 +380,9 @@ class AgentSessions:
             events: list[AgentEvent] = []
             pending = {o.id: o for o in await uow.offers.pending_for_agent(channel.agent_id)}
             for offer in pending.values():
-                if offer.id not in channel.shown_offers:
+                # One past its expiry is not shown: it can no longer be accepted, and the
+                # sweeper is about to take it back.
+                if offer.id not in channel.shown_offers and offer.expires_at > uow.now:
                     handoff = await uow.handoffs.get(offer.handoff_id)
                     if handoff is not None:
                         events.append(OfferMade(offer, handoff))

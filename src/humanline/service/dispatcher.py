@@ -81,7 +81,7 @@ class Dispatcher:
         self._batch = batch
         self._work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(min(concurrency, store.background_writers or concurrency))
         self._matching: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._paused = False

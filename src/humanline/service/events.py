@@ -147,6 +147,7 @@ class AgentChannel:
         self.shown_offers: set[str] = set()  # pending offers the app has been told about
         self.status: AgentStatus | None = None  # the status the app was last told
         self.handing_over = False  # a drain is handing the session over: it ends soon
+        self._reconcile_queued = False
 
     def admit(self, event: AgentEvent) -> bool:
         """Whether to send `event`, given what the stream has said so far; records it. Answers
@@ -169,12 +170,21 @@ class AgentChannel:
         return True
 
     def put(self, event: AgentEvent) -> None:
-        """Queues an event for the stream."""
+        """Queues an event for the stream. A `Reconcile` already waiting covers a new one: its
+        look at the store begins after both were asked for (hints come with every change to
+        the agent made elsewhere; queued one each, a busy agent's stream fell behind them)."""
+        if isinstance(event, Reconcile):
+            if self._reconcile_queued:
+                return
+            self._reconcile_queued = True
         self._queue.put_nowait(event)
 
     async def get(self) -> AgentEvent:
         """The next event for the stream."""
-        return await self._queue.get()
+        event = await self._queue.get()
+        if isinstance(event, Reconcile):
+            self._reconcile_queued = False  # from now on a hint needs a new look
+        return event
 
     def close(self, why: str) -> None:
         """Asks the stream to end."""

@@ -620,6 +620,13 @@ class Store(Protocol):
         its file lock): every other replica on record is dead."""
         ...
 
+    @property
+    def background_writers(self) -> int | None:
+        """How many of the store's connections background work (matching) may hold at once,
+        so that the rest stay free for calls and agent streams; None: no limit (the embedded
+        store's one writer queues and groups every unit of work)."""
+        ...
+
     def listener(
         self, on_hint: Callable[[str], None], on_reset: Callable[[], None]
     ) -> Listener | None:

@@ -173,6 +173,13 @@ class SqlStore:
         """SQLite is used by one process at a time (file lock); PostgreSQL is shared."""
         return self.is_sqlite
 
+    @property
+    def background_writers(self) -> int | None:
+        """Half the pool on PostgreSQL: matching beyond that only queues for connections, in
+        front of the agent streams' reads (an offer made on another replica reaches its
+        agent through one) and the calls; SQLite's writer takes any number."""
+        return None if self.is_sqlite else max(1, self._pool_size // 2)
+
     async def open(self, writer: str = "") -> None:
         """Connects, then migrates the schema to the newest version. `writer` tags the rows
         this process writes (see the replicas' change feed)."""
