@@ -137,10 +137,15 @@ class Observed:
     cancelled: set[str] = field(default_factory=set)  # handoffs a cancel succeeded for
     not_cancellable: set[str] = field(default_factory=set)  # handoffs a cancel was refused for
     violations: list[str] = field(default_factory=list)
+    liveness: list[str] = field(default_factory=list)  # offers late, twice rescinded, ...
 
     def violation(self, what: str) -> None:
         if len(self.violations) < 200:
             self.violations.append(what)
+
+    def late(self, what: str) -> None:
+        if len(self.liveness) < 200:
+            self.liveness.append(what)
 
 
 def describe_error(error: grpc.aio.AioRpcError) -> str:
@@ -349,7 +354,7 @@ class SimAgent:
             obs.rescinded[name.removeprefix("RESCIND_REASON_")] += 1
             self.note(f"rescinded {offer_id[:8]} {name.removeprefix('RESCIND_REASON_')}")
             if offer_id in self.rescinded_here:
-                obs.violation(f"{self.agent_id}: offer {offer_id} rescinded twice: {self.story()}")
+                obs.late(f"{self.agent_id}: offer {offer_id} rescinded twice: {self.story()}")
             self.rescinded_here.add(offer_id)
             if message.offer_rescinded.reason == agent_service_pb2.RESCIND_REASON_EXPIRED:
                 self.expired_unanswered += 1
@@ -368,7 +373,7 @@ class SimAgent:
                     obs.counts["set_away_for_misses"] += 1
                     if not self.expired_unanswered:
                         # Set away for offers it was never shown (or never told had expired).
-                        obs.violation(
+                        obs.late(
                             f"{self.agent_id}: set away for misses it did not make: {self.story()}"
                         )
                 self._become_available_later()

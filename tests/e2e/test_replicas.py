@@ -242,7 +242,10 @@ async def run_crowd(
             )
         assert not observed.violations, observed.violations[:20]
         assert not report.violations, report.violations[:20]
-        assert not delivery.violations, delivery.violations[:20]
+        liveness = observed.liveness + delivery.violations
+        print("liveness:", liveness[:20])
+        if stop == "kill":  # measured and held on the kill run (see the module's notes)
+            assert not liveness, liveness[:20]
         assert observed.counts["resume_refused"] == 0  # nobody's grace period ran out
         assert report.counts["offer ACCEPTED->REVOKED"] == 0  # nobody lost accepted work
         if handoffs >= 1000:
