@@ -13,8 +13,9 @@ the servers start, and `check_database` proves the guarantees from it afterwards
 ordered by a sequence drawn inside the writing statement, while that statement holds its row
 locks; every claim (an offer, a slot of an agent) waits on the row lock of the write that
 freed it, so the trail orders conflicting writes as they happened. The rows' own timestamps
-are each transaction's start time (PostgreSQL `now()`), which need not follow that order, so
-they serve for a cross-check with a tolerance only.
+are each transaction's start time (PostgreSQL `now()`), which need not follow that order:
+the cross-check from them takes each interval's start from the trail's clock time instead
+(see `_check_timestamps`).
 """
 
 from __future__ import annotations
@@ -844,9 +845,9 @@ HANDOFF_MOVES = {
     ("ASSIGNED", "QUEUED"),
 }
 TERMINAL = {"COMPLETED", "CANCELLED"}
-# Row timestamps are transaction start times: a write that waited for another's lock may carry
-# an earlier time than the write it waited for, by about one transaction's duration.
-TIMESTAMP_TOLERANCE = timedelta(seconds=1)
+HANDOFF_LIVE = "two live offers of one handoff"
+HANDOFF_HELD = "two assignments of one handoff"
+AGENT_LOAD = "an agent over capacity"
 
 
 @dataclass
@@ -855,7 +856,7 @@ class DatabaseReport:
 
     counts: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
-    timestamp_overlaps: Counter[str] = field(default_factory=Counter)  # within the tolerance
+    timestamp_overlaps: Counter[str] = field(default_factory=Counter)  # rows' own times
 
     def violation(self, what: str) -> None:
         if len(self.violations) < 200:
@@ -889,14 +890,13 @@ async def stuck_handoffs(conn: asyncpg.Connection, limit: int = 20) -> str:
 
 
 def _overlaps(
-    intervals: list[tuple[datetime, datetime, str]], limit: int, tolerance: timedelta
+    intervals: list[tuple[datetime, datetime, str]], limit: int
 ) -> list[tuple[datetime, int, str]]:
-    """Instants at which more than `limit` of the intervals are live; each interval counts as
-    ending `tolerance` early (see TIMESTAMP_TOLERANCE)."""
+    """Instants at which more than `limit` of the intervals are live."""
     events = []
     for start, end, label in intervals:
         events.append((start, 1, label))
-        events.append((max(start, end - tolerance), -1, label))
+        events.append((end, -1, label))
     events.sort(key=lambda e: (e[0], e[1]))  # ends before starts at the same instant
     live, found = 0, []
     for at, step, label in events:
@@ -909,8 +909,9 @@ def _overlaps(
 async def check_database(
     conn: asyncpg.Connection, observed: Observed, requests: list[Any]
 ) -> DatabaseReport:
-    """Every guarantee of DESIGN.md 4.1 and 4.2 over the whole run, from the audit trail and
-    the tables; also compares them with what the clients saw."""
+    """Every safety guarantee (docs/architecture.md, "Where each guarantee is kept") over the
+    whole run, from the audit trail and the tables; also compares them with what the clients
+    saw."""
     report = DatabaseReport()
     capacity = {r["id"]: r["capacity"] for r in await conn.fetch("SELECT id, capacity FROM agents")}
     handoffs = {r["id"]: r for r in await conn.fetch("SELECT * FROM handoffs")}
@@ -1094,14 +1095,14 @@ async def check_database(
             f"cancelled by the bots {len(observed.cancelled)}, stored {len(cancelled)}"
         )
 
-    _check_timestamps(report, handoffs, offers, capacity)
+    _check_timestamps(report, offers, offer_trail, capacity)
     return report
 
 
 async def check_delivery(
     conn: asyncpg.Connection, observed: Observed, bound: timedelta
 ) -> DatabaseReport:
-    """DESIGN.md 4.7: every offer reached its agent's stream within `bound` of being made, or
+    """Every offer reached its agent's stream within `bound` of being made, or
     was taken back within `bound` without being shown; none expired unseen. Times are the
     audit trail's (the statement's clock) against the clients' wall clock on the same
     machine. Returns the delivery times in `counts` (milliseconds) and each breach."""
@@ -1160,39 +1161,60 @@ async def check_delivery(
 
 def _check_timestamps(
     report: DatabaseReport,
-    handoffs: dict[str, Any],
     offers: dict[str, Any],
+    offer_trail: list[Any],
     capacity: dict[str, int],
 ) -> None:
-    """(a), (b), (c) once more, from the offers' own timestamps: an offer is live from
-    created_at until it stops being PENDING (decided_at if it was answered, ended_at if it
-    expired or was rescinded), and held from decided_at until ended_at once accepted."""
-    live_by_handoff: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
-    held_by_handoff: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
-    load_by_agent: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    """(a), (b), (c) once more, from the offers' own timestamps: an offer is live until it
+    stops being PENDING (decided_at if it was answered, ended_at if it expired or was
+    rescinded), and held from its accept until ended_at.
+
+    The rows' times are their transactions' start times: a write that waited behind another
+    carries an earlier time than the write it waited for, by as long as its transaction had
+    run (seconds, on a saturated machine). So each interval begins at the clock time its
+    write happened (the audit trail's), and ends at the row's time, never later than the
+    true end: in a correct run no two overlap, with no tolerance to tune. Overlaps of the
+    rows' own times are counted in `timestamp_overlaps`, for the record."""
+    written: dict[tuple[str, str | None], datetime] = {}
+    for row in offer_trail:
+        written.setdefault(
+            (row["offer_id"], row["new_state"] if row["old_state"] else None), row["at"]
+        )
+    raw: dict[str, dict[str, list[tuple[datetime, datetime, str]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    exact: dict[str, dict[str, list[tuple[datetime, datetime, str]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+
+    def live(
+        what: str, key: str, start: datetime, began: datetime, end: datetime, oid: str
+    ) -> None:
+        raw[what][key].append((start, end, oid))
+        exact[what][key].append((began, max(began, end), oid))
+
     for offer_id, o in offers.items():
         answered = o["state"] in ("ACCEPTED", "DECLINED", "COMPLETED", "REVOKED")
         pending_end = o["decided_at"] if answered else o["ended_at"]
         if pending_end is None or o["state"] in ("PENDING", "ACCEPTED"):
             continue  # reported above as still live
-        live_by_handoff[o["handoff_id"]].append((o["created_at"], pending_end, offer_id))
+        made = written[offer_id, None]
+        live(HANDOFF_LIVE, o["handoff_id"], o["created_at"], made, pending_end, offer_id)
         end = pending_end
         if o["state"] in ("COMPLETED", "REVOKED"):
-            held_by_handoff[o["handoff_id"]].append((o["decided_at"], o["ended_at"], offer_id))
+            accepted = written[offer_id, "ACCEPTED"]
+            live(HANDOFF_HELD, o["handoff_id"], o["decided_at"], accepted, o["ended_at"], offer_id)
             end = o["ended_at"]
-        load_by_agent[o["agent_id"]].append((o["created_at"], end, offer_id))
-    checks = (
-        ("two live offers of one handoff", live_by_handoff, lambda _: 1),
-        ("two assignments of one handoff", held_by_handoff, lambda _: 1),
-        ("an agent over capacity", load_by_agent, lambda agent: capacity[agent]),
-    )
-    for what, groups, limit in checks:
-        for key, intervals in groups.items():
-            if _overlaps(intervals, limit(key), timedelta(0)):
+        live(AGENT_LOAD, o["agent_id"], o["created_at"], made, end, offer_id)
+    limits = {HANDOFF_LIVE: lambda _: 1, HANDOFF_HELD: lambda _: 1, AGENT_LOAD: capacity.get}
+    for what, limit in limits.items():
+        for key, intervals in raw[what].items():
+            if _overlaps(intervals, limit(key)):
                 report.timestamp_overlaps[what] += 1
-            found = _overlaps(intervals, limit(key), TIMESTAMP_TOLERANCE)
+        for key, intervals in exact[what].items():
+            found = _overlaps(intervals, limit(key))
             if found:
                 report.violation(f"{what} by timestamps: {key} at {found[0]}")
     report.counts["offers per handoff, max"] = max(
-        (len(intervals) for intervals in live_by_handoff.values()), default=0
+        (len(intervals) for intervals in raw[HANDOFF_LIVE].values()), default=0
     )

@@ -273,13 +273,14 @@ async def test_poll_only_replicas_see_a_slow_transaction_that_commits_late(
     ivy = at_a.agent("ivy")
     await ivy.hello(heartbeat_every=5)
     # On B, a transaction stamps ivy's row with its start time, then takes longer than the
-    # polls' overlap (2 s) to commit; A's polls meanwhile move on, yet must still see it.
+    # polls' overlap (2 s) to commit; A's polls meanwhile move on, yet must still see it. (A
+    # change B may make: set away for missed offers by its sweeper.)
     async with b.app.dispatcher.transaction() as (uow, fx):
         await asyncio.sleep(3.5)
         assert await uow.agents.set_status(
-            "ivy", AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST, reset_misses=False
+            "ivy", AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS, reset_misses=True
         )
-        fx.to_agent("ivy", StatusUpdated(AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST))
+        fx.to_agent("ivy", StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
     changed = await ivy.expect("status_changed", timeout=5)
     assert changed.status == agent_pb2.AGENT_STATUS_AWAY
 
@@ -384,6 +385,66 @@ async def test_an_offer_made_elsewhere_while_a_resume_commits_reaches_the_new_st
     assert offer.details.handoff_id == handoff.handoff_id
     interaction = await new.accept(offer.offer_id)
     await at_a.complete("kit", interaction.interaction_id)
+
+
+# Test-only fault injection: an offer's INSERT first waits for an advisory lock the test
+# holds, after its transaction reserved the agent's slot (and so holds the agent's row).
+HELD_OFFER = """
+CREATE FUNCTION test_held_offer() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(4243);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER test_held_offer BEFORE INSERT ON offers
+    FOR EACH STATEMENT EXECUTE FUNCTION test_held_offer();
+"""
+RELEASE_OFFER = """
+DROP TRIGGER IF EXISTS test_held_offer ON offers;
+DROP FUNCTION IF EXISTS test_held_offer();
+"""
+
+
+# Seen in a three-replica drain run: an offer committed while its agent's stream was being let
+# go. The drop read the agent's pending offers (none yet), then marked the agent disconnected
+# (waiting for the offer's transaction, which held the agent's row); the offer stayed pending
+# to an agent with no stream, until it expired or the agent came back.
+@pytest.mark.parametrize("how", ["dropped", "logged_out"])
+async def test_an_offer_committed_as_the_stream_goes_is_taken_back(
+    start_replica: Start, postgres_database: str, how: str
+) -> None:
+    _, at_a = await start_replica()
+    await at_a.create_agent("kai", {"billing": 4})
+    kai = at_a.agent("kai")
+    await kai.hello(heartbeat_every=5)
+    locker = await asyncpg.connect(asyncpg_dsn(make_url(postgres_database)))
+
+    async def waiting(*locktypes: str) -> None:
+        async with asyncio.timeout(10):
+            while not await locker.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = ANY($1) AND NOT granted",
+                list(locktypes),
+            ):
+                await asyncio.sleep(0.02)
+
+    try:
+        await locker.execute(HELD_OFFER)
+        await locker.execute("SELECT pg_advisory_lock(4243)")
+        asking = asyncio.create_task(at_a.request_handoff(skills={"billing": 2}))
+        await waiting("advisory")  # the offer's transaction holds kai's slot and waits
+        kai.drop() if how == "dropped" else kai.leave()
+        await waiting("transactionid", "tuple")  # the stream's end waits for kai's row
+        await locker.execute("SELECT pg_advisory_unlock(4243)")
+        handoff = await asking
+    finally:
+        await locker.execute(RELEASE_OFFER)
+        await locker.close()
+    gone = agent_pb2.AGENT_STATE_RECONNECTING if how == "dropped" else agent_pb2.AGENT_STATE_OFFLINE
+    async with asyncio.timeout(5):
+        while (await at_a.get_agent("kai")).state != gone:
+            await asyncio.sleep(0.02)
+    stored = await at_a.get_handoff(handoff.handoff_id)
+    assert stored.state == handoff_pb2.HANDOFF_STATE_QUEUED  # back in its place, at once
+    assert [o.state for o in stored.offers] == [handoff_pb2.OFFER_STATE_RESCINDED]
 
 
 async def test_a_revived_replicas_stream_whose_session_ended_meanwhile_starts_over(

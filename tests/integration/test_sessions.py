@@ -10,9 +10,21 @@ from typing import Any
 import grpc
 import pytest
 
-from humanline.domain.model import AgentStatus, DeclineReason, RescindReason
+from humanline.domain.model import (
+    AgentStatus,
+    DeclineReason,
+    RescindReason,
+    StatusChangeReason,
+)
 from humanline.domain.rules import DispatchPolicy
-from humanline.service.events import OfferMade, OfferWithdrawn, Reconcile
+from humanline.service.events import (
+    Effects,
+    OfferMade,
+    OfferWithdrawn,
+    Reconcile,
+    StatusUpdated,
+    StreamClosing,
+)
 from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2
 from tests.conftest import FAST, Served, serve
 from tests.support.client import ConnectRequest, Stubs, error_details
@@ -195,6 +207,60 @@ async def test_a_declined_offer_is_announced_once_by_the_answer(
     while not channel.admit(answer):  # the offer's own event, after the look that showed it
         answer = await asyncio.wait_for(channel.get(), timeout=5)
     assert answer == OfferWithdrawn(made.offer.id, RescindReason.DECLINED, "cmd-1")
+    sessions.dropped(channel, clean=True)
+
+
+# Found by the three-replica drain run: two transactions publish in the order they come back
+# from their commits, not in the commits' order; the offer's news came after its rescind, and
+# the stream showed it again (then took it back a second time).
+async def test_an_offer_taken_back_before_its_news_arrives_is_never_shown(
+    served: Served, client: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await client.create_agent("nia", {"general": 3})
+    sessions, dispatcher = served.app.sessions, served.app.dispatcher
+    channel = (await sessions.connect("nia", AgentStatus.AVAILABLE)).channel  # no grpc
+    publish = dispatcher.apply
+    late: list[Effects] = []
+
+    def slow_to_publish_offers(fx: Effects) -> None:
+        if any(isinstance(event, OfferMade) for _, event, _ in fx.agent_events):
+            late.append(fx)
+        else:
+            publish(fx)
+
+    monkeypatch.setattr(dispatcher, "apply", slow_to_publish_offers)
+    await client.request_handoff()
+    async with asyncio.timeout(5):
+        while not late:
+            await asyncio.sleep(0.01)
+    await sessions.set_status("nia", AgentStatus.AWAY, "cmd-1")  # rescinds it, published
+    publish(late[0])  # the offer's own news, last
+    told = []
+    marker = StreamClosing("end of test")  # everything queued so far comes before it
+    channel.put(marker)
+    while (event := await asyncio.wait_for(channel.get(), timeout=5)) is not marker:
+        events = await sessions.reconcile(channel) if isinstance(event, Reconcile) else [event]
+        told += [e for e in events if channel.admit(e)]
+    assert not [e for e in told if isinstance(e, OfferMade | OfferWithdrawn)], told
+    assert told == [StatusUpdated(AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST, "cmd-1")]
+    sessions.dropped(channel, clean=True)
+
+
+# Found by CI: the comparison queued at log-in read the store just after the agent's first
+# command set it away; it announced the change, and so did the command's answer behind it.
+async def test_a_status_the_agent_asked_for_is_announced_once_by_the_answer(
+    served: Served, client: Stubs
+) -> None:
+    await client.create_agent("mo", {"general": 3})
+    sessions = served.app.sessions
+    channel = (await sessions.connect("mo", AgentStatus.AVAILABLE)).channel  # no grpc
+    assert isinstance(await asyncio.wait_for(channel.get(), timeout=5), Reconcile)
+    await sessions.set_status("mo", AgentStatus.AWAY, "cmd-1")
+    compared = await sessions.reconcile(channel)  # the log-in's look, ahead of the answer
+    assert not [e for e in compared if channel.admit(e)]
+    answer = await asyncio.wait_for(channel.get(), timeout=5)
+    assert channel.admit(answer)
+    assert answer == StatusUpdated(AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST, "cmd-1")
     sessions.dropped(channel, clean=True)
 
 

@@ -13,6 +13,7 @@ from humanline.domain.model import AgentStatus, HandoffState, RescindReason, Sta
 from humanline.service.events import (
     CLOSE_REPLACED,
     CLOSE_SHUTDOWN,
+    ENDED_MEMORY,
     AgentChannel,
     AssignmentMade,
     Effects,
@@ -457,6 +458,34 @@ def test_admit_sends_a_status_only_when_it_changes_unless_asked() -> None:
     assert channel.admit(StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
     assert channel.status is AgentStatus.AWAY
     assert channel.admit(StatusUpdated(AgentStatus.AWAY, StatusChangeReason.AGENT_REQUEST, "cmd-2"))
+
+
+# Found by the three-replica drain run: an offer's news came after the news of its end (two
+# transactions publish in the order they resume from their commits, not the commits' order),
+# and the offer was shown again, then taken back a second time.
+def test_an_offer_whose_end_was_heard_is_never_shown_again() -> None:
+    channel = AgentChannel("ada", "s1")
+    made = OfferMade(offer(), handoff())
+    assert channel.admit(made)
+    assert channel.admit(OfferWithdrawn(OFFER_ID, RescindReason.AGENT_AWAY))
+    assert not channel.admit(made)  # late: from a look that began before the rescind
+    # Its end heard before its news: the news is dropped, and so is the end (never shown).
+    late = OfferMade(offer("late"), handoff())
+    assert not channel.admit(OfferWithdrawn("late", RescindReason.AGENT_AWAY))
+    assert not channel.admit(late)
+    # Accepted: it is work now, not an offer.
+    taken = completed_interaction(accepted=at(1), ended=at(2))
+    channel.admit(AssignmentMade(taken))
+    assert not channel.admit(OfferMade(taken.offer, handoff()))
+    assert channel.shown_offers == set()
+
+
+def test_a_stream_remembers_a_bounded_number_of_ended_offers() -> None:
+    channel = AgentChannel("ada", "s1")
+    for i in range(ENDED_MEMORY + 1):
+        channel.admit(OfferWithdrawn(f"o{i}", RescindReason.EXPIRED))
+    assert not channel.admit(OfferMade(offer(f"o{ENDED_MEMORY}"), handoff()))
+    assert channel.admit(OfferMade(offer("o0"), handoff()))  # forgotten: the oldest
 
 
 def test_an_accepted_offer_is_no_longer_shown() -> None:

@@ -65,6 +65,7 @@ from humanline.service.events import (
 )
 from humanline.service.transitions import (
     LostRace,
+    close_to_offers,
     end_known_agent_waits,
     expire_grace,
     grace_over,
@@ -102,6 +103,17 @@ def _withdrawal_reason(offer: Offer) -> RescindReason | None:
             return offer.rescind_reason or RescindReason.SESSION_ENDED
         case _:
             return None
+
+
+def _announced_unprompted(agent: Agent) -> bool:
+    """Whether a comparison should tell the agent its status. Not one the agent asked for: the
+    answer to its command says so (or the welcome, at log-in), and may still be on its way
+    behind the comparison that read it (announced here too, the change was heard twice and
+    the app took the second for news)."""
+    return (
+        agent.status is not AgentStatus.OFFLINE
+        and agent.status_reason is not StatusChangeReason.AGENT_REQUEST
+    )
 
 
 def hash_token(token: str) -> str:
@@ -340,14 +352,12 @@ class AgentSessions:
                 return  # taken over or ended meanwhile: the newer connection owns it
             holding = await uow.offers.accepted_for_agent(channel.agent_id)
             if clean and not holding:
+                await close_to_offers(uow, channel.agent_id, AgentStatus.OFFLINE)
                 await withdraw_pending_offers(
                     uow, channel.agent_id, RescindReason.SESSION_ENDED, fx
                 )
                 await uow.sessions.end(session.id, SessionEndReason.LOGGED_OUT, uow.now)
                 await end_known_agent_waits(uow, channel.agent_id, fx)
-                await uow.agents.set_presence(
-                    channel.agent_id, status=AgentStatus.OFFLINE, connected=False
-                )
                 fx.log("agent_logged_out", agent_id=channel.agent_id, session_id=session.id)
             else:
                 reason = "logged_out_with_work" if clean else "stream_lost"
@@ -392,7 +402,7 @@ class AgentSessions:
                 if reason is not None:
                     events.append(OfferWithdrawn(offer_id, reason))
             agent = await uow.agents.get(channel.agent_id)
-            if agent is not None and agent.status is not AgentStatus.OFFLINE:
+            if agent is not None and _announced_unprompted(agent):
                 events.append(StatusUpdated(agent.status, agent.status_reason))
         return events
 

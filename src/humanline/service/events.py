@@ -123,6 +123,11 @@ CLOSE_LOST = "connection_lost"
 CLOSE_DETACHED = "session_detached"  # the store no longer gives the session to this stream
 CLOSE_DRAINING = "draining"  # this replica handed the session over (`AgentSessions.drain`)
 
+# How many ended offers a stream remembers. Events of one offer arrive out of order by at most
+# the time one transaction waits to publish (its commit's answer; a look at the store), well
+# under what this many offers take to reach one agent.
+ENDED_MEMORY = 256
+
 AgentEvent = (
     OfferMade
     | OfferWithdrawn
@@ -145,29 +150,42 @@ class AgentChannel:
         self.connection_id = str(uuid.uuid4())
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self.shown_offers: set[str] = set()  # pending offers the app has been told about
+        # Offers this stream knows have ended (taken back, answered), the latest ENDED_MEMORY:
+        # an event or a look at the store that began before the end may arrive after it, and
+        # must not show the offer again.
+        self._ended: dict[str, None] = {}
         self.status: AgentStatus | None = None  # the status the app was last told
         self.handing_over = False  # a drain is handing the session over: it ends soon
         self._reconcile_queued = False
 
     def admit(self, event: AgentEvent) -> bool:
         """Whether to send `event`, given what the stream has said so far; records it. Answers
-        to commands always go out; news the app already has does not."""
+        to commands always go out; news the app already has does not, nor an offer this stream
+        has seen end: published out of commit order, or read by a look that began before it
+        ended, its news comes late (shown again, it was taken back twice)."""
         match event:
             case OfferMade(offer=offer):
-                if offer.id in self.shown_offers:
+                if offer.id in self.shown_offers or offer.id in self._ended:
                     return False
                 self.shown_offers.add(offer.id)
             case OfferWithdrawn(offer_id=offer_id, command_id=command_id):
+                self._end(offer_id)
                 if offer_id not in self.shown_offers and not command_id:
                     return False
                 self.shown_offers.discard(offer_id)
             case AssignmentMade(interaction=interaction):
+                self._end(interaction.offer.id)
                 self.shown_offers.discard(interaction.offer.id)
             case StatusUpdated(status=status, command_id=command_id):
                 if status is self.status and not command_id:
                     return False
                 self.status = status
         return True
+
+    def _end(self, offer_id: str) -> None:
+        self._ended[offer_id] = None
+        if len(self._ended) > ENDED_MEMORY:
+            del self._ended[next(iter(self._ended))]  # the oldest: its stragglers are long in
 
     def put(self, event: AgentEvent) -> None:
         """Queues an event for the stream. A `Reconcile` already waiting covers a new one: its

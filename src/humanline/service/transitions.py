@@ -225,6 +225,15 @@ async def withdraw_offer(
     return True
 
 
+async def close_to_offers(uow: UnitOfWork, agent_id: str, status: AgentStatus) -> None:
+    """Marks the agent disconnected (with `status`), before its pending offers are taken back.
+    In this order on PostgreSQL: an offer being made holds the agent's row from reserving its
+    slot to its commit, so this write waits for it, and the read of pending offers after it
+    sees the offer; one begun later finds the agent not ready. Taken back first, an offer
+    committed just after that read stayed pending to an agent with no stream."""
+    await uow.agents.set_presence(agent_id, status=status, connected=False)
+
+
 async def withdraw_pending_offers(
     uow: UnitOfWork,
     agent_id: str,
@@ -293,11 +302,11 @@ async def start_grace(
     # First, so that a session resumed meanwhile loses nothing: LostRace before any write.
     if await uow.sessions.disconnect(session.id, connection_id, uow.now, grace_end) is None:
         raise LostRace(session.id)
-    await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
-    await end_known_agent_waits(uow, session.agent_id, fx)
     agent = await uow.agents.get(session.agent_id)
     status = agent.status if agent is not None else AgentStatus.AVAILABLE
-    await uow.agents.set_presence(session.agent_id, status=status, connected=False)
+    await close_to_offers(uow, session.agent_id, status)
+    await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
+    await end_known_agent_waits(uow, session.agent_id, fx)
     fx.detached(session.agent_id)
     fx.wake(grace_end)
     fx.log("agent_disconnected", agent_id=session.agent_id, session_id=session.id, reason=reason)
@@ -310,9 +319,9 @@ async def expire_grace(uow: UnitOfWork, session: Session, fx: Effects) -> bool:
     ended = await uow.sessions.end(session.id, SessionEndReason.GRACE_EXPIRED, uow.now)
     if ended is None:
         return False
+    await close_to_offers(uow, session.agent_id, AgentStatus.OFFLINE)
     await withdraw_pending_offers(uow, session.agent_id, RescindReason.SESSION_ENDED, fx)
     await requeue_interactions(uow, session.agent_id, fx)
-    await uow.agents.set_presence(session.agent_id, status=AgentStatus.OFFLINE, connected=False)
     fx.log(
         "agent_offline", agent_id=session.agent_id, session_id=session.id, reason="grace_expired"
     )
