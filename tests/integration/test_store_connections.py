@@ -5,11 +5,14 @@ the database's clock, is the check."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
 from humanline.domain.clock import SystemClock
+from humanline.store.port import StoreError
 from humanline.store.sql.listener import asyncpg_dsn
 from humanline.store.sql.store import SqlStore
 
@@ -45,3 +48,33 @@ async def test_connections_the_database_closed_are_replaced_when_a_transaction_b
             assert await uow.handoffs.get("nobody") is None
     finally:
         await store.close()
+
+
+# Seen under load: a replica stopped the hard way closed its store while a stream's look at
+# the store was still reading; the engine was disposed under it, and its connection was
+# never closed (a ResourceWarning, which fails the test that caused it).
+async def test_closing_waits_for_transactions_under_way_and_refuses_new_ones(
+    db_url: str,
+) -> None:
+    store = SqlStore(db_url, SystemClock(), pool_size=2)
+    await store.open()
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def a_slow_reader() -> None:
+        async with store.read() as uow:
+            assert await uow.agents.get("nobody") is None
+            reading.set()
+            await release.wait()
+            assert await uow.handoffs.get("nobody") is None  # still open, mid-close
+
+    reader = asyncio.create_task(a_slow_reader())
+    await reading.wait()
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    with pytest.raises(StoreError, match="closing"):
+        async with store.read():
+            pass
+    release.set()
+    await reader
+    await closing

@@ -146,6 +146,9 @@ def _store_error(exc: DBAPIError) -> StoreError:
     return StoreError(str(exc.orig))
 
 
+CLOSE_WAIT_SECONDS = 10.0  # how long closing waits for transactions under way
+
+
 class SqlStore:
     """The store on SQLite or PostgreSQL through SQLAlchemy's async engine."""
 
@@ -160,6 +163,10 @@ class SqlStore:
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
         self._ending: set[asyncio.Task[None]] = set()  # see _transaction
+        self._open = 0  # transactions begun and not yet ended (see close)
+        self._none_open = asyncio.Event()
+        self._none_open.set()
+        self._closing = False
         self._tag = ""
         self._plans: Plans | None = None  # PostgreSQL's prepared statements
 
@@ -240,7 +247,13 @@ class SqlStore:
             return await migrations.current(conn)
 
     async def close(self) -> None:
-        """Commits what is open and releases connections."""
+        """Refuses new transactions, waits for those under way (their callers are stopping
+        or being cancelled: a connection still checked out when the engine is disposed is
+        never closed) and releases connections."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self._none_open.wait()
         if self._ending:  # transactions of cancelled callers, ending in the background
             await asyncio.gather(*list(self._ending), return_exceptions=True)
         if self._group is not None:
@@ -270,6 +283,20 @@ class SqlStore:
         restart, a failover, an idle timeout) is thrown away there and the transaction
         begins again on a new one, before anything else was sent. That saves the round trip
         a ping on every checkout would cost."""
+        if self._closing:
+            raise StoreError("the store is closing")
+        self._open += 1
+        self._none_open.clear()
+        try:
+            async with self._begin(engine) as begun:
+                yield begun
+        finally:
+            self._open -= 1
+            if not self._open:
+                self._none_open.set()
+
+    @asynccontextmanager
+    async def _begin(self, engine: AsyncEngine) -> AsyncIterator[tuple[AsyncConnection, datetime]]:
         for attempt in range(2):
             conn = await engine.connect()
             try:
