@@ -55,6 +55,7 @@ from humanline.store.sql.repositories import (
     SqlReplicaRepository,
     SqlSessionRepository,
 )
+from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.store import SqlStore
 from humanline.tokens import KeyRing
 from humanline.v1 import (
@@ -81,7 +82,9 @@ POLICY = replace(FAST, offer_timeout=timedelta(seconds=4), grace_period=timedelt
 # tables (agents, agent_skills, agent_languages: a few hundred rows, one per agent), replicas
 # (one row per process start) and alembic_version stay small, and the planner rightly reads
 # them whole rather than through an index; scans of those are allowed.
-BIG_TABLES = frozenset({"handoffs", "handoff_skills", "offers", "sessions"})
+# (Not `quality_facts`: it holds what the rollup has not folded yet, seconds' worth, and is
+# read oldest first by design.)
+BIG_TABLES = frozenset({"handoffs", "handoff_skills", "offers", "sessions", "quality_rollups"})
 
 REPOSITORIES: dict[str, type] = {
     "agents": SqlAgentRepository,
@@ -91,6 +94,7 @@ REPOSITORIES: dict[str, type] = {
     "replicas": SqlReplicaRepository,
     "pool": SqlPoolQueries,
     "quality": SqlQualityTracks,
+    "rollups": SqlQualityRollups,
 }
 
 # Repository methods the workload does not run, and why that is fine. Every other one must
@@ -339,8 +343,33 @@ INSERT INTO handoff_skills (handoff_id, skill, min_proficiency)
 SELECT id, skill ->> 0, (skill ->> 1)::int
 FROM handoffs, jsonb_array_elements(required_skills) AS skill;
 
+-- the quality numbers kept so far: per second for the last hour, per minute for three days,
+-- per hour and per day for a month, by type, risk class, skill and agent, three types
+INSERT INTO quality_rollups (resolution, dimension, bucket_start, interaction_type, group_key,
+                             handoffs, completed, resolved, csat_1, csat_2, csat_3, csat_4,
+                             csat_5, within_target, cancelled, expired, offers, offers_taken,
+                             handled, handle_seconds, waits)
+SELECT r.seconds, g.dimension,
+       to_timestamp((floor(extract(epoch FROM now()) / r.seconds) - b) * r.seconds),
+       t.kind, COALESCE(g.key, t.kind), 10, 8, 6, 0, 1, 1, 2, 3, 9, 1, 1, 12, 9, 8, 2400.0,
+       '{{"171": 6, "240": 3}}'::jsonb
+FROM (VALUES (1, 3600), (60, 4320), (3600, 720), (86400, 30)) AS r(seconds, buckets),
+     LATERAL generate_series(0, r.buckets - 1) AS b,
+     unnest(ARRAY['billing_dispute', 'refund', 'complaint']) AS t(kind),
+     (VALUES ('INTERACTION_TYPE', NULL), ('RISK_CLASS', 'HIGH'), ('RISK_CLASS', 'LOW'),
+             ('SKILL', 'billing'), ('SKILL', 'refunds'), ('AGENT', 'seed-agent-0001'),
+             ('AGENT', 'seed-agent-0002'), ('AGENT', 'seed-agent-0003')) AS g(dimension, key);
+
+-- and facts not rolled up yet: the last few thousand finished handoffs
+INSERT INTO quality_facts (kind, created_at, interaction_type, risk_class, required_skills,
+                           agent_id, state, deadline, assigned_at, outcome, handle_seconds,
+                           csat)
+SELECT 'HANDOFF', created_at, interaction_type, risk_class, required_skills, agent_id, state,
+       deadline, assigned_at, outcome, handle_seconds, csat
+FROM handoffs WHERE state IN ('COMPLETED', 'CANCELLED') ORDER BY created_at DESC LIMIT 3000;
+
 ANALYZE agents, agent_skills, agent_languages, handoffs, handoff_skills, offers, sessions,
-        replicas;
+        replicas, quality_rollups, quality_facts;
 """
 
 
@@ -437,7 +466,11 @@ class Recorder:
         return recorded
 
     def record(self, statement: str, parameters: Any) -> None:
-        if _verb(statement) not in {"SELECT", "UPDATE", "DELETE", "WITH"}:
+        verb = _verb(statement)
+        reads = verb in {"SELECT", "UPDATE", "DELETE", "WITH"} or (
+            verb == "INSERT" and " SELECT " in statement.upper()  # INSERT ... SELECT
+        )
+        if not reads:
             return  # INSERT ... VALUES, savepoints: nothing to scan
         label = LABEL.get() or "store"  # `SELECT now()`, pg_notify: the store itself
         key = (label, statement)

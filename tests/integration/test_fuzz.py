@@ -527,7 +527,8 @@ QUIET = DispatchPolicy(
 CALL_TIMEOUT = 10.0
 # Columns that change by themselves, with time.
 VOLATILE: Final = {("replicas", "heartbeat_at")}
-# Written only by the quality monitor in the background, from agent_quality, never by a call.
+# Written only by the quality monitor in the background, from agent_quality, never by a call
+# (the monitor is stopped: see World._start).
 DERIVED: Final = {"quality_pool"}
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
@@ -799,6 +800,9 @@ class World:
         store = create_store(f"sqlite+aiosqlite:///{self.path}", SystemClock())
         self.app = Humanline(store, QUIET, sweep_interval=0.25, watch_interval=0.05)
         await self.app.start()
+        # Its quality monitor folds recorded facts into the rollups by itself: stopped, the
+        # quality tables change only by calls, and a refused call must not touch them.
+        await self.app.quality.stop()
         self.server = await create_server(
             self.app, "127.0.0.1:0", keys=self.keys, hello_timeout=2.0
         )

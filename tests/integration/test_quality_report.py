@@ -137,22 +137,35 @@ async def test_the_report_of_a_window_by_each_dimension(client: Stubs) -> None:
 
 async def test_a_window_holds_the_handoffs_requested_within_it(client: Stubs) -> None:
     start = await _window(client)
+    # The numbers are kept per second (recent ones): a window's ends are second boundaries.
+    before = start.replace(microsecond=0)
     earlier = await _report(
         client,
         Q.QUALITY_DIMENSION_INTERACTION_TYPE,
-        start_time=stamp(start - timedelta(hours=1)),
-        end_time=stamp(start),
+        start_time=stamp(before - timedelta(hours=1)),
+        end_time=stamp(before),
     )
     assert list(earlier.groups) == []
     assert earlier.overall.handoffs == 0
     assert not earlier.overall.HasField("within_target")
+    assert earlier.end_time.ToDatetime(UTC) == before
+    # An end within a second moves up to the second's end, and the report says so.
+    rounded = await _report(
+        client,
+        Q.QUALITY_DIMENSION_INTERACTION_TYPE,
+        start_time=stamp(before - timedelta(seconds=1.5)),
+        end_time=stamp(before + timedelta(seconds=0.25)),
+    )
+    assert rounded.start_time.ToDatetime(UTC) == before - timedelta(seconds=1)
+    assert rounded.end_time.ToDatetime(UTC) == before + timedelta(seconds=1)
     one_type = await _report(client, Q.QUALITY_DIMENSION_AGENT, interaction_type="order_lookup")
     assert [g.key for g in one_type.groups] == ["bob"]
     assert one_type.overall.handoffs == 2
     # By default, the last day up to now.
     default = await _report(client, Q.QUALITY_DIMENSION_INTERACTION_TYPE)
     span = default.end_time.ToDatetime() - default.start_time.ToDatetime()
-    assert span == timedelta(days=1)
+    # (the day-old end on a minute boundary, as the numbers that far back are kept)
+    assert timedelta(days=1) - timedelta(minutes=1) < span <= timedelta(days=1)
 
 
 async def _easy_and_hard(client: Stubs) -> None:

@@ -4,30 +4,46 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from humanline.domain.model import HandoffState, OfferState, Outcome, RiskClass
 from humanline.domain.quality import (
     ALL,
     ALPHA,
     MIN_SAMPLES,
+    MIN_WAIT,
     NO_SKILL,
+    RESOLUTIONS,
     UNKNOWN_RISK,
+    WAIT_ACCURACY,
     Dimension,
     GroupQuality,
     HandoffSample,
+    Kept,
     Metric,
     OfferSample,
     Proportion,
+    RatingSample,
     Reference,
+    Span,
     alerts,
+    binned_percentile,
+    bucket_start,
+    overall,
     percentile,
     report,
+    rolled_up_window,
+    tally,
+    wait_bin,
     z_test,
 )
+from humanline.domain.quality import Resolution as R
 from tests.unit.builders import at
 
 S = HandoffState
@@ -101,8 +117,9 @@ def test_by_interaction_type_every_number_as_worked_out_by_hand() -> None:
     assert dispute.csat_counts == (1, 0, 0, 1, 1)
     assert dispute.satisfied == pytest.approx(2 / 3)
     assert dispute.within_target == pytest.approx(2 / 5)  # 10 s and 30 s, of five
-    assert dispute.time_to_agent_p50 == 30
-    assert dispute.time_to_agent_p90 == pytest.approx(30 + 0.8 * 60)  # between 30 and 90
+    # Times to agent are kept in log-scale bins: within WAIT_ACCURACY (1%) of the exact.
+    assert dispute.time_to_agent_p50 == pytest.approx(30, rel=WAIT_ACCURACY)
+    assert dispute.time_to_agent_p90 == pytest.approx(30 + 0.8 * 60, rel=WAIT_ACCURACY)
     assert dispute.abandoned == pytest.approx(1 / 5)
     assert dispute.expired == pytest.approx(1 / 5)
     assert dispute.offers == 5
@@ -158,7 +175,7 @@ def test_percentile_interpolates_between_ranks(
 def test_waits_are_measured_from_creation() -> None:
     late = _handoff("x", S.ASSIGNED, agent="a", waited=120, target=60)
     (group,) = report([late], [], Dimension.INTERACTION_TYPE)
-    assert group.time_to_agent_p50 == timedelta(minutes=2).total_seconds()
+    assert group.time_to_agent_p50 == pytest.approx(120, rel=WAIT_ACCURACY)
     assert group.within_target == 0.0
 
 
@@ -241,3 +258,99 @@ def test_a_planted_drop_fires_and_noise_does_not() -> None:
         noise += len(alerts(quiet, _pool(*quiet)))
     assert caught >= 0.95 * 300
     assert noise <= 5  # expected 6 types x 300 windows x 0.001 = 1.8
+
+
+# --- the sums the store keeps, and the buckets it keeps them in ----------------------------
+
+waits = st.lists(st.floats(min_value=0, max_value=86_400, allow_nan=False), max_size=60)
+
+
+@given(waits, st.sampled_from([0, 10, 50, 90, 99, 100]))
+def test_binned_percentiles_are_within_their_stated_accuracy(values: list[float], q: float) -> None:
+    bins = Counter(wait_bin(v) for v in values)
+    exact, binned = percentile(values, q), binned_percentile(bins, q)
+    if exact is None:
+        assert binned is None
+    else:
+        assert binned == pytest.approx(exact, rel=WAIT_ACCURACY, abs=MIN_WAIT)
+
+
+@given(st.lists(st.integers(0, len(WINDOW) - 1)), st.lists(st.integers(0, len(OFFERS) - 1)))
+def test_tallies_of_two_parts_add_up_to_the_tally_of_both(
+    handoff_picks: list[int], offer_picks: list[int]
+) -> None:
+    picked = [WINDOW[i] for i in handoff_picks]
+    answered = [OFFERS[i] for i in offer_picks]
+    half, offers_half = len(picked) // 2, len(answered) // 3
+    whole = tally(Dimension.SKILL, picked, answered)
+    first = tally(Dimension.SKILL, picked[:half], answered[:offers_half])
+    second = tally(Dimension.SKILL, picked[half:], answered[offers_half:])
+    for key, part in second.groups.items():
+        first.group(key).add(part)
+    first.whole.add(second.whole)
+    assert first.report() == whole.report()
+    assert first.overall() == whole.overall()
+
+
+def test_a_late_rating_counts_as_the_handoffs_own() -> None:
+    rated = replace(WINDOW[0], csat=None)
+    late = RatingSample("dispute", RiskClass.HIGH, ("billing",), "ann", 5)
+    split = tally(Dimension.AGENT, [rated], [], [late])
+    assert split.report() == report([WINDOW[0]], [], Dimension.AGENT)
+    assert split.overall() == overall([WINDOW[0]], [])
+
+
+NOW = datetime(2026, 12, 7, 10, 42, 17, tzinfo=UTC)
+moments = st.integers(0, 90 * 86_400).map(lambda s: NOW - timedelta(seconds=s))
+
+
+@given(moments, moments, st.sampled_from(Dimension))
+def test_a_window_is_tiled_by_kept_buckets_from_its_rounded_ends(
+    a: datetime, b: datetime, by: Dimension
+) -> None:
+    since, until = min(a, b), max(a, b)
+    kept = Kept.at(NOW)
+    start, end, spans = rolled_up_window(since, until, kept, by)
+    assert since <= start < since + timedelta(seconds=kept.finest(since, by))
+    assert until <= end < until + timedelta(seconds=kept.finest(until, by)) or end == start
+    at = start
+    for span in spans:
+        assert span.start == at < span.end
+        assert span.resolution in RESOLUTIONS[by]
+        step = timedelta(seconds=span.resolution)
+        assert bucket_start(span.start, span.resolution) == span.start
+        assert (span.end - span.start) % step == timedelta(0)
+        assert kept.finest(span.start, by) <= span.resolution  # only buckets still kept
+        at = span.end
+    assert at == end
+    assert len(spans) <= 7  # seconds, minutes, hours, days, hours, minutes, seconds
+
+
+def test_a_recent_day_by_type_is_tiled_by_minutes_hours_minutes_and_seconds() -> None:
+    day = rolled_up_window(NOW - timedelta(days=1), NOW, Kept.at(NOW), Dimension.INTERACTION_TYPE)
+    start, end, spans = day
+    assert (start, end) == (NOW.replace(second=0) + timedelta(minutes=1) - timedelta(days=1), NOW)
+    assert [s.resolution for s in spans] == [R.MINUTE, R.HOUR, R.MINUTE, R.SECOND]
+
+
+def test_by_agent_a_window_goes_by_hours() -> None:
+    start, end, spans = rolled_up_window(
+        NOW - timedelta(days=1), NOW, Kept.at(NOW), Dimension.AGENT
+    )
+    hour = NOW.replace(minute=0, second=0) + timedelta(hours=1)
+    assert (start, end) == (hour - timedelta(days=1), hour)
+    assert [s.resolution for s in spans] == [R.HOUR, R.DAY] or [R.HOUR]
+
+
+def test_a_window_of_seconds_just_now_is_exact() -> None:
+    since = NOW - timedelta(seconds=12.5)
+    start, end, spans = rolled_up_window(since, NOW, Kept.at(NOW), Dimension.INTERACTION_TYPE)
+    assert (start, end) == (since + timedelta(seconds=0.5), NOW)
+    assert spans == [Span(R.SECOND, start, end)]
+
+
+def test_a_month_long_ago_is_tiled_by_days() -> None:
+    since, until = NOW - timedelta(days=80), NOW - timedelta(days=70)
+    start, end, spans = rolled_up_window(since, until, Kept.at(NOW), Dimension.SKILL)
+    assert [s.resolution for s in spans] == [R.DAY]
+    assert (start.hour, end.hour, (end - start).days) == (0, 0, 10)

@@ -4,12 +4,22 @@ once, and watchers see the flags up when they start and every change after."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from humanline.domain.model import HandoffState, Outcome
-from humanline.domain.quality import HandoffSample, Metric, OfferSample, Reference
+from humanline.domain.quality import (
+    Dimension,
+    Fact,
+    HandoffSample,
+    Metric,
+    OfferSample,
+    Reference,
+    Span,
+    Tallies,
+    tally,
+)
 from humanline.service.quality import QualityMonitor
 from tests.unit.builders import T0
 
@@ -35,31 +45,47 @@ def _completed(kind: str, resolved: int, of: int) -> list[HandoffSample]:
     ]
 
 
-class FakePool:
+class FakeRollups:
     def __init__(self) -> None:
         self.current: Window = ([], [])
         self.asked: list[tuple[datetime, datetime]] = []
+        self.rolled = 0
 
-    async def quality_window(
-        self, since: datetime, until: datetime, interaction_type: str | None = None
-    ) -> Window:
-        self.asked.append((since, until))
-        return self.current if until == T0 else ([], [])  # nothing before the window
+    async def pending(self, limit: int) -> list[Fact]:
+        self.rolled += 1
+        return []
+
+    async def tallies(
+        self,
+        start: datetime,
+        end: datetime,
+        spans: Sequence[Span],
+        by: Dimension,
+        interaction_type: str | None = None,
+        *,
+        under_way: bool = True,
+    ) -> Tallies:
+        self.asked.append((start, end))
+        return tally(by, *self.current) if end == T0 else Tallies()  # nothing before
 
 
 class FakeUnit:
-    def __init__(self, pool: FakePool) -> None:
+    def __init__(self, rollups: FakeRollups) -> None:
         self.now = T0
-        self.pool = pool
+        self.rollups = rollups
 
 
 class FakeStore:
     def __init__(self) -> None:
-        self.pool = FakePool()
+        self.rollups = FakeRollups()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[FakeUnit]:
-        yield FakeUnit(self.pool)
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[FakeUnit]:
+        yield FakeUnit(self.rollups)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[FakeUnit]:
+        yield FakeUnit(self.rollups)
 
 
 def _monitor(store: FakeStore) -> QualityMonitor:
@@ -69,7 +95,7 @@ def _monitor(store: FakeStore) -> QualityMonitor:
 async def test_a_flag_goes_up_once_and_comes_down_once() -> None:
     store = FakeStore()
     monitor = _monitor(store)
-    store.pool.current = (_completed("easy", 36, 40) + _completed("hard", 10, 40), [])
+    store.rollups.current = (_completed("easy", 36, 40) + _completed("hard", 10, 40), [])
     (up,) = await monitor.check()
     assert (up.alert.key, up.alert.metric, up.alert.reference) == (
         "hard",
@@ -79,13 +105,13 @@ async def test_a_flag_goes_up_once_and_comes_down_once() -> None:
     assert not up.cleared
     assert up.at == T0
     # The window it judged: the last hour, and the hour before as the baseline.
-    assert store.pool.asked == [
+    assert store.rollups.asked == [
         (T0 - timedelta(hours=1), T0),
         (T0 - timedelta(hours=2), T0 - timedelta(hours=1)),
     ]
     assert await monitor.check() == []  # still up: nothing new to say
     assert [e.alert.key for e in monitor.active] == ["hard"]
-    store.pool.current = (_completed("easy", 36, 40) + _completed("hard", 35, 40), [])
+    store.rollups.current = (_completed("easy", 36, 40) + _completed("hard", 35, 40), [])
     (down,) = await monitor.check()
     assert (down.alert.key, down.cleared) == ("hard", True)
     assert monitor.active == []
@@ -94,7 +120,7 @@ async def test_a_flag_goes_up_once_and_comes_down_once() -> None:
 async def test_a_watch_sees_the_flags_up_then_each_change() -> None:
     store = FakeStore()
     monitor = _monitor(store)
-    store.pool.current = (_completed("easy", 36, 40) + _completed("hard", 10, 40), [])
+    store.rollups.current = (_completed("easy", 36, 40) + _completed("hard", 10, 40), [])
     await monitor.check()
     seen: list[tuple[str, bool]] = []
 
@@ -104,7 +130,7 @@ async def test_a_watch_sees_the_flags_up_then_each_change() -> None:
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0)
-    store.pool.current = (_completed("easy", 36, 40) + _completed("hard", 36, 40), [])
+    store.rollups.current = (_completed("easy", 36, 40) + _completed("hard", 36, 40), [])
     await monitor.check()
     await asyncio.sleep(0)
     await monitor.stop()
@@ -119,6 +145,7 @@ async def test_outcomes_wake_the_monitor_soon() -> None:
     try:
         await asyncio.sleep(0.05)
         assert monitor.checks == 1  # one look at once
+        assert store.rollups.rolled == 1  # after folding in the facts so far
         checks = monitor.checks
         monitor.outcome()
         async with asyncio.timeout(2):

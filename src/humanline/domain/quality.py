@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ddsketch.mapping import LogarithmicMapping
 
 from humanline.domain.model import HandoffState, OfferState, Outcome, RiskClass
 
@@ -125,73 +127,384 @@ def _keys(
             return () if agent_id is None else (agent_id,)
 
 
-def report(
-    handoffs: Iterable[HandoffSample], offers: Iterable[OfferSample], by: Dimension
-) -> list[GroupQuality]:
-    """A window's quality, a group per key of `by`, in key order. By agent, a handoff counts
-    for the agent that took it (none: in no group) and an offer for the agent offered."""
-    grouped: dict[str, list[HandoffSample]] = defaultdict(list)
+@dataclass(frozen=True, slots=True)
+class RatingSample:
+    """A customer's rating that came after its handoff was final: it adds a rating to the
+    handoff's groups (by agent, the taker's), and nothing else."""
+
+    interaction_type: str
+    risk_class: RiskClass | None
+    skills: tuple[str, ...]
+    agent_id: str | None
+    csat: int
+
+
+Sample = HandoffSample | OfferSample | RatingSample
+
+
+# --- the sums a report is made of --------------------------------------------------------------
+
+WAIT_ACCURACY = 0.01  # a time-to-agent percentile is within 1% of the exact one
+_WAIT_BINS = LogarithmicMapping(WAIT_ACCURACY)
+ZERO_WAIT = -(2**31)  # the bin of waits under MIN_WAIT (and of negative ones: clock skew)
+MIN_WAIT = 1e-6  # seconds
+
+
+def wait_bin(seconds: float) -> int:
+    """The log-scale bin of a wait: bins are 2% wide, and each stands for a value within 1%
+    of every wait in it (DDSketch's logarithmic mapping)."""
+    return ZERO_WAIT if seconds < MIN_WAIT else int(_WAIT_BINS.key(seconds))
+
+
+def _bin_value(key: int) -> float:
+    return 0.0 if key == ZERO_WAIT else float(_WAIT_BINS.value(key))
+
+
+def binned_percentile(bins: Mapping[int, int], q: float) -> float | None:
+    """The q-th percentile (0-100) of binned waits, interpolated between ranks as
+    `percentile` does: each rank's value is its bin's, within WAIT_ACCURACY of the exact
+    one, and so is the interpolation. None for none."""
+    total = sum(bins.values())
+    if not total:
+        return None
+    rank = (total - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    values: dict[int, float] = {}
+    seen = 0
+    for key in sorted(bins):
+        count = bins[key]
+        for wanted in (low, high):
+            if wanted not in values and seen <= wanted < seen + count:
+                values[wanted] = _bin_value(key)
+        seen += count
+        if high in values:
+            break
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a group's quality is made of, as sums: the tallies of two spans of time add up to
+    the tally of both, so the store keeps one per group and bucket of time, and a report adds
+    up buckets. Time to agent alone is kept approximately, as counts per log-scale bin."""
+
+    handoffs: int = 0
+    completed: int = 0
+    resolved: int = 0
+    csat: list[int] = field(default_factory=lambda: [0] * 5)  # how many rated 1, 2, 3, 4, 5
+    within_target: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    offers: int = 0  # answered: accepted, declined or missed
+    offers_taken: int = 0
+    handled: int = 0  # completions with a handle time
+    handle_seconds: float = 0.0  # their sum
+    waits: Counter[int] = field(default_factory=Counter)  # times to agent, per `wait_bin`
+
+    def add(self, other: Tally) -> None:
+        self.handoffs += other.handoffs
+        self.completed += other.completed
+        self.resolved += other.resolved
+        for level, count in enumerate(other.csat):
+            self.csat[level] += count
+        self.within_target += other.within_target
+        self.cancelled += other.cancelled
+        self.expired += other.expired
+        self.offers += other.offers
+        self.offers_taken += other.offers_taken
+        self.handled += other.handled
+        self.handle_seconds += other.handle_seconds
+        for key, count in other.waits.items():
+            self.waits[key] += count
+
+    def count_handoff(self, h: HandoffSample) -> None:
+        self.handoffs += 1
+        if h.state is HandoffState.COMPLETED:
+            self.completed += 1
+            self.resolved += h.outcome is Outcome.RESOLVED
+            if h.handle_seconds is not None:
+                self.handled += 1
+                self.handle_seconds += h.handle_seconds
+        elif h.state is HandoffState.CANCELLED:
+            self.cancelled += 1
+        elif h.state is HandoffState.EXPIRED:
+            self.expired += 1
+        if h.csat is not None:
+            self.count_rating(h.csat)
+        if h.assigned_at is not None:
+            self.waits[wait_bin((h.assigned_at - h.created_at).total_seconds())] += 1
+            self.within_target += h.assigned_at <= h.deadline
+
+    def count_offer(self, o: OfferSample) -> None:
+        if o.state in ACCEPTED_OFFERS or o.state in UNTAKEN_OFFERS:
+            self.offers += 1
+            self.offers_taken += o.state in ACCEPTED_OFFERS
+
+    def count_rating(self, csat: int) -> None:
+        self.csat[csat - 1] += 1
+
+    def count(self, sample: Sample) -> None:
+        match sample:
+            case HandoffSample():
+                self.count_handoff(sample)
+            case OfferSample():
+                self.count_offer(sample)
+            case RatingSample(csat=csat):
+                self.count_rating(csat)
+
+    def quality(self, key: str) -> GroupQuality:
+        total, rated = self.handoffs, sum(self.csat)
+        return GroupQuality(
+            key=key,
+            handoffs=total,
+            completed=self.completed,
+            resolved=self.resolved,
+            resolution_rate=_share(self.resolved, self.completed),
+            csat_count=rated,
+            csat_mean=(
+                sum(level * n for level, n in enumerate(self.csat, 1)) / rated if rated else None
+            ),
+            csat_counts=tuple(self.csat),  # type: ignore[arg-type]
+            within_target=_share(self.within_target, total),
+            time_to_agent_p50=binned_percentile(self.waits, 50),
+            time_to_agent_p90=binned_percentile(self.waits, 90),
+            abandoned=_share(self.cancelled, total),
+            expired=_share(self.expired, total),
+            offers=self.offers,
+            offer_accept_rate=_share(self.offers_taken, self.offers),
+            handle_time_mean=self.handle_seconds / self.handled if self.handled else None,
+        )
+
+
+@dataclass(slots=True)
+class Tallies:
+    """A window's tallies: one per group of a dimension, and the whole window's."""
+
+    groups: dict[str, Tally] = field(default_factory=dict)
+    whole: Tally = field(default_factory=Tally)
+
+    def group(self, key: str) -> Tally:
+        found = self.groups.get(key)
+        if found is None:
+            found = self.groups[key] = Tally()
+        return found
+
+    def report(self) -> list[GroupQuality]:
+        """A group per key, in key order."""
+        return [self.groups[key].quality(key) for key in sorted(self.groups)]
+
+    def overall(self) -> GroupQuality:
+        """The whole window as one group, `all`: what each group is held against."""
+        return self.whole.quality(ALL)
+
+
+def tally(
+    by: Dimension,
+    handoffs: Iterable[HandoffSample] = (),
+    offers: Iterable[OfferSample] = (),
+    ratings: Iterable[RatingSample] = (),
+    into: Tallies | None = None,
+) -> Tallies:
+    """Counts samples into per-group tallies of `by` (and the whole window's). By agent, a
+    handoff counts for the agent that took it (none: in no group), an offer for the agent
+    offered and a rating for the agent rated."""
+    into = into if into is not None else Tallies()
     for h in handoffs:
+        into.whole.count_handoff(h)
         for key in _keys(by, h.interaction_type, h.risk_class, h.skills, h.agent_id):
-            grouped[key].append(h)
-    answered: dict[str, list[OfferSample]] = defaultdict(list)
+            into.group(key).count_handoff(h)
     for o in offers:
+        into.whole.count_offer(o)
         for key in _keys(by, o.interaction_type, o.risk_class, o.skills, o.agent_id):
-            answered[key].append(o)
+            into.group(key).count_offer(o)
+    for r in ratings:
+        into.whole.count_rating(r.csat)
+        for key in _keys(by, r.interaction_type, r.risk_class, r.skills, r.agent_id):
+            into.group(key).count_rating(r.csat)
+    return into
+
+
+def groups_of(sample: Sample) -> list[tuple[Dimension, str]]:
+    """Every group, of every dimension, `sample` counts in."""
     return [
-        _group(key, grouped.get(key, []), answered.get(key, []))
-        for key in sorted(grouped.keys() | answered.keys())
+        (by, key)
+        for by in Dimension
+        for key in _keys(
+            by, sample.interaction_type, sample.risk_class, sample.skills, sample.agent_id
+        )
     ]
 
 
+def report(
+    handoffs: Iterable[HandoffSample], offers: Iterable[OfferSample], by: Dimension
+) -> list[GroupQuality]:
+    """A window's quality from its samples, a group per key of `by`, in key order."""
+    return tally(by, handoffs, offers).report()
+
+
 def overall(handoffs: Iterable[HandoffSample], offers: Iterable[OfferSample]) -> GroupQuality:
-    """The whole window as one group, `all`: what each group is held against."""
-    return _group(ALL, list(handoffs), list(offers))
+    """The whole window as one group, `all`."""
+    return tally(Dimension.INTERACTION_TYPE, handoffs, offers).overall()
 
 
 def _share(count: int, total: int) -> float | None:
     return count / total if total else None
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+# --- buckets of time ---------------------------------------------------------------------------
 
 
-def _group(key: str, handoffs: list[HandoffSample], offers: list[OfferSample]) -> GroupQuality:
-    total = len(handoffs)
-    completed = [h for h in handoffs if h.state is HandoffState.COMPLETED]
-    resolved = sum(1 for h in completed if h.outcome is Outcome.RESOLVED)
-    ratings = [h.csat for h in handoffs if h.csat is not None]
-    waits = [
-        (h.assigned_at - h.created_at).total_seconds()
-        for h in handoffs
-        if h.assigned_at is not None
-    ]
-    in_target = sum(
-        1 for h in handoffs if h.assigned_at is not None and h.assigned_at <= h.deadline
-    )
-    handled = [h.handle_seconds for h in completed if h.handle_seconds is not None]
-    taken = sum(1 for o in offers if o.state in ACCEPTED_OFFERS)
-    counted = sum(1 for o in offers if o.state in ACCEPTED_OFFERS | UNTAKEN_OFFERS)
-    counts = tuple(ratings.count(level) for level in range(1, 6))
-    return GroupQuality(
-        key=key,
-        handoffs=total,
-        completed=len(completed),
-        resolved=resolved,
-        resolution_rate=_share(resolved, len(completed)),
-        csat_count=len(ratings),
-        csat_mean=_mean(ratings),
-        csat_counts=counts,  # type: ignore[arg-type]
-        within_target=_share(in_target, total),
-        time_to_agent_p50=percentile(waits, 50),
-        time_to_agent_p90=percentile(waits, 90),
-        abandoned=_share(sum(h.state is HandoffState.CANCELLED for h in handoffs), total),
-        expired=_share(sum(h.state is HandoffState.EXPIRED for h in handoffs), total),
-        offers=counted,
-        offer_accept_rate=_share(taken, counted),
-        handle_time_mean=_mean(handled),
-    )
+class Resolution(enum.IntEnum):
+    """The length of the buckets the store keeps tallies for, in seconds."""
+
+    SECOND = 1
+    MINUTE = 60
+    HOUR = 3600
+    DAY = 86400
+
+
+def bucket_start(at: datetime, resolution: Resolution) -> datetime:
+    """The start of the bucket of `resolution` holding `at` (aligned to the epoch, in UTC)."""
+    seconds = math.floor(at.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % resolution, UTC)
+
+
+def _boundary_at_or_after(at: datetime, resolution: Resolution) -> datetime:
+    start = bucket_start(at, resolution)
+    return start if start == at else start + timedelta(seconds=resolution)
+
+
+# The buckets kept per dimension: by type, down to the second (the early warnings' windows may
+# be short); by risk class and skill, the minute; by agent, the hour (an agent's groups are
+# many, and their minutes would outnumber all the rest).
+RESOLUTIONS: dict[Dimension, tuple[Resolution, ...]] = {
+    Dimension.INTERACTION_TYPE: (
+        Resolution.SECOND,
+        Resolution.MINUTE,
+        Resolution.HOUR,
+        Resolution.DAY,
+    ),
+    Dimension.RISK_CLASS: (Resolution.MINUTE, Resolution.HOUR, Resolution.DAY),
+    Dimension.SKILL: (Resolution.MINUTE, Resolution.HOUR, Resolution.DAY),
+    Dimension.AGENT: (Resolution.HOUR, Resolution.DAY),
+}
+
+# How long the store keeps buckets finer than a day (days are kept as long as the rollups,
+# HUMANLINE_ROLLUP_RETENTION_DAYS): seconds for short early-warning windows (minutes long,
+# for tests and demos); minutes for the early warnings' two windows and a day's report,
+# with room to spare; hours for a month's and a bit.
+SECONDS_KEPT = timedelta(hours=1)
+MINUTES_KEPT = timedelta(days=3)
+HOURS_KEPT = timedelta(days=62)
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """From when the store keeps buckets of each resolution (older ones are pruned): seconds
+    from a minute's start, minutes from an hour's, hours from a day's, so that the finer
+    buckets that tile a window's ends are all kept."""
+
+    seconds_from: datetime
+    minutes_from: datetime
+    hours_from: datetime
+
+    @classmethod
+    def at(cls, now: datetime) -> Kept:
+        """What is kept at `now`."""
+        return cls(
+            _boundary_at_or_after(now - SECONDS_KEPT, Resolution.MINUTE),
+            _boundary_at_or_after(now - MINUTES_KEPT, Resolution.HOUR),
+            _boundary_at_or_after(now - HOURS_KEPT, Resolution.DAY),
+        )
+
+    def finest(self, at: datetime, by: Dimension) -> Resolution:
+        """The finest resolution kept at `at` for `by`."""
+        kept_from = {
+            Resolution.SECOND: self.seconds_from,
+            Resolution.MINUTE: self.minutes_from,
+            Resolution.HOUR: self.hours_from,
+        }
+        for resolution in RESOLUTIONS[by]:
+            if resolution is Resolution.DAY or at >= kept_from[resolution]:
+                return resolution
+        raise AssertionError(f"no resolution for {by}")  # every dimension has days
+
+
+@dataclass(frozen=True, slots=True)
+class BucketKey:
+    """Which tally of the store: a group of a dimension, of one interaction type, over one
+    bucket of time."""
+
+    resolution: Resolution
+    dimension: Dimension
+    start: datetime
+    interaction_type: str
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """What one handoff (or its offer, or its late rating) adds, and when the handoff was
+    created: the store keeps it until it is folded into the buckets."""
+
+    id: int
+    created_at: datetime
+    sample: Sample
+
+
+def fold(facts: Iterable[Fact]) -> dict[BucketKey, Tally]:
+    """The tallies `facts` add to each bucket they fall in: every group of every dimension,
+    at each resolution kept for it (`RESOLUTIONS`)."""
+    sums: dict[BucketKey, Tally] = {}
+    for fact in facts:
+        one = Tally()
+        one.count(fact.sample)
+        starts = {r: bucket_start(fact.created_at, r) for r in Resolution}
+        kind = fact.sample.interaction_type
+        for by, key in groups_of(fact.sample):
+            for r in RESOLUTIONS[by]:
+                bucket = BucketKey(r, by, starts[r], kind, key)
+                found = sums.get(bucket)
+                if found is None:
+                    sums[bucket] = found = Tally()
+                found.add(one)
+    return sums
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The buckets of one resolution that start in [start, end)."""
+
+    resolution: Resolution
+    start: datetime
+    end: datetime
+
+
+def rolled_up_window(
+    since: datetime, until: datetime, kept: Kept, by: Dimension
+) -> tuple[datetime, datetime, list[Span]]:
+    """The window buckets of `by` can give for [since, until), and the fewest spans of buckets
+    that tile it: each end moves up to the next boundary of the finest resolution kept there
+    for `by` (by type, a second, for recent times: a window ending now takes in all so far),
+    and the window is covered with days within, then hours, minutes and seconds toward its
+    ends."""
+    start = _boundary_at_or_after(since, kept.finest(since, by))
+    end = max(start, _boundary_at_or_after(until, kept.finest(until, by)))
+    spans: list[Span] = []
+    at = start
+    while at < end:
+        for resolution in reversed(RESOLUTIONS[by]):
+            step = timedelta(seconds=resolution)
+            if bucket_start(at, resolution) == at and at + step <= end:
+                break
+        else:  # both ends are on boundaries of the finest resolution of `by`
+            raise AssertionError(f"{at} is not on a bucket boundary")
+        if spans and spans[-1].resolution is resolution:
+            spans[-1] = Span(resolution, spans[-1].start, at + step)
+        else:
+            spans.append(Span(resolution, at, at + step))
+        at += step
+    return start, end, spans
 
 
 # --- the retraining export ---------------------------------------------------------------------

@@ -549,6 +549,7 @@ class AgentSessions:
             await uow.quality.record_completion(
                 agent_id, handoff.request.interaction_type, completion.outcome is Outcome.RESOLVED
             )
+            await uow.rollups.record_final(handoff.id)
             agent = await uow.agents.release(agent_id)
             fx.changed(completed)
             fx.log(

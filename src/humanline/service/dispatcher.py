@@ -354,6 +354,7 @@ class Dispatcher:
             expired = await uow.handoffs.expire(handoff.id, now, reason)
             if expired is None:
                 raise LostRace(handoff.id)
+            await uow.rollups.record_final(handoff.id)
             fx.changed(expired, moved=True)
             fx.log(
                 "handoff_expired",

@@ -2,8 +2,8 @@
 
 An estimate needs three numbers the store can only sum up: the capacity of the agents online
 who could serve a kind of handoff (an aggregate over every agent with its skills, 5 ms with
-5,000 of them), the mean handle time of the last hour's completions of its type (an
-aggregate over every one of them) and the mean time agents took to accept their last
+5,000 of them), the mean handle time of the last hour's latest thousand completions of its
+type and the mean time agents took to accept their last
 thousand offers. None may hold up a request, nor the embedded store's writer, whose
 statements run on the event loop. So each is read on a snapshot of its own, kept for a short
 while, and, once stale, still served while one background task reads it anew; a request
@@ -32,6 +32,7 @@ log = structlog.get_logger("humanline.estimates")
 
 HANDLE_TIME_WINDOW = timedelta(hours=1)
 ANSWERS = 1000  # the latest accepted offers whose time to accept makes the mean
+HANDLE_TIMES = 1000  # the latest completions (of the hour) whose handle time makes the mean
 HANDLE_TIME_FRESH_SECONDS = 5.0
 SUPPLY_FRESH_SECONDS = 1.0
 STALE_LIMIT = 5  # times the fresh time: older than that, a request waits for a new reading
@@ -171,4 +172,4 @@ class WaitEstimates:
     async def _read_handle_time(self, interaction_type: str | None) -> timedelta | None:
         async with self._store.read() as uow:
             since = uow.now - HANDLE_TIME_WINDOW
-            return await uow.handoffs.mean_handle_time(since, interaction_type)
+            return await uow.handoffs.mean_handle_time(since, HANDLE_TIMES, interaction_type)

@@ -196,6 +196,7 @@ class Handoffs:
                 cancelled = await uow.handoffs.cancel(handoff_id, offer_id, uow.now)
                 if cancelled is None:
                     raise StoreConflict(f"handoff {handoff_id} changed while being cancelled")
+                await uow.rollups.record_final(handoff_id)
                 handoff = cancelled
                 fx.changed(handoff, moved=True)
                 fx.log("handoff_cancelled", handoff_id=handoff_id)
@@ -229,6 +230,7 @@ class Handoffs:
                 if recorded is None:  # another report came first: the retry judges it
                     raise StoreConflict(f"handoff {handoff_id} got feedback meanwhile")
                 handoff = recorded
+                await uow.rollups.record_rating(handoff_id)
                 if handoff.agent_id is not None:
                     await uow.quality.record_rating(
                         handoff.agent_id, handoff.request.interaction_type, feedback.csat

@@ -18,16 +18,9 @@ from humanline.domain.errors import (
     NotFound,
 )
 from humanline.domain.model import Agent, AgentProfile, AgentState, Handoff, ProfileUpdate
-from humanline.domain.quality import (
-    Alert,
-    Dimension,
-    GroupQuality,
-    OutcomeQuery,
-    alerts,
-    overall,
-    report,
-)
+from humanline.domain.quality import Alert, Dimension, GroupQuality, OutcomeQuery, alerts
 from humanline.service.dispatcher import Dispatcher
+from humanline.service.quality import window_tallies
 from humanline.service.transitions import retry_conflicts
 from humanline.store.port import AtRisk, DuplicateKey, PoolSnapshot, Store, UnitOfWork
 
@@ -264,8 +257,10 @@ class Pool:
     ) -> QualityReport:
         """Quality over the handoffs requested in [since, until) (by default the last day),
         grouped `by`, with the whole window's, and the groups flagged against the rest of
-        the pool or against the window just before."""
-        async with self._store.read() as uow:
+        the pool or against the window just before. The store keeps the numbers per bucket
+        of time (a minute, recently; an hour or a day, further back), so each end of the
+        window moves up to its next bucket boundary; the report says which window it is."""
+        async with self._store.read(snapshot=True) as uow:
             since, until = _window(since, until, uow.now)
             if until - since > MAX_QUALITY_WINDOW:
                 raise InvalidArgument(
@@ -275,11 +270,12 @@ class Pool:
                         )
                     ]
                 )
-            handoffs, offers = await uow.pool.quality_window(since, until, interaction_type)
-            before = await uow.pool.quality_window(since - (until - since), since, interaction_type)
-        groups, whole = report(handoffs, offers, by), overall(handoffs, offers)
-        baseline = report(*before, by)
-        return QualityReport(since, until, groups, whole, alerts(groups, whole, baseline))
+            since, until, current = await window_tallies(uow, since, until, by, interaction_type)
+            _, _, before = await window_tallies(
+                uow, since - (until - since), since, by, interaction_type
+            )
+        groups, whole = current.report(), current.overall()
+        return QualityReport(since, until, groups, whole, alerts(groups, whole, before.report()))
 
 
 def _named(profile: AgentProfile, agent_id: str) -> AgentProfile:

@@ -1,9 +1,11 @@
 """The quality monitor: early warnings per interaction type, as outcomes come in.
 
 After completions and feedback on this replica, and at least every `check_interval` (which
-catches other replicas' too), it reads the last `window` of handoffs and the window
-before it, and flags each interaction type significantly below the rest of the pool or below
-itself before (`domain.quality.alerts`, which says how). What changed is said once: a
+catches other replicas' too), it rolls the facts recorded since into the store's bucketed
+tallies (`QualityRollups.roll_up`), adds up the buckets of the last `window` and of the
+window before it, and flags each interaction type significantly below the rest of the pool
+or below itself before (`domain.quality.alerts`, which says how). A check reads a few
+hundred buckets however many handoffs they hold. What changed is said once: a
 `quality_alert` log event and a message to every WatchQualityAlerts stream when a flag goes
 up, `quality_alert_cleared` when it comes down. Each replica runs its own monitor over the
 same store, so they agree.
@@ -23,11 +25,41 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from humanline.domain.quality import Alert, Dimension, Metric, Reference, alerts, overall, report
+from humanline.domain.quality import (
+    Alert,
+    Dimension,
+    Kept,
+    Metric,
+    Reference,
+    Tallies,
+    alerts,
+    fold,
+    rolled_up_window,
+)
 from humanline.service.events import ServiceClosing
-from humanline.store.port import Store, StoreConflict
+from humanline.store.port import Store, StoreConflict, UnitOfWork
 
 log = structlog.get_logger("humanline")
+
+ROLLUP_BATCH = 500  # facts folded per transaction
+ROLLUP_ROUNDS = 40  # transactions per turn at most, so that a backlog is taken in turns
+
+
+async def window_tallies(
+    uow: UnitOfWork,
+    since: datetime,
+    until: datetime,
+    by: Dimension,
+    interaction_type: str | None = None,
+    *,
+    under_way: bool = True,
+) -> tuple[datetime, datetime, Tallies]:
+    """The tallies of the handoffs created in [since, until), each end moved up to a bucket
+    boundary (`domain.quality.rolled_up_window`), and the window they are of."""
+    start, end, spans = rolled_up_window(since, until, Kept.at(uow.now), by)
+    found = await uow.rollups.tallies(start, end, spans, by, interaction_type, under_way=under_way)
+    return start, end, found
+
 
 AlertKey = tuple[str, Metric, Reference]
 
@@ -92,6 +124,7 @@ class QualityMonitor:
             await asyncio.sleep(self._settle)
             self._due.clear()
             try:
+                await self.roll_up()
                 await self.check()
                 now = asyncio.get_running_loop().time()
                 if now - self._refreshed >= self._check_interval:
@@ -109,16 +142,39 @@ class QualityMonitor:
         except StoreConflict:
             log.info("quality_pool_refresh_conflict")
 
+    async def roll_up(self) -> int:
+        """Folds the facts recorded so far into the buckets, a batch at a time: read, added
+        up here, and written in a short transaction (the embedded store's one writer is not
+        held while a batch is added up). Stops when another replica is at it; how many."""
+        done = 0
+        for _ in range(ROLLUP_ROUNDS):
+            async with self._store.read() as uow:
+                facts = await uow.rollups.pending(ROLLUP_BATCH)
+            if not facts:
+                break
+            sums = fold(facts)
+            try:
+                async with self._store.write() as uow:
+                    if not await uow.rollups.fold([f.id for f in facts], sums):
+                        break
+            except StoreConflict:
+                log.info("quality_rollup_conflict")  # folded elsewhere meanwhile
+                break
+            done += len(facts)
+            if len(facts) < ROLLUP_BATCH:
+                break
+        return done
+
     async def check(self) -> list[AlertEvent]:
         """Evaluates the window now; returns (and says) what went up or came down."""
-        async with self._store.read() as uow:
-            now = uow.now
-            current = await uow.pool.quality_window(now - self._window, now)
-            before = await uow.pool.quality_window(now - 2 * self._window, now - self._window)
         by = Dimension.INTERACTION_TYPE
+        async with self._store.read(snapshot=True) as uow:
+            now = uow.now
+            _, _, current = await window_tallies(uow, now - self._window, now, by)
+            _, _, before = await window_tallies(uow, now - 2 * self._window, now - self._window, by)
         found = {
             (a.key, a.metric, a.reference): a
-            for a in alerts(report(*current, by), overall(*current), report(*before, by))
+            for a in alerts(current.report(), current.overall(), before.report())
         }
         self.checks += 1
         events = [AlertEvent(a, False, now) for k, a in found.items() if k not in self._active]

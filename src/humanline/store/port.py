@@ -12,7 +12,7 @@ from success and roll back; the database's constraints refuse the impossible bes
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +38,15 @@ from humanline.domain.model import (
     Urgency,
     WaitPlan,
 )
-from humanline.domain.quality import HandoffSample, OfferSample, OutcomeQuery
+from humanline.domain.quality import (
+    BucketKey,
+    Dimension,
+    Fact,
+    OutcomeQuery,
+    Span,
+    Tallies,
+    Tally,
+)
 from humanline.domain.routing import RoutingPolicy
 
 
@@ -304,9 +312,10 @@ class HandoffRepository(Protocol):
         ...
 
     async def mean_handle_time(
-        self, since: datetime, interaction_type: str | None = None
+        self, since: datetime, limit: int, interaction_type: str | None = None
     ) -> timedelta | None:
-        """Mean accept-to-completion time of handoffs (of one type) completed since `since`."""
+        """Mean accept-to-completion time of the latest `limit` handoffs (of one type)
+        completed since `since`."""
         ...
 
     async def changed_since(self, since: datetime) -> list[str]:
@@ -513,6 +522,47 @@ class QualityTracks(Protocol):
         ...
 
 
+class QualityRollups(Protocol):
+    """The quality numbers, kept incrementally: what each handoff adds once final (itself, its
+    answered offers, a later rating) is recorded with the change and rolled up into tallies
+    per group and bucket of time (`domain.quality.Tally`, `Resolution`)."""
+
+    async def record_final(self, handoff_id: str) -> None:
+        """The handoff became final in this transaction (completed, cancelled or expired):
+        records what it and its answered offers add."""
+        ...
+
+    async def record_rating(self, handoff_id: str) -> None:
+        """The handoff was rated in this transaction: records the rating."""
+        ...
+
+    async def pending(self, limit: int) -> list[Fact]:
+        """The oldest facts recorded and not folded into the buckets yet, at most `limit`."""
+        ...
+
+    async def fold(self, fact_ids: Sequence[int], sums: Mapping[BucketKey, Tally]) -> bool:
+        """Adds `sums` (`domain.quality.fold` of the facts `fact_ids`) to the buckets and
+        forgets those facts, so that each counts once; False, writing nothing, when another
+        replica is folding now. StoreConflict (roll back) when some were folded meanwhile."""
+        ...
+
+    async def tallies(
+        self,
+        start: datetime,
+        end: datetime,
+        spans: Sequence[Span],
+        by: Dimension,
+        interaction_type: str | None = None,
+        *,
+        under_way: bool = True,
+    ) -> Tallies:
+        """The tallies, per group of `by` and whole, of the handoffs created in [start, end)
+        (of one type, if named): the buckets of `spans` (which tile the window), the facts
+        not rolled up yet and, with `under_way`, the handoffs not final yet. Consistent only
+        on a snapshot (`Store.read(snapshot=True)`)."""
+        ...
+
+
 class PoolQueries(Protocol):
     """Aggregates for ops."""
 
@@ -523,13 +573,6 @@ class PoolQueries(Protocol):
     async def at_risk(self, horizon: timedelta) -> list[AtRisk]:
         """Per interaction type, by type, with any at risk: waiting handoffs whose deadline
         has passed, and those whose deadline is at most `horizon` ahead."""
-        ...
-
-    async def quality_window(
-        self, since: datetime, until: datetime, interaction_type: str | None = None
-    ) -> tuple[list[HandoffSample], list[OfferSample]]:
-        """The handoffs created in [since, until) (of one type, if named) and their answered
-        offers, as the quality report needs them."""
         ...
 
 
@@ -579,6 +622,11 @@ class UnitOfWork(Protocol):
         ...
 
     @property
+    def rollups(self) -> QualityRollups:
+        """The quality numbers kept incrementally, in this transaction."""
+        ...
+
+    @property
     def replicas(self) -> ReplicaRepository:
         """Replicas in this transaction."""
         ...
@@ -610,8 +658,10 @@ class Store(Protocol):
         """A read-write transaction; commits on normal exit, rolls back on exception."""
         ...
 
-    def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        """A read-only snapshot."""
+    def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-only transaction. With `snapshot`, every read in it sees the same moment
+        (PostgreSQL's REPEATABLE READ; a SQLite transaction always does); without, each
+        statement sees what had committed when it began."""
         ...
 
     @property

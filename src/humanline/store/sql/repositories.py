@@ -51,14 +51,10 @@ from humanline.domain.model import (
     WaitPlan,
 )
 from humanline.domain.quality import (
-    ACCEPTED_OFFERS,
     FORGET,
     NEUTRAL,
     PRIOR_WEIGHT,
     SCORE_BANDS,
-    UNTAKEN_OFFERS,
-    HandoffSample,
-    OfferSample,
     OutcomeQuery,
     Standing,
     Track,
@@ -1281,14 +1277,20 @@ class SqlHandoffRepository:
         return int((await self._conn.execute(stmt, params)).scalar_one())
 
     async def mean_handle_time(
-        self, since: datetime, interaction_type: str | None = None
+        self, since: datetime, limit: int, interaction_type: str | None = None
     ) -> timedelta | None:
-        stmt = sa.select(sa.func.avg(handoffs.c.handle_seconds)).where(
-            handoffs.c.state == _const(HandoffState.COMPLETED), handoffs.c.ended_at >= since
+        # The latest completions only (ix_handoffs_completed, ix_handoffs_completed_type): a
+        # busy hour holds a hundred thousand.
+        latest = (
+            sa.select(handoffs.c.handle_seconds)
+            .where(handoffs.c.state == _const(HandoffState.COMPLETED), handoffs.c.ended_at >= since)
+            .order_by(handoffs.c.ended_at.desc())
+            .limit(limit)
         )
         if interaction_type is not None:
-            stmt = stmt.where(handoffs.c.interaction_type == interaction_type)
-        mean = (await self._conn.execute(stmt)).scalar()
+            latest = latest.where(handoffs.c.interaction_type == interaction_type)
+        recent = latest.subquery()
+        mean = (await self._conn.execute(sa.select(sa.func.avg(recent.c.handle_seconds)))).scalar()
         return None if mean is None else timedelta(seconds=float(mean))
 
 
@@ -1781,43 +1783,6 @@ class SqlQualityTracks:
 
 
 @_statement
-def _quality_handoffs(typed: bool) -> sa.Select[Any]:
-    h = handoffs.c
-    stmt = sa.select(
-        h.interaction_type,
-        h.risk_class,
-        h.required_skills,
-        h.agent_id,
-        h.state,
-        h.created_at,
-        h.deadline,
-        h.assigned_at,
-        h.outcome,
-        h.handle_seconds,
-        h.csat,
-    ).where(h.created_at >= _p("since"), h.created_at < _p("until"))
-    return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
-
-
-@_statement
-def _quality_offers(typed: bool) -> sa.Select[Any]:
-    h = handoffs.c
-    stmt = (
-        sa.select(
-            h.interaction_type, h.risk_class, h.required_skills, offers.c.agent_id, offers.c.state
-        )
-        .select_from(offers.join(handoffs, handoffs.c.id == offers.c.handoff_id))
-        .where(
-            h.created_at >= _p("since"),
-            h.created_at < _p("until"),
-            offers.c.created_at >= _p("since"),  # made after their handoff: ix_offers_created
-            offers.c.state.in_([_const(s) for s in sorted(ACCEPTED_OFFERS | UNTAKEN_OFFERS)]),
-        )
-    )
-    return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
-
-
-@_statement
 def _at_risk() -> sa.Select[Any]:
     """Waiting handoffs due by `until`, per type: how many of them are past `now` too
     (ix_handoffs_waiting, by deadline)."""
@@ -1846,39 +1811,6 @@ class SqlPoolQueries:
         self._conn = conn
         self._now = now
         self._writer = writer  # tags what this replica writes, for the others' change feed
-
-    async def quality_window(
-        self, since: datetime, until: datetime, interaction_type: str | None = None
-    ) -> tuple[list[HandoffSample], list[OfferSample]]:
-        params = {"p_since": since, "p_until": until, "p_interaction_type": interaction_type}
-        typed = interaction_type is not None
-        window = []
-        for row in await self._conn.execute(_quality_handoffs(typed), params):
-            m = row._mapping
-            window.append(
-                HandoffSample(
-                    interaction_type=m["interaction_type"],
-                    risk_class=_risk(m["risk_class"]),
-                    skills=_skill_names(m["required_skills"]),
-                    agent_id=m["agent_id"] if m["assigned_at"] is not None else None,
-                    state=HandoffState(m["state"]),
-                    created_at=m["created_at"],
-                    deadline=m["deadline"],
-                    assigned_at=m["assigned_at"],
-                    outcome=None if m["outcome"] is None else Outcome(m["outcome"]),
-                    handle_seconds=m["handle_seconds"],
-                    csat=m["csat"],
-                )
-            )
-        answered = [
-            OfferSample(
-                interaction_type, _risk(risk), _skill_names(skills), agent_id, OfferState(state)
-            )
-            for interaction_type, risk, skills, agent_id, state in await self._conn.execute(
-                _quality_offers(typed), params
-            )
-        ]
-        return window, answered
 
     async def snapshot(self) -> PoolSnapshot:
         by_state: dict[AgentState, int] = {}

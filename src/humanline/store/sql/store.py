@@ -53,6 +53,7 @@ from humanline.store.sql.repositories import (
     SqlReplicaRepository,
     SqlSessionRepository,
 )
+from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.sqlite import GroupCommitWriter
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
@@ -93,6 +94,7 @@ class SqlUnitOfWork:
         self.sessions = SqlSessionRepository(conn, now)
         self.pool = SqlPoolQueries(conn, now)
         self.quality = SqlQualityTracks(conn, now)
+        self.rollups = SqlQualityRollups(conn)
         self.replicas = SqlReplicaRepository(conn, now)
         self.policies = SqlRoutingPolicyRepository(conn, now)
         self._conn = conn
@@ -272,7 +274,7 @@ class SqlStore:
 
     @asynccontextmanager
     async def _transaction(
-        self, engine: AsyncEngine
+        self, engine: AsyncEngine, isolation: str | None = None
     ) -> AsyncIterator[tuple[AsyncConnection, datetime]]:
         """A transaction on a pooled connection, with its time: committed when the block
         ends normally, rolled back otherwise.
@@ -288,7 +290,7 @@ class SqlStore:
         self._open += 1
         self._none_open.clear()
         try:
-            async with self._begin(engine) as begun:
+            async with self._begin(engine, isolation) as begun:
                 yield begun
         finally:
             self._open -= 1
@@ -296,10 +298,14 @@ class SqlStore:
                 self._none_open.set()
 
     @asynccontextmanager
-    async def _begin(self, engine: AsyncEngine) -> AsyncIterator[tuple[AsyncConnection, datetime]]:
+    async def _begin(
+        self, engine: AsyncEngine, isolation: str | None
+    ) -> AsyncIterator[tuple[AsyncConnection, datetime]]:
         for attempt in range(2):
             conn = await engine.connect()
             try:
+                if isolation is not None:  # for this checkout only: the pool resets it
+                    await conn.execution_options(isolation_level=isolation)
                 transaction = await conn.begin()
                 if self.is_sqlite:
                     now = self._clock.now()
@@ -370,13 +376,15 @@ class SqlStore:
             raise StoreError(str(exc)) from exc
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[SqlUnitOfWork]:
-        """A read-only snapshot (on PostgreSQL, each statement sees what had committed when
-        it started)."""
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[SqlUnitOfWork]:
+        """A read-only transaction: on PostgreSQL each statement sees what had committed when
+        it started, or, with `snapshot`, when the first did (REPEATABLE READ). A SQLite
+        transaction is always a snapshot."""
         if self._reader is None:
             raise StoreError("store is not open")
+        isolation = "REPEATABLE READ" if snapshot and not self.is_sqlite else None
         try:
-            async with self._transaction(self._reader) as (conn, now):
+            async with self._transaction(self._reader, isolation) as (conn, now):
                 yield SqlUnitOfWork(
                     await self._repositories_connection(conn),
                     now,

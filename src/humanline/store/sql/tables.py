@@ -208,8 +208,21 @@ class HandoffRow(SQLModel, table=True):
             sqlite_where=text("state IN ('QUEUED', 'OFFERED')"),
             postgresql_where=text("state IN ('QUEUED', 'OFFERED')"),
         ),
+        Index(  # the quality report's handoffs not final yet (the final ones are rolled up)
+            "ix_handoffs_under_way",
+            "created_at",
+            sqlite_where=text("state IN ('QUEUED', 'OFFERED', 'ASSIGNED')"),
+            postgresql_where=text("state IN ('QUEUED', 'OFFERED', 'ASSIGNED')"),
+        ),
         Index(
             "ix_handoffs_completed",
+            "ended_at",
+            sqlite_where=text("state = 'COMPLETED'"),
+            postgresql_where=text("state = 'COMPLETED'"),
+        ),
+        Index(  # a type's latest completions, for its mean handle time
+            "ix_handoffs_completed_type",
+            "interaction_type",
             "ended_at",
             sqlite_where=text("state = 'COMPLETED'"),
             postgresql_where=text("state = 'COMPLETED'"),
@@ -435,6 +448,68 @@ class QualityPoolRow(_TrackColumns, table=True):
     interaction_type: str = Field(primary_key=True, max_length=64)
 
 
+FACT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class QualityFactRow(SQLModel, table=True):
+    """What a handoff adds to the quality numbers, waiting to be rolled up: the handoff once
+    it is final (kind HANDOFF), each of its answered offers (OFFER), a rating that came
+    after (RATING). Written in the transaction that made the handoff final or rated it; the
+    rollup folds a batch into `quality_rollups` and deletes it in one transaction, so each
+    counts exactly once. Columns as the handoff's (the offer's agent and state, for OFFER)."""
+
+    __tablename__ = "quality_facts"
+    __table_args__ = (Index("ix_quality_facts_created", "created_at"),)
+
+    # 64 bits on PostgreSQL (a busy pool writes billions over the years); SQLite's rowid.
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(FACT_ID, primary_key=True, autoincrement=True),
+    )
+    kind: str = Field(max_length=8)
+    created_at: datetime = Field(sa_type=UTCDateTime)  # the handoff's: its bucket
+    interaction_type: str = Field(max_length=64)
+    risk_class: str | None = Field(default=None, max_length=8)
+    required_skills: list[list[Any]] = Field(sa_type=JSON_TYPE)
+    agent_id: str | None = Field(default=None, max_length=64)
+    state: str | None = Field(default=None, max_length=16)
+    deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    outcome: str | None = Field(default=None, max_length=32)
+    handle_seconds: float | None = None
+    csat: int | None = None
+
+
+class QualityRollupRow(SQLModel, table=True):
+    """The tally (domain.quality.Tally) of one group of one dimension over one bucket of time
+    (a minute, an hour or a day: `resolution` in seconds) of the handoffs created then, of
+    one interaction type. Reports and early warnings add up buckets, never read handoffs."""
+
+    __tablename__ = "quality_rollups"
+
+    resolution: int = Field(primary_key=True)
+    dimension: str = Field(primary_key=True, max_length=16)
+    bucket_start: datetime = Field(primary_key=True, sa_type=UTCDateTime)
+    interaction_type: str = Field(primary_key=True, max_length=64)
+    group_key: str = Field(primary_key=True, max_length=64)
+    handoffs: int = 0
+    completed: int = 0
+    resolved: int = 0
+    csat_1: int = 0
+    csat_2: int = 0
+    csat_3: int = 0
+    csat_4: int = 0
+    csat_5: int = 0
+    within_target: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    offers: int = 0
+    offers_taken: int = 0
+    handled: int = 0
+    handle_seconds: float = 0.0
+    waits: dict[str, int] = Field(sa_type=JSON_TYPE)  # time to agent: count per wait_bin
+
+
 class RoutingPolicyRow(SQLModel, table=True):
     """An interaction type's routing policy, as set by the policy file or PoolService; types
     without a row keep their built-in policy."""
@@ -465,4 +540,6 @@ replicas = table(ReplicaRow)
 routing_policies = table(RoutingPolicyRow)
 agent_quality = table(AgentQualityRow)
 quality_pool = table(QualityPoolRow)
+quality_facts = table(QualityFactRow)
+quality_rollups = table(QualityRollupRow)
 metadata = SQLModel.metadata
