@@ -95,6 +95,18 @@ class Settings(BaseSettings):
     quality_check_seconds: float = Field(
         30.0, gt=0, description="the quality monitor looks at least this often"
     )
+    retention_days: float = Field(
+        90.0,
+        gt=0,
+        description="finished handoffs (with their offers) and ended sessions older than this "
+        "are deleted; ExportOutcomes refuses windows that reach further back",
+    )
+    rollup_retention_days: float = Field(
+        400.0,
+        gt=0,
+        description="quality reports' daily numbers are kept this long (finer ones less); "
+        "GetQualityReport refuses windows that reach further back",
+    )
     notify: bool = Field(
         True,
         description="PostgreSQL LISTEN/NOTIFY hints between replicas; false = poll only "

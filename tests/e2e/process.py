@@ -84,12 +84,30 @@ def free_port() -> int:
         return port
 
 
-def interruptible() -> None:
-    """For a child process that a test interrupts as Ctrl-C does: SIGINT as a terminal gives
-    it. A shell without job control (CI may start the tests so) runs background commands with
-    SIGINT ignored, the children inherit that, and Python then never raises
-    KeyboardInterrupt. Pass as `preexec_fn`."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Runs `python -m module ...` or `python path ...` after giving SIGINT back its handler.
+_INTERRUPTIBLE = """\
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = sys.argv[1:]
+if sys.argv[0] == "-m":
+    sys.argv = sys.argv[1:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def interruptible(*args: str) -> list[str]:
+    """The command line of a Python child (`"-m", "humanline", ...` or a script's path and
+    its arguments) that a test interrupts as Ctrl-C does. A shell without job control (CI may
+    start the tests so) runs background commands with SIGINT ignored, the children inherit
+    that, and Python then never raises KeyboardInterrupt; the child sets it back itself.
+
+    Not with `preexec_fn`: that makes Python fork the test process (which runs gRPC) and run
+    code in the child before exec, and gRPC's poller thread, restarted there, once found its
+    epoll descriptor closed and aborted the child (SIGABRT, "epoll_wait error: Bad file
+    descriptor"). Without it the child is spawned without running anything of the parent."""
+    return [sys.executable, "-c", _INTERRUPTIBLE, *args]
 
 
 def clean_environ() -> dict[str, str]:

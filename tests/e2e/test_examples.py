@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +75,11 @@ async def test_the_examples_run_as_written(
             path = tmp_path / example.name
             path.write_text(example.code)
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(path),
+                *interruptible(str(path)),
                 cwd=tmp_path,
                 env=env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=interruptible,
             )
             if example.background:
                 assert process.stdout is not None

@@ -181,22 +181,15 @@ async def test_the_live_pool_view_redraws_when_an_agent_logs_in(served: ServerPr
     leader, follower = pty.openpty()
     env = {**clean_environ(), "COLUMNS": "120", "LINES": "60", "TERM": "xterm"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "humanline",
-        "pool",
-        "--target",
-        served.target,
-        "--token",
-        OPS,
-        "--interval",
-        "0.2",
+        *interruptible(
+            "-m", "humanline", "pool", "--target", served.target, "--token", OPS,
+            "--interval", "0.2",
+        ),
         stdin=follower,
         stdout=follower,
         stderr=follower,
         env=env,
-        preexec_fn=interruptible,
-    )
+    )  # fmt: skip
     os.close(follower)
     seen = bytearray()
 

@@ -55,6 +55,7 @@ from humanline.store.sql.repositories import (
     SqlReplicaRepository,
     SqlSessionRepository,
 )
+from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.store import SqlStore
 from humanline.tokens import KeyRing
@@ -95,6 +96,7 @@ REPOSITORIES: dict[str, type] = {
     "pool": SqlPoolQueries,
     "quality": SqlQualityTracks,
     "rollups": SqlQualityRollups,
+    "retention": SqlRetention,
 }
 
 # Repository methods the workload does not run, and why that is fine. Every other one must

@@ -62,8 +62,6 @@ class FakeRollups:
         spans: Sequence[Span],
         by: Dimension,
         interaction_type: str | None = None,
-        *,
-        under_way: bool = True,
     ) -> Tallies:
         self.asked.append((start, end))
         return tally(by, *self.current) if end == T0 else Tallies()  # nothing before

@@ -38,6 +38,7 @@ from humanline.policyfile import PolicyFileError
 from humanline.policyfile import load as load_policies
 from humanline.service.app import Humanline
 from humanline.service.metrics import MetricsEndpoint
+from humanline.service.retention import RetentionPolicy
 from humanline.store import create_store
 from humanline.store.port import StoreError
 from humanline.tokens import KeyRing, KeyRingError
@@ -229,6 +230,10 @@ def app_from_settings(settings: Settings) -> Humanline:
         routing_policies=policies,
         quality_window=timedelta(seconds=settings.quality_window_seconds),
         quality_check_interval=settings.quality_check_seconds,
+        retention=RetentionPolicy(
+            history=timedelta(days=settings.retention_days),
+            rollups=timedelta(days=settings.rollup_retention_days),
+        ),
     )
 
 

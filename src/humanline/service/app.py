@@ -22,6 +22,7 @@ from humanline.service.pool import Pool
 from humanline.service.pool_watch import PoolFeed
 from humanline.service.quality import QualityMonitor
 from humanline.service.replicas import ReplicaCoordinator
+from humanline.service.retention import Pruner, RetentionPolicy
 from humanline.store.port import Store
 
 log = structlog.get_logger("humanline")
@@ -47,6 +48,8 @@ class Humanline:
         quality_window: timedelta = timedelta(days=1),
         quality_check_interval: float = 30.0,
         pool_watch_tick: float = 5.0,
+        retention: RetentionPolicy | None = None,
+        prune_interval: float = 60.0,
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -69,7 +72,9 @@ class Humanline:
         self.handoffs = Handoffs(
             store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
         )
-        self.pool = Pool(store, self.dispatcher)
+        self.retention = retention or RetentionPolicy()
+        self.pool = Pool(store, self.dispatcher, self.retention)
+        self.pruner = Pruner(store, self.retention, interval=prune_interval)
         self.pool_feed = PoolFeed(store, self.hub, tick=pool_watch_tick)
         self.quality = QualityMonitor(
             store, window=quality_window, check_interval=quality_check_interval
@@ -96,6 +101,7 @@ class Humanline:
         await self.dispatcher.start()
         self.quality.start()
         self.pool_feed.start()
+        self.pruner.start()
         log.info("service_started", replica_id=self.replica_id)
 
     @property
@@ -132,6 +138,7 @@ class Humanline:
         await self.handoffs.stop()
         await self.quality.stop()
         await self.pool_feed.stop()
+        await self.pruner.stop()
         await self.dispatcher.stop()
         await self.replicas.stop()
         await self.store.close()

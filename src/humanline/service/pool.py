@@ -21,6 +21,7 @@ from humanline.domain.model import Agent, AgentProfile, AgentState, Handoff, Pro
 from humanline.domain.quality import Alert, Dimension, GroupQuality, OutcomeQuery, alerts
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.quality import window_tallies
+from humanline.service.retention import RetentionPolicy
 from humanline.service.transitions import retry_conflicts
 from humanline.store.port import AtRisk, DuplicateKey, PoolSnapshot, Store, UnitOfWork
 
@@ -31,6 +32,7 @@ DEFAULT_QUALITY_WINDOW = timedelta(days=1)
 MAX_QUALITY_WINDOW = timedelta(days=366)
 DEFAULT_AT_RISK_HORIZON = timedelta(seconds=15)
 MAX_AT_RISK_HORIZON = timedelta(hours=1)
+KEPT_SLACK = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +131,12 @@ def _decode_token(token: str, state: AgentState | None, skill: str | None) -> st
 class Pool:
     """The agent pool as ops manage it."""
 
-    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, retention: RetentionPolicy | None = None
+    ) -> None:
         self._store = store
         self._dispatcher = dispatcher
+        self._retention = retention or RetentionPolicy()
 
     @retry_conflicts
     async def create_agent(self, agent_id: str | None, profile: AgentProfile) -> Agent:
@@ -235,6 +240,7 @@ class Pool:
         (by default the last day), read a page per transaction."""
         async with self._store.read() as uow:
             since, until = _window(since, until, uow.now)
+            _kept(since, self._retention.history_from(uow.now), "HUMANLINE_RETENTION_DAYS")
         query = replace(query, since=since, until=until)
         after: tuple[datetime, str] | None = None
         while True:
@@ -270,12 +276,28 @@ class Pool:
                         )
                     ]
                 )
+            # (Its baseline, the window before, counts what is kept of it.)
+            kept_from = self._retention.rollups_from(uow.now)
+            _kept(since, kept_from, "HUMANLINE_ROLLUP_RETENTION_DAYS")
             since, until, current = await window_tallies(uow, since, until, by, interaction_type)
             _, _, before = await window_tallies(
                 uow, since - (until - since), since, by, interaction_type
             )
         groups, whole = current.report(), current.overall()
         return QualityReport(since, until, groups, whole, alerts(groups, whole, before.report()))
+
+
+def _kept(since: datetime, kept_from: datetime, setting: str) -> None:
+    """Refuses a window reaching back before what is kept: the history there is gone. (By
+    a minute's slack: "the last 90 days", reckoned on the caller's clock a moment before,
+    is served.)"""
+    if since < kept_from - KEPT_SLACK:
+        raise FailedPrecondition(
+            f"the window reaches back before {kept_from.isoformat()}: older history is not "
+            f"kept ({setting})",
+            reason="HISTORY_PRUNED",
+            metadata={"kept_from": kept_from.isoformat(), "setting": setting},
+        )
 
 
 def _named(profile: AgentProfile, agent_id: str) -> AgentProfile:

@@ -51,13 +51,11 @@ async def window_tallies(
     until: datetime,
     by: Dimension,
     interaction_type: str | None = None,
-    *,
-    under_way: bool = True,
 ) -> tuple[datetime, datetime, Tallies]:
     """The tallies of the handoffs created in [since, until), each end moved up to a bucket
     boundary (`domain.quality.rolled_up_window`), and the window they are of."""
     start, end, spans = rolled_up_window(since, until, Kept.at(uow.now), by)
-    found = await uow.rollups.tallies(start, end, spans, by, interaction_type, under_way=under_way)
+    found = await uow.rollups.tallies(start, end, spans, by, interaction_type)
     return start, end, found
 
 

@@ -43,6 +43,7 @@ from humanline.domain.quality import (
     Dimension,
     Fact,
     OutcomeQuery,
+    Resolution,
     Span,
     Tallies,
     Tally,
@@ -553,13 +554,35 @@ class QualityRollups(Protocol):
         spans: Sequence[Span],
         by: Dimension,
         interaction_type: str | None = None,
-        *,
-        under_way: bool = True,
     ) -> Tallies:
         """The tallies, per group of `by` and whole, of the handoffs created in [start, end)
         (of one type, if named): the buckets of `spans` (which tile the window), the facts
-        not rolled up yet and, with `under_way`, the handoffs not final yet. Consistent only
-        on a snapshot (`Store.read(snapshot=True)`)."""
+        not folded yet and the handoffs not final yet. Consistent only on a snapshot
+        (`Store.read(snapshot=True)`)."""
+        ...
+
+
+class Retention(Protocol):
+    """History past its retention, deleted a batch at a time (each call one batch)."""
+
+    async def lock(self) -> bool:
+        """Takes the pruner's turn for this transaction; False if another replica has it."""
+        ...
+
+    async def prune_handoffs(self, before: datetime, limit: int) -> int:
+        """Deletes the oldest finished handoffs that ended before `before`, at most `limit`,
+        with their offers; how many."""
+        ...
+
+    async def prune_sessions(self, before: datetime, limit: int) -> int:
+        """Deletes the oldest sessions that ended before `before`, at most `limit`."""
+        ...
+
+    async def prune_buckets(
+        self, resolution: Resolution, dimension: Dimension, before: datetime
+    ) -> int:
+        """Deletes a slice of the oldest quality buckets of `resolution` and `dimension` that
+        start before `before`; how many rows (0: none left)."""
         ...
 
 
@@ -624,6 +647,11 @@ class UnitOfWork(Protocol):
     @property
     def rollups(self) -> QualityRollups:
         """The quality numbers kept incrementally, in this transaction."""
+        ...
+
+    @property
+    def retention(self) -> Retention:
+        """Pruning of old history, in this transaction."""
         ...
 
     @property

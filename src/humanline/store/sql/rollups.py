@@ -2,10 +2,11 @@
 
 A handoff that becomes final writes what it adds, in the same transaction: a fact for itself
 and one per answered offer (`quality_facts`, copied from its rows by one INSERT ... SELECT);
-a rating that comes later writes one more. The rollup folds the oldest facts into tallies per
-group and bucket of time (`quality_rollups`, `domain.quality.Tally`) and deletes them, in one
-transaction, so each counts once: never lost, never twice. On PostgreSQL one replica rolls up
-at a time (a transaction-scoped advisory lock; the others skip their turn).
+a rating that comes later writes one more. The quality monitor reads the oldest facts, adds
+them up per group and bucket of time (`domain.quality.fold`), and `fold` then adds those sums
+to `quality_rollups` and deletes the facts in one transaction, which fails whole if any of
+them was folded meanwhile: each counts once, never lost, never twice. On PostgreSQL one
+replica folds at a time (a transaction-scoped advisory lock; the others skip their turn).
 
 A report adds up the buckets that tile its window, the facts not rolled up yet and the
 handoffs still under way, on one snapshot: its cost follows the buckets and groups, not the
@@ -390,8 +391,6 @@ class SqlQualityRollups:
         spans: Sequence[Span],
         by: Dimension,
         interaction_type: str | None = None,
-        *,
-        under_way: bool = True,
     ) -> Tallies:
         typed = interaction_type is not None
         params: dict[str, Any] = {"p_start": start, "p_end": end}
@@ -413,14 +412,13 @@ class SqlQualityRollups:
             if m["dimension"] == by.value:
                 into.group(m["group_key"]).add(t)
         tally(by, *_samples(await self._conn.execute(_facts_within(typed), params)), into=into)
-        if under_way:
-            live = [
-                _handoff_sample(row._mapping)
-                for row in await self._conn.execute(_under_way(typed), params)
-            ]
-            answered = [
-                _offer_sample(row._mapping)
-                for row in await self._conn.execute(_answered_under_way(typed), params)
-            ]
-            tally(by, live, answered, into=into)
+        live = [
+            _handoff_sample(row._mapping)
+            for row in await self._conn.execute(_under_way(typed), params)
+        ]
+        answered = [
+            _offer_sample(row._mapping)
+            for row in await self._conn.execute(_answered_under_way(typed), params)
+        ]
+        tally(by, live, answered, into=into)
         return into

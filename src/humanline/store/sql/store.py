@@ -53,6 +53,7 @@ from humanline.store.sql.repositories import (
     SqlReplicaRepository,
     SqlSessionRepository,
 )
+from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.sqlite import GroupCommitWriter
 
@@ -95,6 +96,7 @@ class SqlUnitOfWork:
         self.pool = SqlPoolQueries(conn, now)
         self.quality = SqlQualityTracks(conn, now)
         self.rollups = SqlQualityRollups(conn)
+        self.retention = SqlRetention(conn)
         self.replicas = SqlReplicaRepository(conn, now)
         self.policies = SqlRoutingPolicyRepository(conn, now)
         self._conn = conn

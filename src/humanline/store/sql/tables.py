@@ -220,6 +220,12 @@ class HandoffRow(SQLModel, table=True):
             sqlite_where=text("state = 'COMPLETED'"),
             postgresql_where=text("state = 'COMPLETED'"),
         ),
+        Index(  # finished handoffs by age, for the pruner
+            "ix_handoffs_finished",
+            "ended_at",
+            sqlite_where=text("state IN ('COMPLETED', 'CANCELLED', 'EXPIRED')"),
+            postgresql_where=text("state IN ('COMPLETED', 'CANCELLED', 'EXPIRED')"),
+        ),
         Index(  # a type's latest completions, for its mean handle time
             "ix_handoffs_completed_type",
             "interaction_type",
@@ -374,6 +380,12 @@ class SessionRow(SQLModel, table=True):
             "grace_expires_at",
             sqlite_where=text("state = 'DISCONNECTED'"),
             postgresql_where=text("state = 'DISCONNECTED'"),
+        ),
+        Index(  # ended sessions by age, for the pruner
+            "ix_sessions_ended",
+            "ended_at",
+            sqlite_where=text("state = 'ENDED'"),
+            postgresql_where=text("state = 'ENDED'"),
         ),
         Index(
             "ix_sessions_replica",

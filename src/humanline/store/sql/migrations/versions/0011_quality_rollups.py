@@ -1,7 +1,8 @@
 """Quality numbers kept incrementally: what each final handoff, answered offer and late rating
 adds (`quality_facts`, written with the change) and the tallies per group and bucket of time
-they are rolled up into (`quality_rollups`); indexes for the report's handoffs under way and
-for a type's latest completions (the wait estimates' mean handle time). History already stored becomes facts here, so
+they are rolled up into (`quality_rollups`); indexes for the report's handoffs under way, for
+a type's latest completions (the wait estimates' mean handle time), and for the pruner
+(finished handoffs and ended sessions by age). History already stored becomes facts here, so
 that reports over it still work: the rollup folds them in, a batch at a time, once a server
 runs.
 
@@ -95,6 +96,20 @@ def upgrade() -> None:
         sqlite_where=sa.text("state = 'COMPLETED'"),
         postgresql_where=sa.text("state = 'COMPLETED'"),
     )
+    op.create_index(
+        "ix_handoffs_finished",
+        "handoffs",
+        ["ended_at"],
+        sqlite_where=sa.text(f"state IN {FINAL}"),
+        postgresql_where=sa.text(f"state IN {FINAL}"),
+    )
+    op.create_index(
+        "ix_sessions_ended",
+        "sessions",
+        ["ended_at"],
+        sqlite_where=sa.text("state = 'ENDED'"),
+        postgresql_where=sa.text("state = 'ENDED'"),
+    )
     # The history so far, as facts (with its ratings on the handoffs' own).
     op.execute(
         f"INSERT INTO quality_facts ({COLUMNS}) "
@@ -112,6 +127,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sessions_ended", table_name="sessions")
+    op.drop_index("ix_handoffs_finished", table_name="handoffs")
     op.drop_index("ix_handoffs_completed_type", table_name="handoffs")
     op.drop_index("ix_handoffs_under_way", table_name="handoffs")
     op.drop_table("quality_rollups")

@@ -1,0 +1,123 @@
+"""The pruner: history past its retention goes, so that the store holds a bounded window.
+
+Every `interval` it deletes, a batch per short transaction, the finished handoffs (and their
+offers) and ended sessions older than `HUMANLINE_RETENTION_DAYS`, and the quality buckets
+older than what is kept at their resolution (`domain.quality.Kept`: seconds for an hour,
+minutes for three days, hours for 62, days for `HUMANLINE_ROLLUP_RETENTION_DAYS`), so reports
+over old windows still work after the handoffs behind them are gone. A turn does at most
+`PRUNE_ROUNDS` batches of each kind: a backlog (the first start after months) is taken in
+turns, and never holds the embedded store's writer for long. On PostgreSQL one replica
+prunes at a time (`Retention.lock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from humanline.domain.quality import RESOLUTIONS, Dimension, Kept, Resolution, bucket_start
+from humanline.store.port import Retention, Store, StoreError
+
+log = structlog.get_logger("humanline.retention")
+
+PRUNE_BATCH = 500  # handoffs or sessions per transaction
+PRUNE_ROUNDS = 40  # batches of each kind per turn
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long history is kept: finished handoffs and ended sessions, and quality buckets
+    (by day; finer ones for less, see `domain.quality.Kept`)."""
+
+    history: timedelta = timedelta(days=90)
+    rollups: timedelta = timedelta(days=400)
+
+    def history_from(self, now: datetime) -> datetime:
+        """The oldest end of a finished handoff still kept at `now`."""
+        return now - self.history
+
+    def rollups_from(self, now: datetime) -> datetime:
+        """The oldest day of quality buckets still kept at `now` (a day's start)."""
+        return bucket_start(now - self.rollups, Resolution.DAY)
+
+
+async def _buckets(
+    resolution: Resolution, by: Dimension, before: datetime, retention: Retention
+) -> int:
+    return await retention.prune_buckets(resolution, by, before)
+
+
+class Pruner:
+    """Deletes history past its retention, in turns."""
+
+    def __init__(self, store: Store, policy: RetentionPolicy, *, interval: float = 60.0) -> None:
+        self._store = store
+        self._policy = policy
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="humanline-pruner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except StoreError as exc:  # the next turn tries again
+                log.warning("prune_failed", error=str(exc))
+            await asyncio.sleep(self._interval)
+
+    async def prune(self) -> dict[str, int]:
+        """One turn; how many rows of each kind went (also logged, when any did)."""
+        async with self._store.read() as uow:
+            now = uow.now
+        before = self._policy.history_from(now)
+        kept = Kept.at(now)
+        pruned = {
+            "handoffs": await self._batches(lambda r: r.prune_handoffs(before, PRUNE_BATCH)),
+            "sessions": await self._batches(lambda r: r.prune_sessions(before, PRUNE_BATCH)),
+            "quality_buckets": 0,
+        }
+        cutoffs = {
+            Resolution.SECOND: kept.seconds_from,
+            Resolution.MINUTE: kept.minutes_from,
+            Resolution.HOUR: kept.hours_from,
+            Resolution.DAY: self._policy.rollups_from(now),
+        }
+        for by, resolutions in RESOLUTIONS.items():
+            for resolution in resolutions:
+                pruned["quality_buckets"] += await self._batches(
+                    functools.partial(_buckets, resolution, by, cutoffs[resolution]),
+                    whole=False,
+                )
+        if any(pruned.values()):
+            log.info("history_pruned", **pruned)
+        return pruned
+
+    async def _batches(
+        self, batch: Callable[[Retention], Awaitable[int]], *, whole: bool = True
+    ) -> int:
+        """Runs `batch` in transactions of its own until it finds nothing more (or a batch
+        short of PRUNE_BATCH, when `whole`), another replica has the turn, or PRUNE_ROUNDS."""
+        done = 0
+        for _ in range(PRUNE_ROUNDS):
+            async with self._store.write() as uow:
+                if not await uow.retention.lock():
+                    break
+                count = await batch(uow.retention)
+            done += count
+            if not count or (whole and count < PRUNE_BATCH):
+                break
+        return done

@@ -1,0 +1,198 @@
+"""History past its retention is pruned in batches, and nothing else is; calls that would read
+what is gone say so (FAILED_PRECONDITION, HISTORY_PRUNED)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from humanline.domain.clock import SystemClock
+from humanline.domain.quality import Dimension, Resolution, bucket_start
+from humanline.service import retention
+from humanline.service.retention import Pruner, RetentionPolicy
+from humanline.store.sql.store import SqlStore
+from humanline.store.sql.tables import (
+    handoff_skills,
+    handoffs,
+    offers,
+    quality_rollups,
+    sessions,
+)
+from humanline.v1 import pool_service_pb2, quality_pb2
+from tests.support.client import Stubs, error_details, stamp
+from tests.unit.builders import profile
+
+
+def _handoff(name: str, state: str, created: datetime, ended: datetime | None) -> dict[str, Any]:
+    return {
+        "id": name,
+        "request_id": str(uuid.uuid4()),
+        "fingerprint": "x",
+        "conversation_id": "c",
+        "customer_id": "u",
+        "interaction_type": "refund",
+        "required_skills": [["billing", 1]],
+        "urgency": 2,
+        "reason": "NOT_SPECIFIED",
+        "summary": "",
+        "state": state,
+        "created_at": created,
+        "deadline": created + timedelta(minutes=2),
+        "agent_id": "ann" if state in ("COMPLETED", "ASSIGNED") else None,
+        "assigned_at": created + timedelta(seconds=5)
+        if state in ("COMPLETED", "ASSIGNED")
+        else None,
+        "ended_at": ended,
+        "changed_at": ended or created,
+    }
+
+
+def _session(name: str, state: str, ended: datetime | None, at: datetime) -> dict[str, Any]:
+    return {
+        "id": name,
+        "agent_id": "ann",
+        "state": state,
+        "token_hash": name,
+        "replica_id": "r",
+        "connection_id": name,
+        "created_at": at,
+        "ended_at": ended,
+        "end_reason": "LOGGED_OUT" if ended else None,
+    }
+
+
+def _bucket(resolution: Resolution, dimension: Dimension, start: datetime) -> dict[str, Any]:
+    return {
+        "resolution": resolution.value,
+        "dimension": dimension.value,
+        "bucket_start": bucket_start(start, resolution),
+        "interaction_type": "refund",
+        "group_key": "ann" if dimension is Dimension.AGENT else "refund",
+        **dict.fromkeys(
+            ("handoffs", "completed", "resolved", "within_target", "cancelled", "expired"), 1
+        ),
+        **dict.fromkeys(("csat_1", "csat_2", "csat_3", "csat_4", "csat_5"), 0),
+        **dict.fromkeys(("offers", "offers_taken", "handled"), 1),
+        "handle_seconds": 60.0,
+        "waits": {},
+    }
+
+
+async def test_the_pruner_deletes_only_what_is_past_its_retention(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "PRUNE_BATCH", 2)  # several batches
+    store = SqlStore(db_url, SystemClock(), pool_size=2)
+    await store.open()
+    try:
+        async with store.write() as uow:
+            conn = uow.agents._conn  # type: ignore[attr-defined]
+            now = uow.now
+            await uow.agents.insert("ann", profile(skills={"billing": 3}), now)
+            old, recent = now - timedelta(days=100), now - timedelta(days=10)
+            rows = [
+                *(_handoff(f"old-{i}", "COMPLETED", old, old) for i in range(3)),
+                _handoff("old-cancelled", "CANCELLED", old, old),
+                _handoff("old-expired", "EXPIRED", old, old),
+                _handoff("recent", "COMPLETED", recent, recent),
+                _handoff("old-but-assigned", "ASSIGNED", old, None),  # not final: stays
+            ]
+            for row in rows:
+                await conn.execute(sa.insert(handoffs), [row])
+            await conn.execute(
+                sa.insert(handoff_skills),
+                [{"handoff_id": r["id"], "skill": "billing", "min_proficiency": 1} for r in rows],
+            )
+            await conn.execute(
+                sa.insert(offers),
+                [
+                    {
+                        "id": f"offer-{r['id']}",
+                        "handoff_id": r["id"],
+                        "agent_id": "ann",
+                        "state": "ACCEPTED" if r["state"] == "ASSIGNED" else "DECLINED",
+                        "created_at": r["created_at"],
+                        "expires_at": r["created_at"],
+                    }
+                    for r in rows
+                ],
+            )
+            await conn.execute(
+                sa.insert(sessions),
+                [
+                    *(_session(f"old-{i}", "ENDED", old, old) for i in range(3)),
+                    _session("recent", "ENDED", recent, recent),
+                    _session("live", "CONNECTED", None, old),
+                ],
+            )
+            kept_rows = [
+                _bucket(Resolution.SECOND, Dimension.INTERACTION_TYPE, now - timedelta(minutes=10)),
+                _bucket(Resolution.MINUTE, Dimension.SKILL, now - timedelta(days=1)),
+                _bucket(Resolution.HOUR, Dimension.AGENT, now - timedelta(days=30)),
+                _bucket(Resolution.DAY, Dimension.RISK_CLASS, now - timedelta(days=300)),
+            ]
+            gone_rows = [
+                _bucket(Resolution.SECOND, Dimension.INTERACTION_TYPE, now - timedelta(hours=2)),
+                _bucket(Resolution.MINUTE, Dimension.SKILL, now - timedelta(days=4)),
+                _bucket(Resolution.HOUR, Dimension.AGENT, now - timedelta(days=70)),
+                _bucket(Resolution.DAY, Dimension.RISK_CLASS, now - timedelta(days=500)),
+            ]
+            await conn.execute(sa.insert(quality_rollups), kept_rows + gone_rows)
+
+        pruned = await Pruner(store, RetentionPolicy()).prune()
+        assert pruned == {"handoffs": 5, "sessions": 3, "quality_buckets": 4}
+        assert await Pruner(store, RetentionPolicy()).prune() == dict.fromkeys(pruned, 0)
+
+        async with store.read() as uow:
+            conn = uow.agents._conn  # type: ignore[attr-defined]
+
+            async def ids(table: sa.Table, column: str = "id") -> set[Any]:
+                return set((await conn.execute(sa.select(table.c[column]))).scalars())
+
+            assert await ids(handoffs) == {"recent", "old-but-assigned"}
+            assert await ids(handoff_skills, "handoff_id") == {"recent", "old-but-assigned"}
+            assert await ids(offers, "handoff_id") == {"recent", "old-but-assigned"}
+            assert await ids(sessions) == {"recent", "live"}
+            assert await ids(quality_rollups, "bucket_start") == {
+                r["bucket_start"] for r in kept_rows
+            }
+    finally:
+        await store.close()
+
+
+async def test_calls_that_would_read_pruned_history_say_so(client: Stubs) -> None:
+    long_ago = datetime.now().astimezone() - timedelta(days=100)
+    exported = client.pool.ExportOutcomes(
+        pool_service_pb2.ExportOutcomesRequest(start_time=stamp(long_ago))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        [m async for m in exported]
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = error_details(refused.value)
+    assert details["reason"] == "HISTORY_PRUNED"
+    assert details["metadata"]["setting"] == "HUMANLINE_RETENTION_DAYS"
+
+    before_rollups = long_ago - timedelta(days=400)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.pool.GetQualityReport(
+            pool_service_pb2.GetQualityReportRequest(
+                group_by=quality_pb2.QUALITY_DIMENSION_INTERACTION_TYPE,
+                start_time=stamp(before_rollups),
+                end_time=stamp(before_rollups + timedelta(days=30)),
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(refused.value)["reason"] == "HISTORY_PRUNED"
+    # Within what is kept: served.
+    report = await client.pool.GetQualityReport(
+        pool_service_pb2.GetQualityReportRequest(
+            group_by=quality_pb2.QUALITY_DIMENSION_INTERACTION_TYPE,
+            start_time=stamp(long_ago),
+        )
+    )
+    assert report.overall.handoffs == 0
