@@ -187,7 +187,9 @@ class PoolServiceServicer:
         volume, resolution rate, CSAT, the share answered within target, time to agent,
         abandonment and expiry, the offer accept rate and handle time; and early warnings.
         Returns INVALID_ARGUMENT (no grouping, a window that ends before it starts or spans
-        more than 366 days, a bad interaction type).
+        more than 366 days, a bad interaction type) or FAILED_PRECONDITION (reason
+        HISTORY_PRUNED: the window starts before the numbers kept,
+        HUMANLINE_ROLLUP_RETENTION_DAYS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,7 +210,9 @@ class PoolServiceServicer:
         """Streams completed handoffs with what the bot said, what the agent did and what the
         customer made of it, for the bot's next training round: by completion time, oldest
         first, filtered by window, interaction type, outcome and rating.
-        Returns INVALID_ARGUMENT (a bad window, type, outcome or rating).
+        Returns INVALID_ARGUMENT (a bad window, type, outcome or rating) or FAILED_PRECONDITION
+        (reason HISTORY_PRUNED: the window starts before the handoffs kept,
+        HUMANLINE_RETENTION_DAYS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
