@@ -7,8 +7,11 @@ time to agent (p50, p90), abandonment and expiry, the offer accept rate and the 
 `alerts` flags the groups significantly worse than the pool or than before, and `Standing`
 is the per-agent-per-type score that ranks agents of like proficiency.
 
-Pure: the store reads the window's handoffs and offers as `HandoffSample`s and
-`OfferSample`s; `report` does the rest.
+Pure. A group's numbers are sums (`Tally`), so the store keeps them per bucket of time
+(`Resolution`, `BucketKey`): what each final handoff, answered offer and late rating adds is
+`fold`ed into its buckets, and a report adds up the buckets that tile its window
+(`rolled_up_window`) with what is not folded yet. Time to agent is kept in log-scale bins,
+its percentiles within `WAIT_ACCURACY`; everything else is exact.
 """
 
 from __future__ import annotations

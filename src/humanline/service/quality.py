@@ -2,7 +2,7 @@
 
 After completions and feedback on this replica, and at least every `check_interval` (which
 catches other replicas' too), it rolls the facts recorded since into the store's bucketed
-tallies (`QualityRollups.roll_up`), adds up the buckets of the last `window` and of the
+tallies (`QualityRollups.fold`), adds up the buckets of the last `window` and of the
 window before it, and flags each interaction type significantly below the rest of the pool
 or below itself before (`domain.quality.alerts`, which says how). A check reads a few
 hundred buckets however many handoffs they hold. What changed is said once: a
