@@ -330,6 +330,16 @@ async def test_a_replica_presumed_dead_hands_its_streams_back(start_replica: Sta
             await asyncio.sleep(0.1)
 
 
+async def someone_waits(locker: asyncpg.Connection, *locktypes: str) -> None:
+    """Returns once a transaction waits for a lock of one of `locktypes` (pg_locks)."""
+    async with asyncio.timeout(10):
+        while not await locker.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = ANY($1) AND NOT granted",
+            list(locktypes),
+        ):
+            await asyncio.sleep(0.02)
+
+
 # Test-only fault injection: a resume's UPDATE of its session (the only UPDATE of sessions
 # that sets connection_id) first waits for an advisory lock the test holds, between the
 # resume's read of the agent's pending offers and its commit.
@@ -368,11 +378,7 @@ async def test_an_offer_made_elsewhere_while_a_resume_commits_reaches_the_new_st
         await locker.execute("SELECT pg_advisory_lock(4242)")
         new = at_b.agent("kit")  # the app reconnects to B before A noticed anything
         resuming = asyncio.create_task(new.resume(welcome.resume_token))
-        async with asyncio.timeout(10):
-            while not await locker.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ):
-                await asyncio.sleep(0.02)
+        await someone_waits(locker, "advisory")
         # The resume has read kit's (no) pending offers and waits; A offers kit a handoff.
         handoff = await at_a.request_handoff(skills={"billing": 2})
         assert handoff.state == handoff_pb2.HANDOFF_STATE_OFFERED
@@ -418,21 +424,17 @@ async def test_an_offer_committed_as_the_stream_goes_is_taken_back(
     await kai.hello(heartbeat_every=5)
     locker = await asyncpg.connect(asyncpg_dsn(make_url(postgres_database)))
 
-    async def waiting(*locktypes: str) -> None:
-        async with asyncio.timeout(10):
-            while not await locker.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = ANY($1) AND NOT granted",
-                list(locktypes),
-            ):
-                await asyncio.sleep(0.02)
-
     try:
         await locker.execute(HELD_OFFER)
         await locker.execute("SELECT pg_advisory_lock(4243)")
         asking = asyncio.create_task(at_a.request_handoff(skills={"billing": 2}))
-        await waiting("advisory")  # the offer's transaction holds kai's slot and waits
+        await someone_waits(
+            locker, "advisory"
+        )  # the offer's transaction holds kai's slot and waits
         kai.drop() if how == "dropped" else kai.leave()
-        await waiting("transactionid", "tuple")  # the stream's end waits for kai's row
+        await someone_waits(
+            locker, "transactionid", "tuple"
+        )  # the stream's end waits for kai's row
         await locker.execute("SELECT pg_advisory_unlock(4243)")
         handoff = await asking
     finally:

@@ -35,9 +35,7 @@ from humanline.domain.quality import (
     alerts,
     binned_percentile,
     bucket_start,
-    overall,
     percentile,
-    report,
     rolled_up_window,
     tally,
     wait_bin,
@@ -103,7 +101,7 @@ OFFERS = [
 
 
 def _by(dimension: Dimension) -> dict[str, GroupQuality]:
-    return {g.key: g for g in report(WINDOW, OFFERS, dimension)}
+    return {g.key: g for g in tally(dimension, WINDOW, OFFERS).report()}
 
 
 def test_by_interaction_type_every_number_as_worked_out_by_hand() -> None:
@@ -159,7 +157,7 @@ def test_by_skill_and_by_risk_class() -> None:
 
 
 def test_an_empty_window_has_no_groups() -> None:
-    assert report([], [], Dimension.INTERACTION_TYPE) == []
+    assert tally(Dimension.INTERACTION_TYPE).report() == []
 
 
 @pytest.mark.parametrize(
@@ -174,7 +172,7 @@ def test_percentile_interpolates_between_ranks(
 
 def test_waits_are_measured_from_creation() -> None:
     late = _handoff("x", S.ASSIGNED, agent="a", waited=120, target=60)
-    (group,) = report([late], [], Dimension.INTERACTION_TYPE)
+    (group,) = tally(Dimension.INTERACTION_TYPE, [late]).report()
     assert group.time_to_agent_p50 == pytest.approx(120, rel=WAIT_ACCURACY)
     assert group.within_target == 0.0
 
@@ -191,7 +189,7 @@ def _resolved(key: str, resolved: int, completed: int) -> GroupQuality:
         _handoff(key, S.COMPLETED, agent="a", waited=1, outcome=Outcome.UNRESOLVED)
         for _ in range(completed - resolved)
     ]
-    (group,) = report(samples, [], Dimension.INTERACTION_TYPE)
+    (group,) = tally(Dimension.INTERACTION_TYPE, samples).report()
     return group
 
 
@@ -296,8 +294,9 @@ def test_a_late_rating_counts_as_the_handoffs_own() -> None:
     rated = replace(WINDOW[0], csat=None)
     late = RatingSample("dispute", RiskClass.HIGH, ("billing",), "ann", 5)
     split = tally(Dimension.AGENT, [rated], [], [late])
-    assert split.report() == report([WINDOW[0]], [], Dimension.AGENT)
-    assert split.overall() == overall([WINDOW[0]], [])
+    whole = tally(Dimension.AGENT, [WINDOW[0]])
+    assert split.report() == whole.report()
+    assert split.overall() == whole.overall()
 
 
 NOW = datetime(2026, 12, 7, 10, 42, 17, tzinfo=UTC)

@@ -338,18 +338,6 @@ def groups_of(sample: Sample) -> list[tuple[Dimension, str]]:
     ]
 
 
-def report(
-    handoffs: Iterable[HandoffSample], offers: Iterable[OfferSample], by: Dimension
-) -> list[GroupQuality]:
-    """A window's quality from its samples, a group per key of `by`, in key order."""
-    return tally(by, handoffs, offers).report()
-
-
-def overall(handoffs: Iterable[HandoffSample], offers: Iterable[OfferSample]) -> GroupQuality:
-    """The whole window as one group, `all`."""
-    return tally(Dimension.INTERACTION_TYPE, handoffs, offers).overall()
-
-
 def _share(count: int, total: int) -> float | None:
     return count / total if total else None
 

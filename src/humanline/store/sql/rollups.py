@@ -310,17 +310,8 @@ def _samples(
 
 def _tally_of(m: Any) -> Tally:
     return Tally(
-        handoffs=m["handoffs"],
-        completed=m["completed"],
-        resolved=m["resolved"],
+        **{name: m[name] for name in _COUNTS},
         csat=[m[name] for name in _CSAT],
-        within_target=m["within_target"],
-        cancelled=m["cancelled"],
-        expired=m["expired"],
-        offers=m["offers"],
-        offers_taken=m["offers_taken"],
-        handled=m["handled"],
-        handle_seconds=m["handle_seconds"],
         waits=Counter({int(key): count for key, count in m["waits"].items()}),
     )
 
