@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import sqlalchemy as sa
 from google.protobuf import field_mask_pb2
+
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from humanline.v1 import agent_pb2, handoff_pb2, pool_service_pb2
 from tests.support.client import Stubs
@@ -126,3 +131,38 @@ async def test_pool_status_counts(client: Stubs) -> None:
     types = {c.interaction_type: c.count for c in status.queue_by_interaction_type}
     assert types == {"general_question": 1, "refund": 2}
     assert status.oldest_wait.ToTimedelta().total_seconds() >= 0
+
+
+async def test_pool_status_counts_agree_while_agents_change(db_url: str, client: Stubs) -> None:
+    """Every count of one GetPoolStatus is read at one moment: with agents changing state
+    between its statements, the pool's counts and the per-skill counts still agree."""
+    names = [f"a{i}" for i in range(8)]
+    for name in names:
+        await client.create_agent(name, {"x": 1})
+    engine = create_async_engine(db_url)
+    stop = asyncio.Event()
+
+    async def flip() -> None:  # OFFLINE <-> RECONNECTING, one agent per transaction
+        n = 0
+        while not stop.is_set():
+            status = "AVAILABLE" if n // len(names) % 2 == 0 else "OFFLINE"
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text("UPDATE agents SET status = :s WHERE id = :id"),
+                    {"s": status, "id": names[n % len(names)]},
+                )
+            n += 1
+            await asyncio.sleep(0)
+
+    flipper = asyncio.create_task(flip())
+    try:
+        for _ in range(150):
+            status = await client.pool_status()
+            states = {c.state: c.count for c in status.agents_by_state}
+            (skill,) = status.agents_by_skill
+            assert {c.state: c.count for c in skill.agents_by_state} == states
+            assert sum(states.values()) == len(names)
+    finally:
+        stop.set()
+        await flipper
+        await engine.dispose()

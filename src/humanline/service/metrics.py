@@ -238,7 +238,7 @@ class MetricsEndpoint:
 
     async def read_pool(self) -> None:
         """Reads the pool's snapshot into the gauges."""
-        async with self._store.read() as uow:
+        async with self._store.read(snapshot=True) as uow:
             snapshot = await uow.pool.snapshot()
             self.read_at = uow.now
         self._metrics.pool.snapshot = snapshot

@@ -229,7 +229,7 @@ class Pool:
     async def status(self, horizon: timedelta = DEFAULT_AT_RISK_HORIZON) -> PoolStatus:
         """Agents by state (in all and per skill), capacity per skill and language, the
         queue, and the handoffs at risk of missing their target within `horizon`."""
-        async with self._store.read() as uow:
+        async with self._store.read(snapshot=True) as uow:
             snapshot, at_risk = await read_status(uow, (horizon,))
             return PoolStatus(snapshot, uow.now, horizon, at_risk[horizon])
 

@@ -130,7 +130,7 @@ class PoolFeed:
     async def _read(self) -> None:
         self._started += 1
         seq, horizons = self._started, list(self._horizons)
-        async with self._store.read() as uow:
+        async with self._store.read(snapshot=True) as uow:
             snapshot, at_risk = await read_status(uow, horizons)
             taken_at = uow.now
         self.reads += 1

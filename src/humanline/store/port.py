@@ -590,7 +590,9 @@ class PoolQueries(Protocol):
     """Aggregates for ops."""
 
     async def snapshot(self) -> PoolSnapshot:
-        """Counts behind GetPoolStatus."""
+        """Counts behind GetPoolStatus. Consistent with each other only on a snapshot
+        (`Store.read(snapshot=True)`): on PostgreSQL each statement otherwise sees its own
+        moment, and an agent who finished between two of them is counted twice."""
         ...
 
     async def at_risk(self, horizon: timedelta) -> list[AtRisk]:

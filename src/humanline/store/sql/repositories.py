@@ -1813,10 +1813,12 @@ class SqlPoolQueries:
         self._writer = writer  # tags what this replica writes, for the others' change feed
 
     async def snapshot(self) -> PoolSnapshot:
-        by_state: dict[AgentState, int] = {}
-        for state in AgentState:
-            stmt = sa.select(sa.func.count()).where(_LIVE_AGENT, agent_state_clause(state))
-            by_state[state] = int((await self._conn.execute(stmt)).scalar_one())
+        derived = sa.case(*((agent_state_clause(s), _const(s)) for s in AgentState))
+        by_state = dict.fromkeys(AgentState, 0)
+        for name, count in await self._conn.execute(
+            sa.select(derived, sa.func.count()).where(_LIVE_AGENT).group_by(derived)
+        ):
+            by_state[AgentState(name)] = int(count)
 
         online = sa.and_(
             _LIVE_AGENT,
@@ -1859,7 +1861,6 @@ class SqlPoolQueries:
                 .limit(1)
             )
         ).scalar()
-        derived = sa.case(*((agent_state_clause(s), _const(s)) for s in AgentState))
         by_skill: dict[str, dict[AgentState, int]] = {}
         for skill, name, count in await self._conn.execute(
             sa.select(agent_skills.c.skill, derived, sa.func.count())
