@@ -6,7 +6,6 @@ import asyncio
 
 import sqlalchemy as sa
 from google.protobuf import field_mask_pb2
-
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from humanline.v1 import agent_pb2, handoff_pb2, pool_service_pb2
