@@ -17,12 +17,13 @@ HUMANLINE_LISTEN       ?= 127.0.0.1:50051
 HUMANLINE_DATABASE_URL ?= sqlite+aiosqlite:///.data/humanline.db
 export HUMANLINE_LISTEN HUMANLINE_DATABASE_URL
 
-.PHONY: help venv run demo bench test lint proto proto-check api-check proto-release lock clean
+.PHONY: help venv run demo bench soak test lint proto proto-check api-check proto-release lock clean
 
 help:
 	@echo "make run          install into .venv and serve on $(HUMANLINE_LISTEN) (embedded store; prints tokens)"
 	@echo "make demo         a server on a fresh embedded store and a one-minute simulated crowd"
 	@echo "make bench        measure lifecycles/s, time to offer, memory per stream (bench/results.json)"
+	@echo "make soak         a month of history preloaded, then steady lifecycles: cost per handoff over time (bench/soak.json)"
 	@echo "make test         run the whole test suite (after proto-check and api-check)"
 	@echo "make lint         ruff, mypy, buf lint"
 	@echo "make proto        regenerate $(GEN) from protos/"
@@ -51,6 +52,11 @@ demo: $(STAMP)
 # Several minutes: fresh servers (SQLite, and PostgreSQL when reachable) and a grpc echo ceiling.
 bench: $(STAMP)
 	$(BIN)/humanline bench --out bench/results.json
+
+# About forty minutes: on each store, 2,000,000 finished handoffs over 30 days preloaded, then
+# ten minutes of steady lifecycles, beside three on an empty store.
+soak: $(STAMP)
+	$(BIN)/humanline bench --soak --out bench/soak.json
 
 test: $(STAMP) proto-check api-check
 	$(BIN)/python -m pytest

@@ -19,6 +19,7 @@ from humanline.config import Settings
 
 if TYPE_CHECKING:
     from humanline.bench.run import Options
+    from humanline.bench.soak import SoakOptions
 
 
 class UsageError(Exception):
@@ -180,6 +181,46 @@ def _bench_options(args: argparse.Namespace) -> Options:
     return replace(QUICK if args.quick else Options(), **changes)
 
 
+def _soak_options(args: argparse.Namespace) -> SoakOptions:
+    from dataclasses import replace
+
+    from humanline.bench.soak import BACKENDS, QUICK, SoakOptions
+
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends or set(backends) - set(BACKENDS):
+        raise UsageError(f"--backends: one or more of {','.join(BACKENDS)}, not {args.backends!r}")
+    changes: dict[str, Any] = {"backends": backends}
+    if args.postgres_url:
+        changes["postgres_url"] = args.postgres_url
+    for name in ("minutes", "empty_minutes", "history", "rate", "processes"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if value is not None:
+            changes[name] = value
+    return replace(QUICK if args.quick else SoakOptions(), **changes)
+
+
+def _soak(args: argparse.Namespace, path: Path) -> int:
+    import json
+
+    from humanline.bench import report
+    from humanline.bench.soak import run
+    from humanline.sim.console import console
+
+    options = _soak_options(args)
+    out = console()
+    results = run(options, lambda line: out.print(line, highlight=False))
+    document = results.to_json()
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    for table in report.soak_tables(document):
+        out.print(table)
+    for what, note in document["notes"].items():
+        out.print(f"{what}: {note}", highlight=False)
+    out.print(f"results written to {path}", highlight=False)
+    return 1 if results.failed else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import json
 
@@ -187,13 +228,15 @@ def _bench(args: argparse.Namespace) -> int:
     from humanline.bench.run import run
     from humanline.sim.console import console
 
-    options = _bench_options(args)
-    path = Path(args.out)
+    path = Path(args.out or ("bench/soak.json" if args.soak else "bench/results.json"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc}") from None
+    if args.soak:
+        return _soak(args, path)
+    options = _bench_options(args)
     out = console()
     results = run(options, lambda line: out.print(line, highlight=False))
     document = results.to_json()
@@ -347,7 +390,18 @@ def parser() -> argparse.ArgumentParser:
         "bench",
         help="measure lifecycles/s, time to offer and memory per stream beside a grpc echo ceiling",
     )
-    bench.add_argument("--out", default="bench/results.json", help="where to write the JSON")
+    bench.add_argument(
+        "--out", help="where to write the JSON (bench/results.json; with --soak, bench/soak.json)"
+    )
+    bench.add_argument(
+        "--soak",
+        action="store_true",
+        help="preload a month of history, then run steady lifecycles for minutes on each "
+        "store: the cost per handoff over time and history",
+    )
+    bench.add_argument("--minutes", type=int, help="soak: minutes on the loaded store (10)")
+    bench.add_argument("--empty-minutes", type=int, help="soak: minutes on an empty store (3)")
+    bench.add_argument("--history", type=int, help="soak: finished handoffs preloaded (2000000)")
     bench.add_argument("--quick", action="store_true", help="short runs and small numbers")
     bench.add_argument("--backends", default="sqlite,postgres", help="stores to measure")
     bench.add_argument(
@@ -361,7 +415,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--drain", type=float, help="seconds at most for work left at the end")
     bench.add_argument("--processes", type=int, help="client processes (default 2)")
     bench.add_argument("--concurrency", type=int, help="bots (and echo calls) per process")
-    bench.add_argument("--rate", type=float, help="handoffs/s for time to offer (default 200)")
+    bench.add_argument(
+        "--rate", type=float, help="handoffs/s for time to offer (200); soak: steady rate (40)"
+    )
     bench.add_argument(
         "--streams-rate", type=float, help="handoffs/s with many agents connected (default 50)"
     )

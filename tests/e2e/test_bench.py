@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from humanline.bench.run import RPC_EQUIVALENTS_PER_LIFECYCLE
+from humanline.bench.soak import QUICK, SOAK_GOALS
 from tests.conftest import PG_SERVER, create_postgres_database, drop_postgres_database
 from tests.e2e.process import clean_environ, free_port
 
@@ -43,8 +44,8 @@ KEYS = {
 OFFER_KEYS = {"p50", "p99", "rate", "achieved_rate", "sent", "queued", "offered"}
 
 
-async def bench(*args: str) -> tuple[int, str, str]:
-    """Runs `humanline bench`; fails the test if it does not end by itself within TIMEOUT
+async def bench(*args: str, timeout: float = TIMEOUT) -> tuple[int, str, str]:
+    """Runs `humanline bench`; fails the test if it does not end by itself within `timeout`
     (and kills it with the servers and client processes it started)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -58,12 +59,12 @@ async def bench(*args: str) -> tuple[int, str, str]:
         start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
-        pytest.fail(f"humanline bench did not end within {TIMEOUT} s")
+        pytest.fail(f"humanline bench did not end within {timeout} s")
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -196,9 +197,91 @@ async def test_an_unreachable_postgres_leaves_its_numbers_null(tmp_path: Path) -
 
 
 async def test_bad_options_are_refused_in_one_line(tmp_path: Path) -> None:
-    for args in (("--backends", "mysql"), ("--streams", "1000,lots"), ("--duration", "0")):
+    for args in (
+        ("--backends", "mysql"),
+        ("--streams", "1000,lots"),
+        ("--duration", "0"),
+        ("--soak", "--minutes", "0"),
+    ):
         code, stdout, stderr = await bench(*args, "--out", str(tmp_path / "x.json"))
         assert code == 2, args
         assert stdout == ""
         assert stderr.startswith("humanline: error: --"), stderr
         assert stderr.count("\n") == 1, stderr
+
+
+# About two minutes on the 2-core machine: per store, an empty run and a loaded one.
+SOAK_TIMEOUT = 420
+SOAK_MINUTE_KEYS = {
+    "minute",
+    "handoffs",
+    "offered",
+    "cpu_ms_per_handoff",
+    "time_to_offer_p50_ms",
+    "time_to_offer_p99_ms",
+    "rss_mib",
+    "report_ms",
+    "check_ms",
+    "checks",
+}
+
+
+async def test_a_tiny_soak_on_both_stores(tmp_path: Path) -> None:
+    """`humanline bench --soak`: history preloaded, a row per minute (of ten seconds here) with
+    every number the issue asks for, the goals judged; every handoff sent was offered."""
+    out = tmp_path / "soak.json"
+    code, stdout, stderr = await bench(
+        "--soak",
+        "--quick",
+        "--minutes",
+        "1",
+        "--empty-minutes",
+        "1",
+        "--history",
+        "2000",
+        "--postgres-url",
+        PG_SERVER,
+        "--out",
+        str(out),
+        timeout=SOAK_TIMEOUT,
+    )
+    assert code == 0, stdout + stderr
+    results = json.loads(out.read_text())
+    assert set(results) == {"machine", "settings", "goals", "verdicts", "runs", "notes"}
+    assert results["notes"] == {}
+    assert results["goals"] == SOAK_GOALS
+    per_minute = QUICK.rate * QUICK.minute  # handoffs sent evenly: 200 a "minute"
+    for backend in ("sqlite", "postgres"):
+        runs = results["runs"][backend]
+        assert set(runs) == {"empty", "history"}
+        assert runs["history"]["preload"]["rows"]["handoffs"] == 2000
+        assert runs["history"]["preload"]["rows"]["quality_rollups"] > 0
+        assert "preload" not in runs["empty"]
+        for run in runs.values():
+            assert run["errors"] == {}
+            assert run["sampler_errors"] == []
+            assert run["sent"] == QUICK.rate * (QUICK.warmup + QUICK.minute)
+            assert run["offered"] == run["sent"]
+            (minute,) = run["minutes"]
+            assert set(minute) == SOAK_MINUTE_KEYS
+            # Arrivals near the minute's edges may land on either side by a few ms.
+            assert per_minute - 5 <= minute["handoffs"] <= per_minute + 5
+            assert minute["offered"] == minute["handoffs"]
+            assert minute["cpu_ms_per_handoff"] > 0
+            assert 0 < minute["time_to_offer_p50_ms"] <= minute["time_to_offer_p99_ms"]
+            assert minute["rss_mib"] > 0
+            assert set(minute["report_ms"]) == {"1d", "30d"}
+            assert all(ms > 0 for ms in minute["report_ms"].values())
+            assert minute["checks"] > 0  # the monitor checked as completions came in
+            assert minute["check_ms"] > 0
+        verdicts = results["verdicts"][backend]
+        assert set(verdicts) == set(SOAK_GOALS)
+        for name, verdict in verdicts.items():
+            assert verdict["goal"] == SOAK_GOALS[name]
+            if verdict["measured"] is not None:
+                assert verdict["met"] == (verdict["measured"] <= verdict["goal"])
+        assert verdicts["report_30d_ms_max"]["measured"] is not None
+    assert "soak sqlite, history store" in stdout
+    assert "soak postgres, empty store" in stdout
+    assert "soak goals" in stdout
+    assert f"results written to {out}" in stdout

@@ -138,6 +138,9 @@ async def test_the_endpoint_counts_what_happened(metered: tuple[Served, int]) ->
         if name == "humanline_rpc_errors_total"
     }
     assert errors == {("GetHandoff", "NOT_FOUND"): 1, ("Connect", "NOT_FOUND"): 1}
+    # The quality monitor checks at start and after completions; each check is timed.
+    checks = await until(port, lambda s: value(s, "humanline_quality_check_seconds_count") >= 1)
+    assert value(checks, "humanline_quality_check_seconds_sum") > 0
 
     # The dashboard asks only for what the endpoint serves.
     text, _ = await asyncio.to_thread(scrape, port)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,16 +30,19 @@ from humanline.domain.quality import (
     NO_SKILL,
     UNKNOWN_RISK,
     WAIT_ACCURACY,
+    Alert,
     Dimension,
     GroupQuality,
     HandoffSample,
     OfferSample,
     Resolution,
+    Tallies,
+    alerts,
     bucket_start,
     fold,
     percentile,
 )
-from humanline.service.quality import window_tallies
+from humanline.service.quality import early_warning_tallies, rolled_up, window_tallies
 from humanline.store.sql.store import SqlStore
 from humanline.store.sql.tables import handoffs, offers, quality_facts, quality_rollups
 from tests.unit.builders import profile
@@ -275,8 +279,9 @@ async def _roll_up(store: SqlStore, limit: int) -> None:
 
 
 async def _write(
-    store: SqlStore, rng: random.Random
+    store: SqlStore, rng: random.Random, *, unfolded: bool = False
 ) -> tuple[list[HandoffSample], list[tuple[datetime, OfferSample]]]:
+    """A random history, part of its facts folded (with `unfolded`, a few at most)."""
     async with store.write() as uow:
         conn = uow.agents._conn  # type: ignore[attr-defined]
         now = uow.now
@@ -293,7 +298,8 @@ async def _write(
         for h in handoff_rows:
             if HandoffState(h["state"]) in FINAL:
                 await uow.rollups.record_final(h["id"])
-    await _roll_up(store, rng.randint(1, 60))  # part of it: the rest stays as facts
+    folded = rng.randint(1, 60)
+    await _roll_up(store, min(folded, 3) if unfolded else folded)  # the rest stays as facts
     async with store.write() as uow:
         conn = uow.agents._conn  # type: ignore[attr-defined]
         for handoff_id, csat in late.items():
@@ -301,7 +307,7 @@ async def _write(
                 sa.update(handoffs).where(handoffs.c.id == handoff_id).values(csat=csat)
             )
             await uow.rollups.record_rating(handoff_id)
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and not unfolded:
         await _roll_up(store, 1000)
     return _samples(handoff_rows, offer_rows)
 
@@ -340,5 +346,67 @@ async def test_the_kept_numbers_match_the_report_from_every_handoff(
                             for rolled, exact in zip(report, groups, strict=True):
                                 _same(rolled, exact)
                             _same(tallies.overall(), whole)
+    finally:
+        await store.close()
+
+
+# --- windows read together ---------------------------------------------------------------------
+
+
+def _agree(together: Tallies, alone: Tallies, *, waits: bool) -> None:
+    """The same groups with the same sums (the handle time's but for rounding: the database
+    adds up the buckets, in any order); the same bins of waits, or none without them."""
+    assert sorted(together.groups) == sorted(alone.groups)
+    pairs = [(together.whole, alone.whole)]
+    pairs += [(together.groups[key], alone.groups[key]) for key in sorted(alone.groups)]
+    for got, want in pairs:
+        assert got.waits == (want.waits if waits else Counter())
+        assert got.handle_seconds == pytest.approx(want.handle_seconds)
+        assert replace(got, waits=Counter(), handle_seconds=0.0) == replace(
+            want, waits=Counter(), handle_seconds=0.0
+        )
+
+
+def _alerts(current: Tallies, before: Tallies) -> list[Alert]:
+    return alerts(current.report(), current.overall(), before.report())
+
+
+async def test_windows_read_together_are_each_as_read_alone(db_url: str) -> None:
+    """The early-warning check reads its window and the window before at once, without the
+    times to agent and all added up by the database (facts and handoffs under way too), and
+    a report its window and its baseline at once: each window comes out as it does read
+    alone (which the test above holds to every handoff), and so do the check's alerts."""
+    store = SqlStore(db_url, SystemClock(), pool_size=2)
+    await store.open()
+    try:
+        async with store.write() as uow:
+            for agent in AGENTS:
+                await uow.agents.insert(agent, profile(skills={"billing": 3}), uow.now)
+        for seed in range(HISTORIES):
+            rng = random.Random(1000 + seed)
+            await _write(store, rng, unfolded=seed % 2 == 0)
+            async with store.read(snapshot=True) as uow:
+                now, by = uow.now, Dimension.INTERACTION_TYPE
+                lengths = [timedelta(seconds=30), timedelta(hours=1), timedelta(days=1)]
+                lengths.append(timedelta(seconds=rng.uniform(1, 2 * 86_400)))
+                for length in lengths:
+                    current, before = await early_warning_tallies(uow, length)
+                    _, _, current_alone = await window_tallies(uow, now - length, now, by)
+                    _, _, before_alone = await window_tallies(
+                        uow, now - 2 * length, now - length, by
+                    )
+                    _agree(current, current_alone, waits=False)
+                    _agree(before, before_alone, waits=False)
+                    assert _alerts(current, before) == _alerts(current_alone, before_alone)
+                for since, until in _windows(rng, now):
+                    for by in Dimension:
+                        for kind in (None, rng.choice(TYPES)):
+                            window = rolled_up(uow, since, until, by)
+                            length = window.end - window.start
+                            baseline = rolled_up(uow, window.start - length, window.start, by)
+                            together = await uow.rollups.tallies([window, baseline], by, kind)
+                            for read, alone in zip(together, (window, baseline), strict=True):
+                                (expected,) = await uow.rollups.tallies([alone], by, kind)
+                                _agree(read, expected, waits=True)
     finally:
         await store.close()

@@ -83,6 +83,19 @@ def _bucket(resolution: Resolution, dimension: Dimension, start: datetime) -> di
     }
 
 
+def _count_writes(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that gets an item at every write transaction `store` begins."""
+    begun: list[None] = []
+    write = store.write
+
+    def counted() -> Any:
+        begun.append(None)
+        return write()
+
+    monkeypatch.setattr(store, "write", counted)
+    return begun
+
+
 async def test_the_pruner_deletes_only_what_is_past_its_retention(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,9 +157,15 @@ async def test_the_pruner_deletes_only_what_is_past_its_retention(
             ]
             await conn.execute(sa.insert(quality_rollups), kept_rows + gone_rows)
 
+        writes = _count_writes(store, monkeypatch)
         pruned = await Pruner(store, RetentionPolicy()).prune()
         assert pruned == {"handoffs": 5, "sessions": 3, "quality_buckets": 4}
+        # Batches of two: three transactions for five handoffs, and the sessions and
+        # buckets in the same ones (before, a transaction per batch of each kind: 19).
+        assert len(writes) == 3
+        writes.clear()
         assert await Pruner(store, RetentionPolicy()).prune() == dict.fromkeys(pruned, 0)
+        assert len(writes) == 1  # nothing to prune: one short transaction
 
         async with store.read() as uow:
             conn = uow.agents._conn  # type: ignore[attr-defined]

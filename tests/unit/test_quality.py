@@ -23,6 +23,7 @@ from humanline.domain.quality import (
     UNKNOWN_RISK,
     WAIT_ACCURACY,
     Dimension,
+    Fact,
     GroupQuality,
     HandoffSample,
     Kept,
@@ -32,9 +33,12 @@ from humanline.domain.quality import (
     RatingSample,
     Reference,
     Span,
+    Tally,
     alerts,
     binned_percentile,
     bucket_start,
+    fold,
+    groups_of,
     percentile,
     rolled_up_window,
     tally,
@@ -301,6 +305,45 @@ def test_a_late_rating_counts_as_the_handoffs_own() -> None:
 
 NOW = datetime(2026, 12, 7, 10, 42, 17, tzinfo=UTC)
 moments = st.integers(0, 90 * 86_400).map(lambda s: NOW - timedelta(seconds=s))
+# Moments that share buckets often: a few days, in steps of 17 minutes and some seconds.
+clustered = st.builds(
+    lambda days, steps, s: NOW - timedelta(days=days, minutes=17 * steps, seconds=s),
+    st.integers(0, 2),
+    st.integers(0, 90),
+    st.sampled_from([0, 1, 59]),
+)
+samples = st.sampled_from([*WINDOW, *OFFERS, RatingSample("lookup", None, (), "cid", 2)])
+
+
+@given(st.lists(st.tuples(clustered, samples), max_size=40))
+def test_each_bucket_folds_exactly_the_facts_created_within_it(
+    picked: list[tuple[datetime, HandoffSample | OfferSample | RatingSample]],
+) -> None:
+    facts = [Fact(i, created, sample) for i, (created, sample) in enumerate(picked)]
+    folded = fold(facts)
+    expected = set()
+    for fact in facts:
+        for by, key in groups_of(fact.sample):
+            for resolution in RESOLUTIONS[by]:
+                start = bucket_start(fact.created_at, resolution)
+                expected.add((resolution, by, start, fact.sample.interaction_type, key))
+    assert {(k.resolution, k.dimension, k.start, k.interaction_type, k.group) for k in folded} == (
+        expected
+    )
+    for k, got in folded.items():
+        end = k.start + timedelta(seconds=k.resolution)
+        within = [
+            f
+            for f in facts
+            if k.start <= f.created_at < end
+            and f.sample.interaction_type == k.interaction_type
+            and (k.dimension, k.group) in groups_of(f.sample)
+        ]
+        want = Tally()
+        for f in within:
+            want.count(f.sample)
+        assert got.handle_seconds == pytest.approx(want.handle_seconds)
+        assert replace(got, handle_seconds=0.0) == replace(want, handle_seconds=0.0)
 
 
 @given(moments, moments, st.sampled_from(Dimension))
@@ -323,6 +366,34 @@ def test_a_window_is_tiled_by_kept_buckets_from_its_rounded_ends(
         at = span.end
     assert at == end
     assert len(spans) <= 7  # seconds, minutes, hours, days, hours, minutes, seconds
+
+
+def _tiled_a_bucket_at_a_time(start: datetime, end: datetime, by: Dimension) -> list[Span]:
+    """The tiling by its definition: from the start, the coarsest bucket that starts there
+    and fits, one after another; buckets of one resolution in a row make one span."""
+    spans: list[Span] = []
+    at = start
+    while at < end:
+        resolution = next(
+            r
+            for r in reversed(RESOLUTIONS[by])
+            if bucket_start(at, r) == at and at + timedelta(seconds=r) <= end
+        )
+        after = at + timedelta(seconds=resolution)
+        if spans and spans[-1].resolution is resolution:
+            spans[-1] = Span(resolution, spans[-1].start, after)
+        else:
+            spans.append(Span(resolution, at, after))
+        at = after
+    return spans
+
+
+@given(moments, moments, st.sampled_from(Dimension))
+def test_a_window_is_tiled_a_span_at_a_time_as_a_bucket_at_a_time(
+    a: datetime, b: datetime, by: Dimension
+) -> None:
+    start, end, spans = rolled_up_window(min(a, b), max(a, b), Kept.at(NOW), by)
+    assert spans == _tiled_a_bucket_at_a_time(start, end, by)
 
 
 def test_a_recent_day_by_type_is_tiled_by_minutes_hours_minutes_and_seconds() -> None:

@@ -16,14 +16,14 @@ from humanline.domain.quality import (
     Metric,
     OfferSample,
     Reference,
-    Span,
     Tallies,
+    Window,
     tally,
 )
 from humanline.service.quality import QualityMonitor
 from tests.unit.builders import T0
 
-Window = tuple[list[HandoffSample], list[OfferSample]]
+Samples = tuple[list[HandoffSample], list[OfferSample]]
 
 
 def _completed(kind: str, resolved: int, of: int) -> list[HandoffSample]:
@@ -47,24 +47,19 @@ def _completed(kind: str, resolved: int, of: int) -> list[HandoffSample]:
 
 class FakeRollups:
     def __init__(self) -> None:
-        self.current: Window = ([], [])
-        self.asked: list[tuple[datetime, datetime]] = []
+        self.current: Samples = ([], [])
+        self.asked: list[list[tuple[datetime, datetime]]] = []  # the windows of each read
         self.rolled = 0
 
     async def pending(self, limit: int) -> list[Fact]:
         self.rolled += 1
         return []
 
-    async def tallies(
-        self,
-        start: datetime,
-        end: datetime,
-        spans: Sequence[Span],
-        by: Dimension,
-        interaction_type: str | None = None,
-    ) -> Tallies:
-        self.asked.append((start, end))
-        return tally(by, *self.current) if end == T0 else Tallies()  # nothing before
+    async def type_tallies(self, windows: Sequence[Window]) -> list[Tallies]:
+        self.asked.append([(w.start, w.end) for w in windows])
+        # Nothing before the current window.
+        by = Dimension.INTERACTION_TYPE
+        return [tally(by, *self.current) if w.end == T0 else Tallies() for w in windows]
 
 
 class FakeUnit:
@@ -102,10 +97,9 @@ async def test_a_flag_goes_up_once_and_comes_down_once() -> None:
     )
     assert not up.cleared
     assert up.at == T0
-    # The window it judged: the last hour, and the hour before as the baseline.
+    # The window it judged, the last hour, and the hour before as the baseline: read at once.
     assert store.rollups.asked == [
-        (T0 - timedelta(hours=1), T0),
-        (T0 - timedelta(hours=2), T0 - timedelta(hours=1)),
+        [(T0 - timedelta(hours=1), T0), (T0 - timedelta(hours=2), T0 - timedelta(hours=1))]
     ]
     assert await monitor.check() == []  # still up: nothing new to say
     assert [e.alert.key for e in monitor.active] == ["hard"]

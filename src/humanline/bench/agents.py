@@ -1,5 +1,6 @@
 """The bench's agents: apps that log in, heartbeat, accept every offer at once and complete
-each interaction as soon as it is confirmed, so that they are idle again at once.
+each interaction as soon as it is confirmed, so that they are idle again at once (or, given a
+mean work time, after working on it for a random time with that mean, as the soak's do).
 
 A `Crew` is one client process's agents. It tells whoever waits for a conversation (the
 bench makes conversation ids unique) when its offer arrived and when its interaction was
@@ -37,8 +38,10 @@ class Crew:
         stub: agent_service_pb2_grpc.AgentServiceStub,
         errors: Counter[str],
         minter: Minter | None = None,
+        work: float = 0.0,
     ) -> None:
         self.stub = stub
+        self.work = work  # mean seconds between the confirmation and the completion
         self.errors = errors
         self.minter = minter
         self.completed = 0
@@ -136,6 +139,8 @@ class Crew:
         self._check_settled()
 
     async def _completing(self, agent_id: str, interaction: agent_service_pb2.Interaction) -> None:
+        if self.work > 0:
+            await asyncio.sleep(random.expovariate(1 / self.work))
         request = agent_service_pb2.CompleteInteractionRequest(
             agent_id=agent_id,
             interaction_id=interaction.interaction_id,

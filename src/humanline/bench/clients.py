@@ -82,6 +82,7 @@ class Job:
     duration: float = 0.0
     drain: float = 0.0  # seconds at most for the work in flight at the end
     request_bytes: int = 0  # echo
+    work: float = 0.0  # agents' mean seconds of work on an interaction (0: none)
     keys: str = ""  # the server's keyring, to sign the process's tokens with ("": none)
 
     @property
@@ -152,7 +153,7 @@ async def _client(job: Job, pipe: Connection) -> None:
             pipe.send(("result", {"counted": counted, "total": total, "errors": dict(errors)}))
             await _hear(pipe, "stop")
             return
-        crew = Crew(agent_service_pb2_grpc.AgentServiceStub(channel), errors, minter)
+        crew = Crew(agent_service_pb2_grpc.AgentServiceStub(channel), errors, minter, job.work)
         started = time.monotonic()
         group = AgentGroup(name=job.skill, count=job.agents, skills={job.skill: 3})
         try:
@@ -265,6 +266,7 @@ class _OpenLoop:
     """What the open loop sent and when (monotonic), and how many RequestHandoffs succeeded."""
 
     sent: dict[str, float] = field(default_factory=dict)  # conversation id -> just before
+    sent_wall: dict[str, float] = field(default_factory=dict)  # the same, wall-clock time
     offers: dict[str, asyncio.Future[float]] = field(default_factory=dict)  # -> arrival
     queued: int = 0
     calls: set[asyncio.Task[None]] = field(default_factory=set)
@@ -282,6 +284,7 @@ async def _offers(
         message = job.handoff_request(number)
         conversation = message.conversation_id
         run.sent[conversation] = time.monotonic()
+        run.sent_wall[conversation] = time.time()
         try:
             await stub.RequestHandoff(message, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as error:
@@ -304,11 +307,14 @@ async def _offers(
     awaited = [f for f in run.offers.values() if not f.done()] + list(run.calls)
     if awaited:
         await asyncio.wait(awaited, timeout=job.drain)
-    latencies = [
-        future.result() - run.sent[conversation]
+    offered = {
+        conversation: future.result() - run.sent[conversation]
         for conversation, future in run.offers.items()
         if future.done() and not future.cancelled()
-    ]
+    }
+    latencies = list(offered.values())
+    # Each handoff sent: when (wall-clock), and its time to offer (None: never offered).
+    samples = [[at, offered.get(conversation)] for conversation, at in run.sent_wall.items()]
     if run.calls:  # RequestHandoffs still unanswered: let them end, for exact counts
         await asyncio.wait(list(run.calls), timeout=FINISH_TIMEOUT)
     await _finish(crew)
@@ -318,6 +324,7 @@ async def _offers(
         "queued": run.queued,
         "offered": len(latencies),
         "latencies": latencies,
+        "samples": samples,
         "send_span": moments[-1] - moments[0] if moments else 0.0,
     }
 

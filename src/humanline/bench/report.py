@@ -199,3 +199,68 @@ def count_mismatches(results: dict[str, Any]) -> list[str]:
             if mine in run and theirs in server and run[mine] != server[theirs]:
                 found.append(f"{name}: {mine} {run[mine]}, the server logged {server[theirs]}")
     return found
+
+
+SOAK_COLUMNS = (
+    ("minute", "minute"),
+    ("handoffs", "handoffs"),
+    ("CPU ms/handoff", "cpu_ms_per_handoff"),
+    ("offer p50 ms", "time_to_offer_p50_ms"),
+    ("offer p99 ms", "time_to_offer_p99_ms"),
+    ("RSS MiB", "rss_mib"),
+    ("report 1d ms", "1d"),
+    ("report 30d ms", "30d"),
+    ("check ms", "check_ms"),
+)
+
+
+def soak_tables(results: dict[str, Any]) -> list[Table]:
+    """The soak's minutes, a table per store and run, and its goals beside what was
+    measured."""
+    machine, settings = results["machine"], results["settings"]
+    tables = []
+    for backend, runs in results["runs"].items():
+        for name, run in runs.items():
+            preload = run.get("preload")
+            title = f"soak {backend}, {name} store"
+            if preload:
+                title += (
+                    f" ({preload['rows'].get('handoffs', 0):,} finished handoffs preloaded"
+                    f" in {preload['seconds']:,.0f} s)"
+                )
+            out = Table(
+                title=title,
+                caption=(
+                    f"{settings['rate']:g} handoffs/s, {settings['processes']} x "
+                    f"{settings['agents']} agents working {settings['work']:g} s on average;"
+                    f" {machine['cpu']}, {machine['cores']} cores"
+                ),
+            )
+            for header, _ in SOAK_COLUMNS:
+                out.add_column(header, justify="right")
+            for minute in run["minutes"]:
+                values = {**minute, **minute.get("report_ms", {})}
+                out.add_row(
+                    *(
+                        str(values[key])
+                        if key in ("minute", "handoffs")
+                        else number(values.get(key), 2)
+                        for _, key in SOAK_COLUMNS
+                    )
+                )
+            tables.append(out)
+    goals = Table(title="soak goals")
+    for header in ("goal", "backend", "measured", "bound", "met"):
+        goals.add_column(header, justify="right" if header == "measured" else "left")
+    for backend, verdicts in results["verdicts"].items():
+        for name, verdict in verdicts.items():
+            met = verdict["met"]
+            goals.add_row(
+                name,
+                backend,
+                number(verdict["measured"], 3),
+                f"{verdict['goal']:g}",
+                "-" if met is None else "[green]met[/]" if met else "[red]not met[/]",
+            )
+    tables.append(goals)
+    return tables

@@ -68,3 +68,16 @@ def memory_mib(pid: int) -> tuple[float, float] | None:
     if rss is None or peak is None:
         return None
     return int(rss.split()[0]) / 1024, int(peak.split()[0]) / 1024
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process has used so far, user and system (from /proc/<pid>/stat), in
+    seconds; None where /proc does not tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The fields after the command (which is in parentheses and may hold spaces): state is
+    # field 3, utime and stime fields 14 and 15.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,6 +1,6 @@
 """Quality per interaction type, agent, skill or risk class: the arithmetic of the report.
 
-Aggregate numbers hid for months that a subset of interaction types was failing (DESIGN.md 1),
+Aggregate numbers hid for months that a subset of interaction types was failing,
 so the report splits a window's handoffs into groups and gives each its own: volume,
 resolution rate, CSAT (mean, distribution, count), the share answered within target,
 time to agent (p50, p90), abandonment and expiry, the offer accept rate and the handle time.
@@ -17,11 +17,13 @@ its percentiles within `WAIT_ACCURACY`; everything else is exact.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from ddsketch.mapping import LogarithmicMapping
 
@@ -443,22 +445,53 @@ class Fact:
     sample: Sample
 
 
+# Each dimension's resolutions, finest first.
+_CHAINS = tuple(tuple((by, r) for r in RESOLUTIONS[by]) for by in Dimension)
+
+
+@functools.lru_cache(maxsize=4096)
+def _instant(epoch_second: int) -> datetime:
+    return datetime.fromtimestamp(epoch_second, UTC)
+
+
 def fold(facts: Iterable[Fact]) -> dict[BucketKey, Tally]:
     """The tallies `facts` add to each bucket they fall in: every group of every dimension,
-    at each resolution kept for it (`RESOLUTIONS`)."""
-    sums: dict[BucketKey, Tally] = {}
+    at each resolution kept for it (`RESOLUTIONS`).
+
+    Each fact is added to its groups' buckets of the finest resolution only, and each coarser
+    bucket is then the sum of the finer ones within it: a batch's buckets are far fewer than
+    its facts, and a rollup adds up thousands of facts at a time."""
+    finest: dict[tuple[str, int, str, str], Tally] = {}  # (dimension, start, type, group)
     for fact in facts:
         one = Tally()
         one.count(fact.sample)
-        starts = {r: bucket_start(fact.created_at, r) for r in Resolution}
+        second = math.floor(fact.created_at.timestamp())
         kind = fact.sample.interaction_type
         for by, key in groups_of(fact.sample):
-            for r in RESOLUTIONS[by]:
-                bucket = BucketKey(r, by, starts[r], kind, key)
-                found = sums.get(bucket)
+            resolution = RESOLUTIONS[by][0]
+            at = (by.value, second - second % resolution, kind, key)
+            found = finest.get(at)
+            if found is None:
+                finest[at] = found = Tally()
+            found.add(one)
+    sums: dict[BucketKey, Tally] = {}
+    for resolutions in _CHAINS:
+        # Each level of a dimension's buckets, from the finest: added into the next.
+        level = {at: t for at, t in finest.items() if at[0] == resolutions[0][0].value}
+        for i, (by, resolution) in enumerate(resolutions):
+            for (_, start, kind, key), t in level.items():
+                sums[BucketKey(resolution, by, _instant(start), kind, key)] = t
+            if i + 1 == len(resolutions):
+                break
+            coarser: dict[tuple[str, int, str, str], Tally] = {}
+            size = resolutions[i + 1][1]
+            for (name, start, kind, key), t in level.items():
+                at = (name, start - start % size, kind, key)
+                found = coarser.get(at)
                 if found is None:
-                    sums[bucket] = found = Tally()
-                found.add(one)
+                    coarser[at] = found = Tally()
+                found.add(t)
+            level = coarser
     return sums
 
 
@@ -471,9 +504,15 @@ class Span:
     end: datetime
 
 
-def rolled_up_window(
-    since: datetime, until: datetime, kept: Kept, by: Dimension
-) -> tuple[datetime, datetime, list[Span]]:
+class Window(NamedTuple):
+    """A window buckets can give, [start, end), and the spans of buckets that tile it."""
+
+    start: datetime
+    end: datetime
+    spans: list[Span]
+
+
+def rolled_up_window(since: datetime, until: datetime, kept: Kept, by: Dimension) -> Window:
     """The window buckets of `by` can give for [since, until), and the fewest spans of buckets
     that tile it: each end moves up to the next boundary of the finest resolution kept there
     for `by` (by type, a second, for recent times: a window ending now takes in all so far),
@@ -482,20 +521,27 @@ def rolled_up_window(
     start = _boundary_at_or_after(since, kept.finest(since, by))
     end = max(start, _boundary_at_or_after(until, kept.finest(until, by)))
     spans: list[Span] = []
+    resolutions = RESOLUTIONS[by]  # finest first; each one's boundaries are the finer ones'
     at = start
     while at < end:
-        for resolution in reversed(RESOLUTIONS[by]):
+        # The coarsest bucket that starts here and fits, and as many more of it as fit
+        # before the next coarser one would (a span at a time, not a bucket at a time).
+        for i in reversed(range(len(resolutions))):
+            resolution = resolutions[i]
             step = timedelta(seconds=resolution)
             if bucket_start(at, resolution) == at and at + step <= end:
                 break
         else:  # both ends are on boundaries of the finest resolution of `by`
             raise AssertionError(f"{at} is not on a bucket boundary")
-        if spans and spans[-1].resolution is resolution:
-            spans[-1] = Span(resolution, spans[-1].start, at + step)
-        else:
-            spans.append(Span(resolution, at, at + step))
-        at += step
-    return start, end, spans
+        stop = at + step * ((end - at) // step)
+        if i + 1 < len(resolutions):
+            coarser = resolutions[i + 1]
+            boundary = _boundary_at_or_after(at, coarser)
+            if boundary + timedelta(seconds=coarser) <= end:
+                stop = min(stop, boundary)
+        spans.append(Span(resolution, at, stop))
+        at = stop
+    return Window(start, end, spans)
 
 
 # --- the retraining export ---------------------------------------------------------------------

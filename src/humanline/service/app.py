@@ -77,7 +77,10 @@ class Humanline:
         self.pruner = Pruner(store, self.retention, interval=prune_interval)
         self.pool_feed = PoolFeed(store, self.hub, tick=pool_watch_tick)
         self.quality = QualityMonitor(
-            store, window=quality_window, check_interval=quality_check_interval
+            store,
+            window=quality_window,
+            check_interval=quality_check_interval,
+            metrics=self.metrics,
         )
         self.hub.on_outcome(self.quality.outcome)
         self.policies = RoutingPolicies(store, self.dispatcher, routing_policies)

@@ -175,6 +175,12 @@ class Metrics:
             ["method", "code"],
             registry=r,
         )
+        self.quality_check = Histogram(
+            "humanline_quality_check_seconds",
+            "Early-warning checks: reading the window and its baseline, and judging them",
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
         self.pool = PoolCollector(self._types)
         r.register(self.pool)
 

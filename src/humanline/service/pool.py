@@ -20,7 +20,7 @@ from humanline.domain.errors import (
 from humanline.domain.model import Agent, AgentProfile, AgentState, Handoff, ProfileUpdate
 from humanline.domain.quality import Alert, Dimension, GroupQuality, OutcomeQuery, alerts
 from humanline.service.dispatcher import Dispatcher
-from humanline.service.quality import window_tallies
+from humanline.service.quality import rolled_up
 from humanline.service.retention import RetentionPolicy
 from humanline.service.transitions import retry_conflicts
 from humanline.store.port import AtRisk, DuplicateKey, PoolSnapshot, Store, UnitOfWork
@@ -279,10 +279,10 @@ class Pool:
             # (Its baseline, the window before, counts what is kept of it.)
             kept_from = self._retention.rollups_from(uow.now)
             _kept(since, kept_from, "HUMANLINE_ROLLUP_RETENTION_DAYS")
-            since, until, current = await window_tallies(uow, since, until, by, interaction_type)
-            _, _, before = await window_tallies(
-                uow, since - (until - since), since, by, interaction_type
-            )
+            window = rolled_up(uow, since, until, by)
+            since, until = window.start, window.end
+            baseline = rolled_up(uow, since - (until - since), since, by)
+            current, before = await uow.rollups.tallies([window, baseline], by, interaction_type)
         groups, whole = current.report(), current.overall()
         return QualityReport(since, until, groups, whole, alerts(groups, whole, before.report()))
 

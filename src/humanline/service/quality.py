@@ -4,8 +4,9 @@ After completions and feedback on this replica, and at least every `check_interv
 catches other replicas' too), it rolls the facts recorded since into the store's bucketed
 tallies (`QualityRollups.fold`), adds up the buckets of the last `window` and of the
 window before it, and flags each interaction type significantly below the rest of the pool
-or below itself before (`domain.quality.alerts`, which says how). A check reads a few
-hundred buckets however many handoffs they hold. What changed is said once: a
+or below itself before (`domain.quality.alerts`, which says how). A check reads its numbers
+with one statement, answered with a row per window and type however many buckets, facts
+and handoffs the store adds up (`QualityRollups.type_tallies`). What changed is said once: a
 `quality_alert` log event and a message to every WatchQualityAlerts stream when a flag goes
 up, `quality_alert_cleared` when it comes down. Each replica runs its own monitor over the
 same store, so they agree.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,17 +34,25 @@ from humanline.domain.quality import (
     Metric,
     Reference,
     Tallies,
+    Window,
     alerts,
     fold,
     rolled_up_window,
 )
 from humanline.service.events import ServiceClosing
+from humanline.service.metrics import Metrics
 from humanline.store.port import Store, StoreConflict, UnitOfWork
 
 log = structlog.get_logger("humanline")
 
 ROLLUP_BATCH = 500  # facts folded per transaction
 ROLLUP_ROUNDS = 40  # transactions per turn at most, so that a backlog is taken in turns
+
+
+def rolled_up(uow: UnitOfWork, since: datetime, until: datetime, by: Dimension) -> Window:
+    """The window buckets of `by` give for [since, until): each end moved up to a bucket
+    boundary (`domain.quality.rolled_up_window`), with the spans of buckets that tile it."""
+    return rolled_up_window(since, until, Kept.at(uow.now), by)
 
 
 async def window_tallies(
@@ -53,10 +63,21 @@ async def window_tallies(
     interaction_type: str | None = None,
 ) -> tuple[datetime, datetime, Tallies]:
     """The tallies of the handoffs created in [since, until), each end moved up to a bucket
-    boundary (`domain.quality.rolled_up_window`), and the window they are of."""
-    start, end, spans = rolled_up_window(since, until, Kept.at(uow.now), by)
-    found = await uow.rollups.tallies(start, end, spans, by, interaction_type)
-    return start, end, found
+    boundary, and the window they are of."""
+    window = rolled_up(uow, since, until, by)
+    (found,) = await uow.rollups.tallies([window], by, interaction_type)
+    return window.start, window.end, found
+
+
+async def early_warning_tallies(uow: UnitOfWork, window: timedelta) -> tuple[Tallies, Tallies]:
+    """What a check judges: the tallies by type of the last `window` and of the window
+    before it (the baseline), read at once and without the times to agent, which the alerts
+    do not use (`QualityRollups.type_tallies`)."""
+    now, by = uow.now, Dimension.INTERACTION_TYPE
+    current = rolled_up(uow, now - window, now, by)
+    before = rolled_up(uow, now - 2 * window, now - window, by)
+    mine, baseline = await uow.rollups.type_tallies([current, before])
+    return mine, baseline
 
 
 AlertKey = tuple[str, Metric, Reference]
@@ -81,8 +102,10 @@ class QualityMonitor:
         window: timedelta = timedelta(days=1),
         check_interval: float = 30.0,
         settle: float = 0.2,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._window = window
         self._check_interval = check_interval
         self._settle = settle  # outcomes arriving together are judged together
@@ -165,16 +188,17 @@ class QualityMonitor:
 
     async def check(self) -> list[AlertEvent]:
         """Evaluates the window now; returns (and says) what went up or came down."""
-        by = Dimension.INTERACTION_TYPE
+        started = time.perf_counter()
         async with self._store.read(snapshot=True) as uow:
             now = uow.now
-            _, _, current = await window_tallies(uow, now - self._window, now, by)
-            _, _, before = await window_tallies(uow, now - 2 * self._window, now - self._window, by)
+            current, before = await early_warning_tallies(uow, self._window)
         found = {
             (a.key, a.metric, a.reference): a
             for a in alerts(current.report(), current.overall(), before.report())
         }
         self.checks += 1
+        if self._metrics is not None:
+            self._metrics.quality_check.observe(time.perf_counter() - started)
         events = [AlertEvent(a, False, now) for k, a in found.items() if k not in self._active]
         events += [
             AlertEvent(e.alert, True, now) for k, e in self._active.items() if k not in found

@@ -1,12 +1,13 @@
 """The pruner: history past its retention goes, so that the store holds a bounded window.
 
-Every `interval` it deletes, a batch per short transaction, the finished handoffs (and their
-offers) and ended sessions older than `HUMANLINE_RETENTION_DAYS`, and the quality buckets
-older than what is kept at their resolution (`domain.quality.Kept`: seconds for an hour,
-minutes for three days, hours for 62, days for `HUMANLINE_ROLLUP_RETENTION_DAYS`), so reports
-over old windows still work after the handoffs behind them are gone. A turn does at most
-`PRUNE_ROUNDS` batches of each kind: a backlog (the first start after months) is taken in
-turns, and never holds the embedded store's writer for long. On PostgreSQL one replica
+Every `interval` it deletes, in short transactions, the finished handoffs (and their offers)
+and ended sessions older than `HUMANLINE_RETENTION_DAYS`, and the quality buckets older than
+what is kept at their resolution (`domain.quality.Kept`: seconds for an hour, minutes for
+three days, hours for 62, days for `HUMANLINE_ROLLUP_RETENTION_DAYS`), so reports over old
+windows still work after the handoffs behind them are gone. Each transaction takes a batch of
+every kind that may have more, so an idle turn is one transaction; a turn takes at most
+`PRUNE_ROUNDS` of them: a backlog (the first start after months) is taken in turns, and
+never holds the embedded store's writer for long. On PostgreSQL one replica
 prunes at a time (`Retention.lock`).
 """
 
@@ -85,39 +86,51 @@ class Pruner:
             now = uow.now
         before = self._policy.history_from(now)
         kept = Kept.at(now)
-        pruned = {
-            "handoffs": await self._batches(lambda r: r.prune_handoffs(before, PRUNE_BATCH)),
-            "sessions": await self._batches(lambda r: r.prune_sessions(before, PRUNE_BATCH)),
-            "quality_buckets": 0,
-        }
         cutoffs = {
             Resolution.SECOND: kept.seconds_from,
             Resolution.MINUTE: kept.minutes_from,
             Resolution.HOUR: kept.hours_from,
             Resolution.DAY: self._policy.rollups_from(now),
         }
-        for by, resolutions in RESOLUTIONS.items():
-            for resolution in resolutions:
-                pruned["quality_buckets"] += await self._batches(
+        jobs = [
+            _Job("handoffs", lambda r: r.prune_handoffs(before, PRUNE_BATCH), whole=True),
+            _Job("sessions", lambda r: r.prune_sessions(before, PRUNE_BATCH), whole=True),
+            *(
+                _Job(
+                    "quality_buckets",
                     functools.partial(_buckets, resolution, by, cutoffs[resolution]),
                     whole=False,
                 )
+                for by, resolutions in RESOLUTIONS.items()
+                for resolution in resolutions
+            ),
+        ]
+        pruned = dict.fromkeys(("handoffs", "sessions", "quality_buckets"), 0)
+        # A batch of every kind with more to go per transaction: a turn with nothing to
+        # prune is one short transaction, a backlog is taken PRUNE_ROUNDS batches at a time.
+        for _ in range(PRUNE_ROUNDS):
+            if not jobs:
+                break
+            async with self._store.write() as uow:
+                if not await uow.retention.lock():
+                    break  # another replica has the turn
+                counts = [await job.batch(uow.retention) for job in jobs]
+            for job, count in zip(jobs, counts, strict=True):
+                pruned[job.kind] += count
+            jobs = [job for job, count in zip(jobs, counts, strict=True) if job.more(count)]
         if any(pruned.values()):
             log.info("history_pruned", **pruned)
         return pruned
 
-    async def _batches(
-        self, batch: Callable[[Retention], Awaitable[int]], *, whole: bool = True
-    ) -> int:
-        """Runs `batch` in transactions of its own until it finds nothing more (or a batch
-        short of PRUNE_BATCH, when `whole`), another replica has the turn, or PRUNE_ROUNDS."""
-        done = 0
-        for _ in range(PRUNE_ROUNDS):
-            async with self._store.write() as uow:
-                if not await uow.retention.lock():
-                    break
-                count = await batch(uow.retention)
-            done += count
-            if not count or (whole and count < PRUNE_BATCH):
-                break
-        return done
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One kind of row to prune, a batch at a time."""
+
+    kind: str
+    batch: Callable[[Retention], Awaitable[int]]
+    whole: bool  # a batch of PRUNE_BATCH rows at most: one short of it was the last
+
+    def more(self, count: int) -> bool:
+        """Whether another batch may find more after one that found `count`."""
+        return count > 0 and not (self.whole and count < PRUNE_BATCH)

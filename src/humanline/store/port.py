@@ -44,9 +44,9 @@ from humanline.domain.quality import (
     Fact,
     OutcomeQuery,
     Resolution,
-    Span,
     Tallies,
     Tally,
+    Window,
 )
 from humanline.domain.routing import RoutingPolicy
 
@@ -548,17 +548,19 @@ class QualityRollups(Protocol):
         ...
 
     async def tallies(
-        self,
-        start: datetime,
-        end: datetime,
-        spans: Sequence[Span],
-        by: Dimension,
-        interaction_type: str | None = None,
-    ) -> Tallies:
-        """The tallies, per group of `by` and whole, of the handoffs created in [start, end)
-        (of one type, if named): the buckets of `spans` (which tile the window), the facts
-        not folded yet and the handoffs not final yet. Consistent only on a snapshot
-        (`Store.read(snapshot=True)`)."""
+        self, windows: Sequence[Window], by: Dimension, interaction_type: str | None = None
+    ) -> list[Tallies]:
+        """The tallies, per group of `by` and whole, of the handoffs created in each of
+        `windows` (of one type, if named), in their order, read for all the windows at once:
+        the buckets of each window's spans (which tile it), the facts not folded yet and the
+        handoffs not final yet. Consistent only on a snapshot (`Store.read(snapshot=True)`)."""
+        ...
+
+    async def type_tallies(self, windows: Sequence[Window]) -> list[Tallies]:
+        """What the early warnings judge: `tallies` by interaction type, but for the times to
+        agent (every `waits` is empty). The store adds everything up itself, by the rules of
+        `Tally.count`, so that a read costs a row per window and type however many buckets,
+        facts and handoffs it adds. Consistent only on a snapshot."""
         ...
 
 

@@ -10,12 +10,15 @@ replica folds at a time (a transaction-scoped advisory lock; the others skip the
 
 A report adds up the buckets that tile its window, the facts not rolled up yet and the
 handoffs still under way, on one snapshot: its cost follows the buckets and groups, not the
-handoffs behind them.
+handoffs behind them. It reads its window and its baseline together, a statement for each
+part (each window's SELECT tagged with its index, joined by UNION ALL), and the database
+adds up the buckets' counts; only their bins of waits are added up here. An early-warning
+check needs no waits and groups by type alone, so the database adds up all of it, facts and
+handoffs under way too, in one statement (`type_tallies`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -33,9 +36,9 @@ from humanline.domain.quality import (
     OfferSample,
     RatingSample,
     Sample,
-    Span,
     Tallies,
     Tally,
+    Window,
     tally,
 )
 from humanline.store.port import StoreConflict
@@ -147,72 +150,241 @@ def _oldest_facts() -> sa.Select[Any]:
     return sa.select(quality_facts).order_by(quality_facts.c.id).limit(_p("limit"))
 
 
+_Query = sa.Select[Any] | sa.CompoundSelect[Any]
+
+
+def _tagged(parts: Sequence[sa.Select[Any]]) -> _Query:
+    """One SELECT per window, each tagged with the window's index (`window`), as one
+    statement (a row in two windows comes once for each)."""
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)
+
+
+def _window(index: int) -> sa.Label[int]:
+    return sa.literal_column(str(index), sa.Integer()).label("window")
+
+
 @_statement
-def _facts_within(typed: bool) -> sa.Select[Any]:
+def _facts_within(windows: int, typed: bool) -> _Query:
+    """The facts not folded yet of each window's handoffs."""
     f = quality_facts.c
-    stmt = sa.select(quality_facts).where(f.created_at >= _p("start"), f.created_at < _p("end"))
-    return stmt.where(f.interaction_type == _p("interaction_type")) if typed else stmt
-
-
-@_statement
-def _under_way(typed: bool) -> sa.Select[Any]:
-    """The handoffs created in the window that are not final yet (ix_handoffs_under_way)."""
-    h = handoffs.c
-    stmt = sa.select(
-        h.interaction_type,
-        h.risk_class,
-        h.required_skills,
-        h.agent_id,
-        h.state,
-        h.created_at,
-        h.deadline,
-        h.assigned_at,
-        h.outcome,
-        h.handle_seconds,
-        h.csat,
-    ).where(
-        h.state.in_([_const(s) for s in _UNDER_WAY]),
-        h.created_at >= _p("start"),
-        h.created_at < _p("end"),
-    )
-    return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
-
-
-@_statement
-def _answered_under_way(typed: bool) -> sa.Select[Any]:
-    """The answered offers of those handoffs."""
-    h, o = handoffs.c, offers.c
-    stmt = (
-        sa.select(h.interaction_type, h.risk_class, h.required_skills, o.agent_id, o.state)
-        .select_from(handoffs.join(offers, o.handoff_id == h.id))
-        .where(
-            h.state.in_([_const(s) for s in _UNDER_WAY]),
-            h.created_at >= _p("start"),
-            h.created_at < _p("end"),
-            o.state.in_([_const(s) for s in _ANSWERED]),
+    parts = []
+    for w in range(windows):
+        part = sa.select(_window(w), quality_facts).where(
+            f.created_at >= _p(f"start{w}"), f.created_at < _p(f"end{w}")
         )
-    )
-    return stmt.where(h.interaction_type == _p("interaction_type")) if typed else stmt
+        if typed:
+            part = part.where(f.interaction_type == _p("interaction_type"))
+        parts.append(part)
+    return _tagged(parts)
 
 
 @_statement
-def _buckets(spans: int, typed: bool) -> sa.Select[Any]:
-    """The rollup rows of two dimensions (the report's and, for the whole, the types') in
-    `spans` ranges of buckets."""
+def _under_way(windows: int, typed: bool) -> _Query:
+    """The handoffs created in each window that are not final yet (ix_handoffs_under_way),
+    each with its answered offers: a row per answered offer (`offer_state` and
+    `offer_agent_id`), or one with those NULL if it has none."""
+    h, o = handoffs.c, offers.c
+    answered = sa.and_(o.handoff_id == h.id, o.state.in_([_const(s) for s in _ANSWERED]))
+    parts = []
+    for w in range(windows):
+        part = (
+            sa.select(
+                _window(w),
+                h.id,
+                h.interaction_type,
+                h.risk_class,
+                h.required_skills,
+                h.agent_id,
+                h.state,
+                h.created_at,
+                h.deadline,
+                h.assigned_at,
+                h.outcome,
+                h.handle_seconds,
+                h.csat,
+                o.agent_id.label("offer_agent_id"),
+                o.state.label("offer_state"),
+            )
+            .select_from(handoffs.outerjoin(offers, answered))
+            .where(
+                h.state.in_([_const(s) for s in _UNDER_WAY]),
+                h.created_at >= _p(f"start{w}"),
+                h.created_at < _p(f"end{w}"),
+            )
+        )
+        if typed:
+            part = part.where(h.interaction_type == _p("interaction_type"))
+        parts.append(part)
+    return _tagged(parts)
+
+
+def _in_buckets(
+    window: int, spans: int, typed: bool, dimension: Dimension | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """The rollup rows of window `window`'s `spans` ranges of buckets, of two dimensions: the
+    report's and, for the whole, the types' (or of `dimension` alone)."""
     r = quality_rollups.c
     ranges = [
         sa.and_(
-            r.resolution == _p(f"resolution{i}"),
-            r.bucket_start >= _p(f"start{i}"),
-            r.bucket_start < _p(f"end{i}"),
+            r.resolution == _p(f"resolution{window}_{i}"),
+            r.bucket_start >= _p(f"start{window}_{i}"),
+            r.bucket_start < _p(f"end{window}_{i}"),
         )
         for i in range(spans)
     ]
-    stmt = sa.select(quality_rollups).where(
-        r.dimension.in_([_p("dimension"), _const(Dimension.INTERACTION_TYPE)]),
+    found = [
+        r.dimension == _const(dimension)
+        if dimension is not None
+        else r.dimension.in_([_p("dimension"), _const(Dimension.INTERACTION_TYPE)]),
         sa.or_(*ranges) if ranges else sa.false(),
+    ]
+    if typed:
+        found.append(r.interaction_type == _p("interaction_type"))
+    return found
+
+
+@_statement
+def _bucket_sums(shape: tuple[int, ...], typed: bool) -> _Query:
+    """Each window's buckets added up per group (`shape`: how many spans each window has):
+    every count is a sum, so the database adds them, and a window's read sends a row per
+    group rather than per bucket."""
+    r = quality_rollups.c
+    sums = [sa.func.sum(r[name]).label(name) for name in (*_COUNTS, *_CSAT)]
+    return _tagged(
+        [
+            sa.select(_window(w), r.dimension, r.group_key, *sums)
+            .where(*_in_buckets(w, spans, typed))
+            .group_by(r.dimension, r.group_key)
+            for w, spans in enumerate(shape)
+        ]
     )
-    return stmt.where(r.interaction_type == _p("interaction_type")) if typed else stmt
+
+
+@_statement
+def _bucket_waits(shape: tuple[int, ...], typed: bool) -> _Query:
+    """Each window's buckets' bins of waits, a row per bucket (added up here)."""
+    r = quality_rollups.c
+    return _tagged(
+        [
+            sa.select(_window(w), r.dimension, r.group_key, r.waits).where(
+                *_in_buckets(w, spans, typed)
+            )
+            for w, spans in enumerate(shape)
+        ]
+    )
+
+
+_ONE, _NONE = sa.literal_column("1", sa.Integer()), sa.literal_column("0", sa.Integer())
+
+
+def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.func.sum(sa.case((condition, _ONE), else_=_NONE))
+
+
+def _counted(s: Any) -> list[sa.Label[Any]]:
+    """What `Tally.count` adds up, in SQL, over rows shaped like facts (a `kind`, and the
+    handoff's state, or the offer's): the same rules, which the tests hold it to."""
+    handoff = s.kind == _kind(HANDOFF)
+    completed = sa.and_(handoff, s.state == _const(HandoffState.COMPLETED))
+    handled = sa.and_(completed, s.handle_seconds.is_not(None))
+    offer = sa.and_(s.kind == _kind(OFFER), s.state.in_([_const(o) for o in _ANSWERED]))
+    rated = s.kind.in_([_kind(HANDOFF), _kind(RATING)])
+    sums = {
+        "handoffs": _count(handoff),
+        "completed": _count(completed),
+        "resolved": _count(sa.and_(completed, s.outcome == _const(Outcome.RESOLVED))),
+        "within_target": _count(
+            sa.and_(handoff, s.assigned_at.is_not(None), s.assigned_at <= s.deadline)
+        ),
+        "cancelled": _count(sa.and_(handoff, s.state == _const(HandoffState.CANCELLED))),
+        "expired": _count(sa.and_(handoff, s.state == _const(HandoffState.EXPIRED))),
+        "offers": _count(offer),
+        "offers_taken": _count(
+            sa.and_(offer, s.state.in_([_const(o) for o in sorted(ACCEPTED_OFFERS)]))
+        ),
+        "handled": _count(handled),
+        "handle_seconds": sa.func.sum(
+            sa.case((handled, s.handle_seconds), else_=sa.literal_column("0.0", sa.Float()))
+        ),
+    }
+    for level, name in enumerate(_CSAT, 1):
+        sums[name] = _count(sa.and_(rated, s.csat == sa.literal_column(str(level))))
+    return [sums[name].label(name) for name in (*_COUNTS, *_CSAT)]
+
+
+@_statement
+def _type_sums(shape: tuple[int, ...]) -> _Query:
+    """Each window's tallies by interaction type, without the times to agent, added up by
+    the database (`shape`: how many spans each window has): its buckets' sums, and what its
+    facts not folded yet, its handoffs under way and their answered offers add, counted as
+    facts (the latter two as the facts they will become). A row per window and type."""
+    f, h, o, r = quality_facts.c, handoffs.c, offers.c, quality_rollups.c
+    under_way = h.state.in_([_const(s) for s in _UNDER_WAY])
+    samples = []
+    for w in range(len(shape)):
+        within = (_p(f"start{w}"), _p(f"end{w}"))
+        samples += [
+            sa.select(
+                _window(w),
+                f.kind,
+                f.interaction_type,
+                f.state,
+                f.outcome,
+                f.handle_seconds,
+                f.csat,
+                f.assigned_at,
+                f.deadline,
+            ).where(f.created_at >= within[0], f.created_at < within[1]),
+            sa.select(
+                _window(w),
+                _kind(HANDOFF),
+                h.interaction_type,
+                h.state,
+                h.outcome,
+                h.handle_seconds,
+                h.csat,
+                h.assigned_at,
+                h.deadline,
+            ).where(under_way, h.created_at >= within[0], h.created_at < within[1]),
+            sa.select(
+                _window(w),
+                _kind(OFFER),
+                h.interaction_type,
+                o.state,
+                *(sa.null() for _ in range(5)),
+            )
+            .select_from(offers.join(handoffs, h.id == o.handoff_id))
+            .where(
+                under_way,
+                h.created_at >= within[0],
+                h.created_at < within[1],
+                o.state.in_([_const(s) for s in _ANSWERED]),
+            ),
+        ]
+    counted = sa.union_all(*samples).subquery("samples")
+    sums = [sa.func.sum(r[name]).label(name) for name in (*_COUNTS, *_CSAT)]
+    return sa.union_all(
+        sa.select(
+            counted.c.window, counted.c.interaction_type.label("group_key"), *_counted(counted.c)
+        ).group_by(counted.c.window, counted.c.interaction_type),
+        *(
+            sa.select(_window(w), r.group_key, *sums)
+            .where(*_in_buckets(w, spans, typed=False, dimension=Dimension.INTERACTION_TYPE))
+            .group_by(r.group_key)
+            for w, spans in enumerate(shape)
+        ),
+    )
+
+
+@_statement
+def _serial() -> sa.Select[Any]:
+    """`SET LOCAL max_parallel_workers_per_gather = 0`, as a SELECT (prepared like the rest):
+    the transaction's later statements run without parallel workers. The planner misjudges
+    how many buckets a span holds (it takes bucket starts and resolutions to be independent,
+    and puts a day's hours by type at some 50 times the rows there are), so that adding up
+    the buckets looks worth parallel workers; starting them takes several milliseconds, many
+    times what the sums take."""
+    return sa.select(sa.func.set_config("max_parallel_workers_per_gather", "0", sa.true()))
 
 
 # A bucket's bins of waits and the batch's, added up in the upsert itself (no read first).
@@ -308,11 +480,10 @@ def _samples(
     return handoff_samples, offer_samples, ratings
 
 
-def _tally_of(m: Any) -> Tally:
+def _sums_of(m: Any) -> Tally:
     return Tally(
         **{name: m[name] for name in _COUNTS},
         csat=[m[name] for name in _CSAT],
-        waits=Counter({int(key): count for key, count in m["waits"].items()}),
     )
 
 
@@ -321,7 +492,8 @@ def _order(key: BucketKey) -> tuple[int, str, datetime, str, str]:
     return (key.resolution, key.dimension.value, key.start, key.interaction_type, key.group)
 
 
-def _row_of(key: BucketKey, t: Tally) -> dict[str, Any]:
+def rollup_row(key: BucketKey, t: Tally) -> dict[str, Any]:
+    """The `quality_rollups` row of one bucket's tally."""
     return {
         "resolution": key.resolution.value,
         "dimension": key.dimension.value,
@@ -332,6 +504,20 @@ def _row_of(key: BucketKey, t: Tally) -> dict[str, Any]:
         **dict(zip(_CSAT, t.csat, strict=True)),
         "waits": {str(key): count for key, count in sorted(t.waits.items())},
     }
+
+
+def _window_params(windows: Sequence[Window]) -> dict[str, Any]:
+    """The bind parameters of `windows`: each one's ends and its spans'."""
+    params: dict[str, Any] = {}
+    for w, window in enumerate(windows):
+        params |= {f"p_start{w}": window.start, f"p_end{w}": window.end}
+        for i, span in enumerate(window.spans):
+            params |= {
+                f"p_resolution{w}_{i}": int(span.resolution),
+                f"p_start{w}_{i}": span.start,
+                f"p_end{w}_{i}": span.end,
+            }
+    return params
 
 
 class SqlQualityRollups:
@@ -370,46 +556,72 @@ class SqlQualityRollups:
             deleted += int(done.rowcount)
         if deleted != len(fact_ids):  # folded meanwhile, by another replica's rollup
             raise StoreConflict(f"{len(fact_ids) - deleted} of the facts were folded meanwhile")
-        rows = [_row_of(key, sums[key]) for key in sorted(sums, key=_order)]
+        rows = [rollup_row(key, sums[key]) for key in sorted(sums, key=_order)]
         if rows:
             await self._conn.execute(_add_to_rollups(self._conn.dialect.name), rows)
         return True
 
     async def tallies(
-        self,
-        start: datetime,
-        end: datetime,
-        spans: Sequence[Span],
-        by: Dimension,
-        interaction_type: str | None = None,
-    ) -> Tallies:
+        self, windows: Sequence[Window], by: Dimension, interaction_type: str | None = None
+    ) -> list[Tallies]:
+        found = [Tallies() for _ in windows]
+        if not windows:
+            return found
         typed = interaction_type is not None
-        params: dict[str, Any] = {"p_start": start, "p_end": end}
+        params = _window_params(windows) | {"p_dimension": by.value}
         if typed:
             params["p_interaction_type"] = interaction_type
-        into = Tallies()
-        spans_params = {"p_dimension": by.value, **params}
-        for i, span in enumerate(spans):
-            spans_params |= {
-                f"p_resolution{i}": int(span.resolution),
-                f"p_start{i}": span.start,
-                f"p_end{i}": span.end,
-            }
-        for row in await self._conn.execute(_buckets(len(spans), typed), spans_params):
+        await self._serial()
+        shape = tuple(len(window.spans) for window in windows)
+        for row in await self._conn.execute(_bucket_sums(shape, typed), params):
             m = row._mapping
-            t = _tally_of(m)
+            into, t = found[m["window"]], _sums_of(m)
             if m["dimension"] == Dimension.INTERACTION_TYPE.value:
                 into.whole.add(t)
             if m["dimension"] == by.value:
                 into.group(m["group_key"]).add(t)
-        tally(by, *_samples(await self._conn.execute(_facts_within(typed), params)), into=into)
-        live = [
-            _handoff_sample(row._mapping)
-            for row in await self._conn.execute(_under_way(typed), params)
-        ]
-        answered = [
-            _offer_sample(row._mapping)
-            for row in await self._conn.execute(_answered_under_way(typed), params)
-        ]
-        tally(by, live, answered, into=into)
-        return into
+        for w, dimension, group_key, stored in await self._conn.execute(
+            _bucket_waits(shape, typed), params
+        ):
+            bins = {int(key): count for key, count in stored.items()}
+            if dimension == Dimension.INTERACTION_TYPE.value:
+                found[w].whole.waits.update(bins)
+            if dimension == by.value:
+                found[w].group(group_key).waits.update(bins)
+        facts: list[list[Any]] = [[] for _ in windows]
+        for row in await self._conn.execute(_facts_within(len(windows), typed), params):
+            facts[row._mapping["window"]].append(row)
+        live: list[list[HandoffSample]] = [[] for _ in windows]
+        answered: list[list[OfferSample]] = [[] for _ in windows]
+        seen: set[tuple[int, str]] = set()
+        for row in await self._conn.execute(_under_way(len(windows), typed), params):
+            m = row._mapping
+            w = m["window"]
+            if (w, m["id"]) not in seen:  # a row per answered offer: the handoff once
+                seen.add((w, m["id"]))
+                live[w].append(_handoff_sample(m))
+            if m["offer_state"] is not None:
+                answered[w].append(
+                    _offer_sample({**m, "agent_id": m["offer_agent_id"], "state": m["offer_state"]})
+                )
+        for w, into in enumerate(found):
+            tally(by, *_samples(facts[w]), into=into)
+            tally(by, live[w], answered[w], into=into)
+        return found
+
+    async def type_tallies(self, windows: Sequence[Window]) -> list[Tallies]:
+        found = [Tallies() for _ in windows]
+        if not windows:
+            return found
+        await self._serial()
+        shape = tuple(len(window.spans) for window in windows)
+        for row in await self._conn.execute(_type_sums(shape), _window_params(windows)):
+            m = row._mapping
+            into, t = found[m["window"]], _sums_of(m)
+            into.whole.add(t)
+            into.group(m["group_key"]).add(t)
+        return found
+
+    async def _serial(self) -> None:
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(_serial())
