@@ -10,6 +10,11 @@ a day at a time.
 
 Every value follows from the handoff's number, so two loads of the same `History` hold the
 same rows. The soak (`bench.soak`) preloads it; the EXPLAIN test plans against it.
+
+The days are written by worker processes that are spawned: a script that calls `load` must
+guard its top level (`if __name__ == "__main__":`), as every spawning script must. The load
+ends with ANALYZE, which a SQLite store the service made has never had (the planner then
+goes by the indexes alone): the EXPLAIN test plans with and without the statistics.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from humanline.domain.clock import SystemClock
 from humanline.domain.model import (
@@ -52,10 +58,12 @@ from humanline.store.sql.listener import asyncpg_dsn
 from humanline.store.sql.rollups import rollup_row
 from humanline.store.sql.store import SqlStore
 from humanline.store.sql.tables import (
+    agents,
     handoff_skills,
     handoffs,
     offers,
     quality_rollups,
+    replicas,
     sessions,
     sqlite_timestamp,
 )
@@ -478,8 +486,10 @@ def _day(url: str, h: History, day: tuple[int, int, datetime, timedelta], kept: 
     return asyncio.run(_write_day(url, h, *day, kept))
 
 
-async def _agents(url: str, h: History, created: datetime) -> None:
-    """The history's agents, through the store (its triggers keep the skills index)."""
+async def _agents(url: str, h: History, until: datetime) -> None:
+    """The history's agents, through the store (its triggers keep the skills index), last
+    assigned at the newest handoff; and the replica their sessions were on, stopped."""
+    created = until - timedelta(days=h.days + 1)
     store = SqlStore(url, SystemClock())
     await store.open()  # migrates to the newest revision
     try:
@@ -494,6 +504,27 @@ async def _agents(url: str, h: History, created: datetime) -> None:
                 await uow.agents.insert(h.agent_id(n), profile, created)
     finally:
         await store.close()
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.update(agents)
+                .where(agents.c.id.in_([h.agent_id(n) for n in range(h.agents)]))
+                .values(last_assigned_at=until - h.newest)
+            )
+            stopped = until - timedelta(hours=12)
+            await conn.execute(
+                sa.insert(replicas).values(
+                    id=f"{h.prefix}-replica",
+                    host=f"{h.prefix}-host",
+                    pid=1,
+                    started_at=created,
+                    heartbeat_at=stopped,
+                    stopped_at=stopped,
+                )
+            )
+    finally:
+        await engine.dispose()
 
 
 async def load(
@@ -504,7 +535,7 @@ async def load(
     `until`."""
     began = time.perf_counter()
     loaded = Loaded()
-    await _agents(url, h, until - timedelta(days=h.days + 1))
+    await _agents(url, h, until)
     loaded.add("agents", h.agents)
     kept = Kept.at(until)
     loaded_tables = [handoffs.name, handoff_skills.name, offers.name, quality_rollups.name]
