@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from humanline.bench.history import History, load
 from humanline.domain.clock import SystemClock
 from humanline.domain.quality import Dimension, Resolution, bucket_start
-from humanline.service.quality import window_tallies
 from humanline.store.sql.store import SqlStore
 from humanline.store.sql.tables import handoffs, offers, quality_rollups, sessions
 from tests.integration.test_quality_rollups import _exact, _same, _samples
+from tests.support.quality import window_tallies
 
 SMALL = History(handoffs=3_000, days=4.0, agents=12, prefix="test-history")
 

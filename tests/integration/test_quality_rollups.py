@@ -42,9 +42,10 @@ from humanline.domain.quality import (
     fold,
     percentile,
 )
-from humanline.service.quality import early_warning_tallies, rolled_up, window_tallies
+from humanline.service.quality import early_warning_tallies, rolled_up
 from humanline.store.sql.store import SqlStore
 from humanline.store.sql.tables import handoffs, offers, quality_facts, quality_rollups
+from tests.support.quality import window_tallies
 from tests.unit.builders import profile
 
 HISTORIES = 6

@@ -55,20 +55,6 @@ def rolled_up(uow: UnitOfWork, since: datetime, until: datetime, by: Dimension) 
     return rolled_up_window(since, until, Kept.at(uow.now), by)
 
 
-async def window_tallies(
-    uow: UnitOfWork,
-    since: datetime,
-    until: datetime,
-    by: Dimension,
-    interaction_type: str | None = None,
-) -> tuple[datetime, datetime, Tallies]:
-    """The tallies of the handoffs created in [since, until), each end moved up to a bucket
-    boundary, and the window they are of."""
-    window = rolled_up(uow, since, until, by)
-    (found,) = await uow.rollups.tallies([window], by, interaction_type)
-    return window.start, window.end, found
-
-
 async def early_warning_tallies(uow: UnitOfWork, window: timedelta) -> tuple[Tallies, Tallies]:
     """What a check judges: the tallies by type of the last `window` and of the window
     before it (the baseline), read at once and without the times to agent, which the alerts
