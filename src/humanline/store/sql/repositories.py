@@ -295,6 +295,30 @@ def _floor_postgresql(element: _floor, compiler: Any, **kw: Any) -> str:
     return f"floor({compiler.process(element.clauses, **kw)})"
 
 
+class _unindexed(sa.sql.functions.FunctionElement[Any]):
+    """A column that a condition compares, kept from choosing the index to use: SQLite's
+    unary `+` (a no-op on any value), nothing elsewhere. For a condition on the live rows
+    whose partial index SQLite would pass over for an open range on an index of all rows:
+    `state = 'QUEUED' AND created_at <= ?` through the index on `created_at` reads the
+    whole history up to the moment."""
+
+    inherit_cache = True
+
+    def __init__(self, column: sa.ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(_unindexed)
+def _unindexed_default(element: _unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_unindexed, "sqlite")
+def _unindexed_sqlite(element: _unindexed, compiler: Any, **kw: Any) -> str:
+    return f"+{compiler.process(element.clauses, **kw)}"
+
+
 _TRACK = ("completed", "resolved", "rated", "satisfied")  # domain.quality.Track's fields
 _OWN_TRACK = tuple(sa.func.coalesce(agent_quality.c[n], 0.0).label(f"own_{n}") for n in _TRACK)
 _POOL_TRACK = tuple(sa.func.coalesce(quality_pool.c[n], 0.0).label(f"pool_{n}") for n in _TRACK)
@@ -983,7 +1007,9 @@ def _queued_for(languages: int) -> sa.Select[Any]:
 
 @_statement
 def _queued_since() -> sa.Select[Any]:
-    return sa.select(sa.exists().where(_IS_QUEUED, handoffs.c.created_at <= _p("moment")))
+    # Through the live queue's partial index, never along all handoffs by creation.
+    queued_by = _unindexed(handoffs.c.created_at) <= _p("moment")
+    return sa.select(sa.exists().where(_IS_QUEUED, queued_by))
 
 
 @_statement
