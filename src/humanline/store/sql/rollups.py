@@ -580,10 +580,18 @@ class SqlQualityRollups:
                 into.whole.add(t)
             if m["dimension"] == by.value:
                 into.group(m["group_key"]).add(t)
+        # A bucket's bins of waits come as a JSON object (bin -> count), some forty of them: added
+        # up per group as they come, keys left as text, and only the sums made integers. (The
+        # database adding them up, through json_each, costs SQLite more than this.)
+        sums: dict[tuple[int, str, str], dict[str, int]] = {}
         for w, dimension, group_key, stored in await self._conn.execute(
             _bucket_waits(shape, typed), params
         ):
-            bins = {int(key): count for key, count in stored.items()}
+            into_bins = sums.setdefault((w, dimension, group_key), {})
+            for key, count in stored.items():
+                into_bins[key] = into_bins.get(key, 0) + count
+        for (w, dimension, group_key), summed in sums.items():
+            bins = {int(key): count for key, count in summed.items()}
             if dimension == Dimension.INTERACTION_TYPE.value:
                 found[w].whole.waits.update(bins)
             if dimension == by.value:
