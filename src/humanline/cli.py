@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,25 +160,40 @@ def _agent_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _common_bench_changes(args: argparse.Namespace, backends: Sequence[str]) -> dict[str, Any]:
+    """What `--backends` and `--postgres-url` change, for the bench and the soak alike."""
+    chosen = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not chosen or set(chosen) - set(backends):
+        raise UsageError(f"--backends: one or more of {','.join(backends)}, not {args.backends!r}")
+    changes: dict[str, Any] = {"backends": chosen}
+    if args.postgres_url:
+        changes["postgres_url"] = args.postgres_url
+    return changes
+
+
+def _positive(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The options of `names` given, each of which must be positive."""
+    given: dict[str, Any] = {}
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if value is not None:
+            given[name] = value
+    return given
+
+
 def _bench_options(args: argparse.Namespace) -> Options:
     from dataclasses import replace
 
     from humanline.bench.run import BACKENDS, QUICK, Options
 
-    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-    if not backends or set(backends) - set(BACKENDS):
-        raise UsageError(f"--backends: one or more of {','.join(BACKENDS)}, not {args.backends!r}")
-    changes: dict[str, Any] = {"backends": backends}
-    if args.postgres_url:
-        changes["postgres_url"] = args.postgres_url
+    changes = _common_bench_changes(args, BACKENDS)
     if args.streams is not None:
         changes["streams"] = _agent_counts(args.streams)
-    for name in ("duration", "warmup", "drain", "rate", "streams_rate", "processes", "concurrency"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        if value is not None:
-            changes[name] = value
+    changes |= _positive(
+        args, ("duration", "warmup", "drain", "rate", "streams_rate", "processes", "concurrency")
+    )
     return replace(QUICK if args.quick else Options(), **changes)
 
 
@@ -186,18 +202,8 @@ def _soak_options(args: argparse.Namespace) -> SoakOptions:
 
     from humanline.bench.soak import BACKENDS, QUICK, SoakOptions
 
-    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-    if not backends or set(backends) - set(BACKENDS):
-        raise UsageError(f"--backends: one or more of {','.join(BACKENDS)}, not {args.backends!r}")
-    changes: dict[str, Any] = {"backends": backends}
-    if args.postgres_url:
-        changes["postgres_url"] = args.postgres_url
-    for name in ("minutes", "empty_minutes", "history", "rate", "processes"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        if value is not None:
-            changes[name] = value
+    changes = _common_bench_changes(args, BACKENDS)
+    changes |= _positive(args, ("minutes", "empty_minutes", "history", "rate", "processes"))
     return replace(QUICK if args.quick else SoakOptions(), **changes)
 
 

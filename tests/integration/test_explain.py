@@ -626,12 +626,14 @@ async def _recorded_service(url: str, recorder: Recorder) -> AsyncIterator[Stubs
         await open_store(writer)
         assert store._writer is not None
         assert store._reader is not None
-        # PostgreSQL: one engine. SQLite: the writer's (migrations only), the readers', and
-        # the synchronous one of the writer that runs every write (`_inline_engine`).
+        # PostgreSQL: one engine. SQLite: the writer's (migrations only), the readers', the
+        # synchronous one of the writer that runs every write (`_inline_engine`) and that of
+        # the brief reads (`_brief_engine`).
         engines = {store._writer.sync_engine, store._reader.sync_engine}
-        if store._inline_engine is not None:
-            engines.add(store._inline_engine)
-        assert len(engines) == (3 if store.is_sqlite else 1)
+        for inline in (store._inline_engine, store._brief_engine):
+            if inline is not None:
+                engines.add(inline)
+        assert len(engines) == (4 if store.is_sqlite else 1)
         for engine in engines:
             event.listen(engine, "before_cursor_execute", recorder)
 

@@ -1,6 +1,8 @@
 """The embedded store's writer (`humanline.store.sql.sqlite`): units of work that run together
 share one commit, a failing unit undoes only itself, a failed commit fails every unit of its
-batch and keeps none of them, and nothing a caller was told is committed is lost on reopening."""
+batch and keeps none of them, and nothing a caller was told is committed is lost on reopening.
+Its brief reads, in the loop's thread beside it, see only what was committed and change
+nothing."""
 
 from __future__ import annotations
 
@@ -131,3 +133,47 @@ async def test_a_caller_that_stops_waiting_stops_neither_the_commit_nor_the_othe
     await staying
     await store.close()
     assert await stored_agents(url) == {"ann", "bob"}
+
+
+async def test_brief_reads_see_what_was_committed_and_never_a_unit_under_way(
+    store: SqlStore,
+) -> None:
+    assert store._brief is not None
+    assert store._brief.units == 0
+    async with store.write() as uow:
+        await uow.agents.insert("ann", profile(skills={"chat": 3}), uow.now)
+        async with store.read(brief=True) as brief:  # ann's unit is not committed yet
+            assert await brief.agents.get("ann") is None
+    async with store.read(brief=True) as brief:
+        found = await brief.agents.get("ann")
+        assert found is not None
+        assert found.id == "ann"
+    assert store._brief.units == 2  # in the loop's thread, not on a reader's
+
+
+async def test_brief_reads_change_nothing_and_a_failed_one_leaves_the_next_working(
+    store: SqlStore, url: str
+) -> None:
+    with pytest.raises(StoreError, match="readonly"):
+        async with store.read(brief=True) as brief:
+            await brief.agents.insert("bob", profile(skills={"chat": 3}), brief.now)
+
+    async def fail_reading() -> None:
+        async with store.read(brief=True) as brief:
+            assert await brief.agents.get("bob") is None
+            raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError):
+        await fail_reading()
+    # Brief reads beside writes, many at once: each sees a consistent store.
+    ids = [f"agent-{i:03}" for i in range(50)]
+
+    async def read_back() -> int:
+        async with store.read(brief=True) as brief:
+            return len(await brief.agents.page(limit=100, after_id=None, state=None, skill=None))
+
+    seen = await asyncio.gather(*(create(store, i) for i in ids), *(read_back() for _ in ids))
+    assert all(0 <= n <= len(ids) for n in seen[len(ids) :])
+    assert await read_back() == len(ids)
+    await store.close()
+    assert await stored_agents(url) == set(ids)

@@ -73,7 +73,7 @@ class FakeStore:
         self.rollups = FakeRollups()
 
     @asynccontextmanager
-    async def read(self, *, snapshot: bool = False) -> AsyncIterator[FakeUnit]:
+    async def read(self, *, snapshot: bool = False, brief: bool = False) -> AsyncIterator[FakeUnit]:
         yield FakeUnit(self.rollups)
 
     @asynccontextmanager

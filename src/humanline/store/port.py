@@ -690,10 +690,14 @@ class Store(Protocol):
         """A read-write transaction; commits on normal exit, rolls back on exception."""
         ...
 
-    def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
+    def read(
+        self, *, snapshot: bool = False, brief: bool = False
+    ) -> AbstractAsyncContextManager[UnitOfWork]:
         """A read-only transaction. With `snapshot`, every read in it sees the same moment
         (PostgreSQL's REPEATABLE READ; a SQLite transaction always does); without, each
-        statement sees what had committed when it began."""
+        statement sees what had committed when it began. `brief` promises a few statements
+        of small, bounded cost, which the embedded store then runs in the event loop's own
+        thread (no long scans there: they would hold up everything else)."""
         ...
 
     @property

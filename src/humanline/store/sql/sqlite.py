@@ -89,6 +89,44 @@ class InlineConnection:
             yield
 
 
+class BriefReader:
+    """Brief reads (`Store.read(brief=True)`): a few statements of bounded cost, run like the
+    writer's, on a synchronous connection of their own in the loop's thread, one unit at a
+    time. A hop to aiosqlite's thread and back costs each statement more than an indexed
+    read takes, and under load it waits its turn on a busy loop again and again; a frequent
+    small read (the early-warning check, some two milliseconds of SQLite) is cheaper run at
+    once. Its transaction (`BEGIN`, deferred) sees what had committed when its first
+    statement ran; it is rolled back at the end, having changed nothing."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._inline = InlineConnection(conn)
+        self._lock = asyncio.Lock()
+        self.units = 0  # for tests: how many brief reads ran
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[InlineConnection]:
+        """One read-only transaction on the connection."""
+        async with self._lock:
+            self.units += 1
+            try:
+                transaction = self._conn.begin()
+                self._inline.attach()
+            except DBAPIError as exc:
+                raise StoreError(f"cannot begin a transaction: {exc.orig}") from exc
+            try:
+                yield self._inline
+            finally:
+                try:
+                    transaction.rollback()
+                except DBAPIError:
+                    self._conn.invalidate()  # the next unit starts on a new connection
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self._conn.close()
+
+
 @dataclass(eq=False)
 class _Batch:
     """Units of work that commit together."""

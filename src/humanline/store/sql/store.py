@@ -55,7 +55,7 @@ from humanline.store.sql.repositories import (
 )
 from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
-from humanline.store.sql.sqlite import GroupCommitWriter
+from humanline.store.sql.sqlite import BriefReader, GroupCommitWriter
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
 RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -129,6 +129,10 @@ def _sqlite_setup(engine: Engine, begin: str) -> None:
     event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
 
 
+def _query_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA query_only = ON")
+
+
 def _exclusive_lock(path: Path) -> int:
     """Holds an exclusive lock on `path` for this process; StoreError if another has it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -164,6 +168,8 @@ class SqlStore:
         self._writer: AsyncEngine | None = None
         self._inline_engine: Engine | None = None
         self._group: GroupCommitWriter | None = None  # SQLite's writer
+        self._brief_engine: Engine | None = None
+        self._brief: BriefReader | None = None  # SQLite's brief reads
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
         self._ending: set[asyncio.Task[None]] = set()  # see _transaction
@@ -214,6 +220,7 @@ class SqlStore:
                 await migrations.upgrade(conn)
             if self.is_sqlite:
                 self._group = self._sqlite_writer()
+                self._brief = self._sqlite_brief_reader()
         except (OSError, DBAPIError) as exc:
             await self.close()
             raise StoreError(f"cannot open the database: {exc}") from exc
@@ -243,6 +250,19 @@ class SqlStore:
         self._inline_engine = engine
         return GroupCommitWriter(engine.connect())
 
+    def _sqlite_brief_reader(self) -> BriefReader:
+        """The synchronous connection that runs brief reads (see `sqlite.BriefReader`)."""
+        engine = sa.create_engine(
+            self.url.set(drivername="sqlite"),
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"check_same_thread": False},  # opened here, closed on shutdown
+        )
+        _sqlite_setup(engine, "BEGIN")
+        event.listen(engine, "connect", _query_only)  # after the pragmas: reads, nothing else
+        self._brief_engine = engine
+        return BriefReader(engine.connect())
+
     async def revision(self) -> str | None:
         """The schema revision the database is at."""
         if self._reader is None:
@@ -266,6 +286,12 @@ class SqlStore:
         if self._inline_engine is not None:
             self._inline_engine.dispose()
             self._inline_engine = None
+        if self._brief is not None:
+            self._brief.close()
+            self._brief = None
+        if self._brief_engine is not None:
+            self._brief_engine.dispose()
+            self._brief_engine = None
         for engine in {self._writer, self._reader}:
             if engine is not None:
                 await engine.dispose()
@@ -378,14 +404,20 @@ class SqlStore:
             raise StoreError(str(exc)) from exc
 
     @asynccontextmanager
-    async def read(self, *, snapshot: bool = False) -> AsyncIterator[SqlUnitOfWork]:
+    async def read(
+        self, *, snapshot: bool = False, brief: bool = False
+    ) -> AsyncIterator[SqlUnitOfWork]:
         """A read-only transaction: on PostgreSQL each statement sees what had committed when
         it started, or, with `snapshot`, when the first did (REPEATABLE READ). A SQLite
-        transaction is always a snapshot."""
+        transaction is always a snapshot; a `brief` one runs in the loop's thread."""
         if self._reader is None:
             raise StoreError("store is not open")
         isolation = "REPEATABLE READ" if snapshot and not self.is_sqlite else None
         try:
+            if brief and self._brief is not None:
+                async with self._brief.unit() as inline:
+                    yield SqlUnitOfWork(inline, self._clock.now(), notifies=False, writer=self._tag)
+                return
             async with self._transaction(self._reader, isolation) as (conn, now):
                 yield SqlUnitOfWork(
                     await self._repositories_connection(conn),
