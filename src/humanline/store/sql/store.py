@@ -415,6 +415,8 @@ class SqlStore:
         isolation = "REPEATABLE READ" if snapshot and not self.is_sqlite else None
         try:
             if brief and self._brief is not None:
+                if self._closing:
+                    raise StoreError("the store is closing")
                 async with self._brief.unit() as inline:
                     yield SqlUnitOfWork(inline, self._clock.now(), notifies=False, writer=self._tag)
                 return
