@@ -240,28 +240,26 @@ class SqlStore:
 
     def _sqlite_writer(self) -> GroupCommitWriter:
         """The synchronous connection that runs every write (see `sqlite`)."""
-        engine = sa.create_engine(
-            self.url.set(drivername="sqlite"),
-            pool_size=1,
-            max_overflow=0,
-            connect_args={"check_same_thread": False},  # opened here, closed on shutdown
-        )
-        _sqlite_setup(engine, "BEGIN IMMEDIATE")
-        self._inline_engine = engine
-        return GroupCommitWriter(engine.connect())
+        self._inline_engine = self._sqlite_sync_engine("BEGIN IMMEDIATE")
+        return GroupCommitWriter(self._inline_engine.connect())
 
     def _sqlite_brief_reader(self) -> BriefReader:
         """The synchronous connection that runs brief reads (see `sqlite.BriefReader`)."""
+        self._brief_engine = self._sqlite_sync_engine("BEGIN", query_only=True)
+        return BriefReader(self._brief_engine.connect())
+
+    def _sqlite_sync_engine(self, begin: str, *, query_only: bool = False) -> Engine:
+        """An engine of one synchronous connection, used in the loop's thread."""
         engine = sa.create_engine(
             self.url.set(drivername="sqlite"),
             pool_size=1,
             max_overflow=0,
             connect_args={"check_same_thread": False},  # opened here, closed on shutdown
         )
-        _sqlite_setup(engine, "BEGIN")
-        event.listen(engine, "connect", _query_only)  # after the pragmas: reads, nothing else
-        self._brief_engine = engine
-        return BriefReader(engine.connect())
+        _sqlite_setup(engine, begin)
+        if query_only:  # after the pragmas: reads, nothing else
+            event.listen(engine, "connect", _query_only)
+        return engine
 
     async def revision(self) -> str | None:
         """The schema revision the database is at."""
