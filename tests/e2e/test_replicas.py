@@ -27,7 +27,8 @@ work, and gets no new offer on the old stream; bots' calls already on their way 
 (clients send it nothing new, as a load balancer that dropped its endpoint); it exits 0, with
 nobody having to declare it dead. Zero lost handoffs, zero failed completions, no new log-in.
 
-HUMANLINE_E2E_HANDOFFS and HUMANLINE_E2E_AGENTS scale the runs (defaults 5000 and 200).
+HUMANLINE_E2E_HANDOFFS and HUMANLINE_E2E_AGENTS scale the runs (defaults 5000 and 200);
+HUMANLINE_E2E_SEED shifts every run's random draws (default 0), to repeat a run on other draws.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ pytestmark = pytest.mark.e2e
 REPLICAS = 3
 AGENTS = int(os.environ.get("HUMANLINE_E2E_AGENTS", "200"))
 HANDOFFS = int(os.environ.get("HUMANLINE_E2E_HANDOFFS", "5000"))
+SEED = int(os.environ.get("HUMANLINE_E2E_SEED", "0"))
 # Far beyond a normal run (about 5 minutes for 5,000 on a 2-core machine); failing takes this
 # long, then lists the handoffs that are stuck.
 ALL_DONE_TIMEOUT = 900.0
@@ -191,6 +193,7 @@ async def run_crowd(
     `stop` is "kill", SIGTERMing one if "drain"), checks every guarantee, and returns the
     run's numbers."""
     started = time.monotonic()
+    seed += SEED
     conn = await asyncpg.connect(database.dsn)
     cluster: Cluster | None = None
     swarm: Swarm | None = None
