@@ -93,7 +93,7 @@ from humanline.store.sql.repositories import (
 from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.sqlite import InlineConnection
-from humanline.store.sql.store import SqlStore
+from humanline.store.sql.store import PG_SETTINGS, SqlStore
 from humanline.store.sql.tables import (
     agent_languages,
     agent_skills,
@@ -1044,7 +1044,8 @@ async def _buffers(conn: asyncpg.Connection, sql: str, params: Sequence[Any] = (
 async def _check_all(url: str, statements: list[Statement]) -> list[str]:
     """Every plan that reads a whole big table, described. Runs in a transaction that is
     rolled back (running the SELECTs takes row locks: FOR UPDATE)."""
-    conn = await asyncpg.connect(asyncpg_dsn(make_url(url)), timeout=5)
+    # The settings of the service's own connections, so that the plans are the ones it gets.
+    conn = await asyncpg.connect(asyncpg_dsn(make_url(url)), timeout=5, server_settings=PG_SETTINGS)
     try:
         indexes = await _indexes(conn)
         flagged = [

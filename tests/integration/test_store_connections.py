@@ -1,17 +1,20 @@
 """PostgreSQL's pooled connections: one the database closed while it sat in the pool (a
 restart, a failover, an idle timeout) is replaced when a transaction begins, without the
 transaction failing. No ping per checkout: the transaction's first statement, which reads
-the database's clock, is the check."""
+the database's clock, is the check. Brief reads send their statements alone."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from humanline.domain.clock import SystemClock
+from humanline.domain.clock import FakeClock, SystemClock
+from humanline.service.quality import early_warning_tallies
 from humanline.store.port import StoreError
 from humanline.store.sql.listener import asyncpg_dsn
 from humanline.store.sql.store import SqlStore
@@ -78,3 +81,79 @@ async def test_closing_waits_for_transactions_under_way_and_refuses_new_ones(
     release.set()
     await reader
     await closing
+
+
+class SentStatements:
+    """The first word of each statement asyncpg's connections send themselves (SQLAlchemy's
+    own prepared statements aside): `_execute` runs those with parameters (`fetch`, ...),
+    `execute` without them those with none (BEGIN, COMMIT)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        sent = self.sent
+        execute, run = asyncpg.Connection.execute, asyncpg.Connection._execute
+
+        async def recorded_execute(
+            connection: asyncpg.Connection, query: str, *args: Any, **kw: Any
+        ) -> Any:
+            if not args:
+                sent.append(query.split(None, 1)[0].rstrip(";").upper())
+            return await execute(connection, query, *args, **kw)
+
+        async def recorded_run(
+            connection: asyncpg.Connection, query: str, *args: Any, **kw: Any
+        ) -> Any:
+            sent.append(query.split(None, 1)[0].rstrip(";").upper())
+            return await run(connection, query, *args, **kw)
+
+        monkeypatch.setattr(asyncpg.Connection, "execute", recorded_execute)
+        monkeypatch.setattr(asyncpg.Connection, "_execute", recorded_run)
+
+
+async def test_a_brief_read_on_postgres_is_its_statements_alone(
+    db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No BEGIN, no read of the database's clock, no COMMIT: the early-warning check's one
+    statement is one round trip."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's brief reads")
+    clock = FakeClock(datetime(2026, 12, 7, 12, 0, tzinfo=UTC))
+    store = SqlStore(db_url, clock, pool_size=2)
+    await store.open()
+    try:
+        async with store.read(brief=True) as warm:  # asyncpg's prepared statements
+            await early_warning_tallies(warm, timedelta(days=1))
+        statements = SentStatements(monkeypatch)
+        async with store.read(brief=True) as uow:
+            assert uow.now == clock.now()  # the replica's clock
+            mine, before = await early_warning_tallies(uow, timedelta(days=1))
+        assert statements.sent == ["SELECT"]
+        assert mine.whole.handoffs == before.whole.handoffs == 0
+        async with store.read() as uow:  # a transaction, for comparison
+            await uow.agents.get("nobody")
+        assert statements.sent[1:] == ["BEGIN", "SELECT", "COMMIT"]  # its clock: SQLAlchemy's
+    finally:
+        await store.close()
+
+
+async def test_a_brief_read_throws_away_a_connection_the_database_closed(
+    db_url: str, backend: str
+) -> None:
+    """The brief read on it fails (there is no transaction to begin again); the connection
+    is not handed to the next one, which works."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's brief reads")
+    store = SqlStore(db_url, SystemClock(), pool_size=1)
+    await store.open()
+    try:
+        async with store.read(brief=True) as uow:  # the pool's one connection
+            assert await uow.agents.get("nobody") is None
+        assert await _close_the_stores_connections(db_url) == 1
+        with pytest.raises(StoreError):
+            async with store.read(brief=True) as uow:
+                await uow.agents.get("nobody")
+        for _ in range(3):
+            async with store.read(brief=True) as uow:
+                assert await uow.agents.get("nobody") is None
+    finally:
+        await store.close()

@@ -175,7 +175,8 @@ class QualityMonitor:
     async def check(self) -> list[AlertEvent]:
         """Evaluates the window now; returns (and says) what went up or came down."""
         started = time.perf_counter()
-        async with self._store.read(snapshot=True, brief=True) as uow:
+        # One statement (`early_warning_tallies`): consistent without a snapshot.
+        async with self._store.read(brief=True) as uow:
             now = uow.now
             current, before = await early_warning_tallies(uow, self._window)
         found = {

@@ -697,7 +697,9 @@ class Store(Protocol):
         (PostgreSQL's REPEATABLE READ; a SQLite transaction always does); without, each
         statement sees what had committed when it began. `brief` promises a few statements
         of small, bounded cost, which the embedded store then runs in the event loop's own
-        thread (no long scans there: they would hold up everything else)."""
+        thread (no long scans there: they would hold up everything else), and PostgreSQL
+        without `snapshot` outside a transaction, a round trip each; its `now` is then the
+        replica's clock, not the database's."""
         ...
 
     @property

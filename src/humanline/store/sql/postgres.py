@@ -32,17 +32,28 @@ class PgConnection:
     asyncpg. Errors come as SQLAlchemy's `DBAPIError`, with asyncpg's error (and its
     SQLSTATE) as `orig`."""
 
-    def __init__(self, conn: AsyncConnection, driver: asyncpg.Connection, plans: Plans) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        driver: asyncpg.Connection,
+        plans: Plans,
+        *,
+        autocommit: bool = False,
+    ) -> None:
         self._conn = conn
         self._driver = driver
         self._plans = plans
+        self._autocommit = autocommit
 
     @classmethod
-    async def of(cls, conn: AsyncConnection, plans: Plans) -> PgConnection:
+    async def of(
+        cls, conn: AsyncConnection, plans: Plans, *, autocommit: bool = False
+    ) -> PgConnection:
         """The connection for `conn`'s transaction; `plans` are the store's (a plan is the
-        same on every connection; asyncpg prepares it on each)."""
+        same on every connection; asyncpg prepares it on each). With `autocommit`, `conn`
+        has no transaction and the prepared statements run each on its own."""
         raw = await conn.get_raw_connection()
-        return cls(conn, raw.driver_connection, plans)
+        return cls(conn, raw.driver_connection, plans, autocommit=autocommit)
 
     @property
     def dialect(self) -> Dialect:
@@ -52,7 +63,7 @@ class PgConnection:
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Any:
         """Runs a statement; returns its result, fetched."""
         planned = self._plans.plan(statement, parameters)
-        if planned is None or not self._driver.is_in_transaction():
+        if planned is None or not (self._autocommit or self._driver.is_in_transaction()):
             return await self._conn.execute(statement, parameters)
         plan, values, many = planned
         bound = [plan.bind(v) for v in values]
@@ -66,8 +77,10 @@ class PgConnection:
                     plan.resolve(self.dialect, [a.type.oid for a in prepared.get_attributes()])
                 return plan.rows(await self._driver.fetch(plan.sql, *bound[0]), -1)
             status = await self._driver.execute(plan.sql, *bound[0])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except asyncpg.PostgresError as exc:
             raise DBAPIError.instance(plan.sql, bound, exc, asyncpg.PostgresError) from exc
+        except (asyncpg.InterfaceError, OSError) as exc:  # the connection, not the statement
+            raise DBAPIError(plan.sql, bound, exc, connection_invalidated=True) from exc
         affected = _AFFECTED.match(status or "")
         return plan.rows((), int(affected.group(1)) if affected else -1)
 

@@ -376,17 +376,6 @@ def _type_sums(shape: tuple[int, ...]) -> _Query:
     )
 
 
-@_statement
-def _serial() -> sa.Select[Any]:
-    """`SET LOCAL max_parallel_workers_per_gather = 0`, as a SELECT (prepared like the rest):
-    the transaction's later statements run without parallel workers. The planner misjudges
-    how many buckets a span holds (it takes bucket starts and resolutions to be independent,
-    and puts a day's hours by type at some 50 times the rows there are), so that adding up
-    the buckets looks worth parallel workers; starting them takes several milliseconds, many
-    times what the sums take."""
-    return sa.select(sa.func.set_config("max_parallel_workers_per_gather", "0", sa.true()))
-
-
 # A bucket's bins of waits and the batch's, added up in the upsert itself (no read first).
 _ADD_WAITS = {
     "postgresql": """COALESCE((
@@ -571,7 +560,6 @@ class SqlQualityRollups:
         params = _window_params(windows) | {"p_dimension": by.value}
         if typed:
             params["p_interaction_type"] = interaction_type
-        await self._serial()
         shape = tuple(len(window.spans) for window in windows)
         for row in await self._conn.execute(_bucket_sums(shape, typed), params):
             m = row._mapping
@@ -621,7 +609,6 @@ class SqlQualityRollups:
         found = [Tallies() for _ in windows]
         if not windows:
             return found
-        await self._serial()
         shape = tuple(len(window.spans) for window in windows)
         for row in await self._conn.execute(_type_sums(shape), _window_params(windows)):
             m = row._mapping
@@ -629,7 +616,3 @@ class SqlQualityRollups:
             into.whole.add(t)
             into.group(m["group_key"]).add(t)
         return found
-
-    async def _serial(self) -> None:
-        if self._conn.dialect.name == "postgresql":
-            await self._conn.execute(_serial())

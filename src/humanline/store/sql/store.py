@@ -156,6 +156,16 @@ def _store_error(exc: DBAPIError) -> StoreError:
 
 CLOSE_WAIT_SECONDS = 10.0  # how long closing waits for transactions under way
 
+# Every PostgreSQL connection's settings, sent when it connects.
+PG_SETTINGS = {
+    # No parallel workers: every statement the service sends reads a bounded slice, and
+    # starting workers costs several milliseconds, many times what those reads take. The
+    # planner misjudges the quality buckets (it takes bucket starts and resolutions to be
+    # independent and puts a day's hours by type at some 50 times the rows there are), so
+    # that adding them up looked worth workers.
+    "max_parallel_workers_per_gather": "0",
+}
+
 
 class SqlStore:
     """The store on SQLite or PostgreSQL through SQLAlchemy's async engine."""
@@ -211,7 +221,7 @@ class SqlStore:
                 self.url,
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
-                connect_args={"server_settings": {"application_name": name}},
+                connect_args={"server_settings": {"application_name": name, **PG_SETTINGS}},
             )
             self._writer = self._reader = engine
             self._plans = Plans(engine.dialect)
@@ -311,17 +321,39 @@ class SqlStore:
         restart, a failover, an idle timeout) is thrown away there and the transaction
         begins again on a new one, before anything else was sent. That saves the round trip
         a ping on every checkout would cost."""
+        async with self._counted(), self._begin(engine, isolation) as begun:
+            yield begun
+
+    @asynccontextmanager
+    async def _counted(self) -> AsyncIterator[None]:
+        """Counts a use of a connection as under way (see `close`); refused once closing."""
         if self._closing:
             raise StoreError("the store is closing")
         self._open += 1
         self._none_open.clear()
         try:
-            async with self._begin(engine, isolation) as begun:
-                yield begun
+            yield
         finally:
             self._open -= 1
             if not self._open:
                 self._none_open.set()
+
+    @asynccontextmanager
+    async def _statements(self, plans: Plans) -> AsyncIterator[PgConnection]:
+        """A pooled PostgreSQL connection outside any transaction: each statement is one
+        round trip and its own transaction (see `read`'s `brief`). A connection that fails
+        is thrown away rather than handed to the next caller."""
+        assert self._reader is not None
+        async with self._counted():
+            conn = await self._reader.connect()
+            try:
+                yield await PgConnection.of(conn, plans, autocommit=True)
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    await conn.invalidate()
+                raise
+            finally:
+                await asyncio.shield(self._ending_task(conn.close()))
 
     @asynccontextmanager
     async def _begin(
@@ -407,7 +439,10 @@ class SqlStore:
     ) -> AsyncIterator[SqlUnitOfWork]:
         """A read-only transaction: on PostgreSQL each statement sees what had committed when
         it started, or, with `snapshot`, when the first did (REPEATABLE READ). A SQLite
-        transaction is always a snapshot; a `brief` one runs in the loop's thread."""
+        transaction is always a snapshot; a `brief` one runs in the loop's thread. A `brief`
+        read on PostgreSQL without `snapshot` sends its statements outside a transaction, a
+        round trip each (BEGIN, the database's clock and COMMIT are three more), and takes
+        the replica's clock."""
         if self._reader is None:
             raise StoreError("store is not open")
         isolation = "REPEATABLE READ" if snapshot and not self.is_sqlite else None
@@ -417,6 +452,12 @@ class SqlStore:
                     raise StoreError("the store is closing")
                 async with self._brief.unit() as inline:
                     yield SqlUnitOfWork(inline, self._clock.now(), notifies=False, writer=self._tag)
+                return
+            if brief and not snapshot and self._plans is not None:
+                async with self._statements(self._plans) as statements:
+                    yield SqlUnitOfWork(
+                        statements, self._clock.now(), notifies=False, writer=self._tag
+                    )
                 return
             async with self._transaction(self._reader, isolation) as (conn, now):
                 yield SqlUnitOfWork(
