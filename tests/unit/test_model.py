@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from humanline.domain.model import (
     ProfileUpdate,
     SkillRequirement,
     Urgency,
+    new_id,
 )
 from tests.unit.builders import (
     OFFER_ID,
@@ -378,3 +380,12 @@ def test_handoff_state_table_is_complete() -> None:
 
 def test_urgency_orders_by_need() -> None:
     assert Urgency.LOW < Urgency.NORMAL < Urgency.HIGH < Urgency.CRITICAL
+
+
+def test_new_ids_are_uuids_that_increase_with_time() -> None:
+    """Handoff and offer ids are UUIDv7: made one after the other, they sort in the order
+    they were made, so that new rows sit together at one end of the indexes keyed by them."""
+    ids = [new_id() for _ in range(2_000)]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)

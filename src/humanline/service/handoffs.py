@@ -4,7 +4,6 @@ customer's feedback."""
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -19,6 +18,7 @@ from humanline.domain.model import (
     HandoffState,
     Offer,
     RescindReason,
+    new_id,
 )
 from humanline.domain.risk import decide
 from humanline.domain.rules import DispatchPolicy
@@ -92,7 +92,7 @@ class Handoffs:
                 if not await uow.agents.online_below(skills, language, level):
                     routed = route(others_online=False)  # nobody to keep the experts for
             handoff = Handoff(
-                id=str(uuid.uuid4()),
+                id=new_id(),
                 request=routed.request,
                 fingerprint=fingerprint,
                 state=HandoffState.QUEUED,

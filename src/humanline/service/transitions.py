@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -26,6 +25,7 @@ from humanline.domain.model import (
     RescindReason,
     Session,
     SessionEndReason,
+    new_id,
 )
 from humanline.domain.routing import Review, review
 from humanline.domain.rules import DispatchPolicy, requeue_deadline, requeue_plan
@@ -111,7 +111,7 @@ async def make_offer(
         # known agent or the experts' reserve ended, a step widened it): said before it goes,
         # so that its routing explains who got it. A due expiry is not: an agent has it.
         handoff = await replan(uow, handoff, due, fx)
-    offer_id = str(uuid.uuid4())
+    offer_id = new_id()
     offered = await uow.handoffs.offer(handoff.id, agent.id, offer_id)
     if offered is None:
         raise LostRace(handoff.id)
