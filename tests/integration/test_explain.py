@@ -627,15 +627,14 @@ async def _recorded_service(url: str, recorder: Recorder) -> AsyncIterator[Stubs
         await open_store(writer)
         assert store._writer is not None
         assert store._reader is not None
-        # PostgreSQL: one engine. SQLite: the asyncio ones of the migrations (writer and
-        # reader), the synchronous one of the writer that runs every write
-        # (`_inline_engine`), that of the brief reads (`_brief_engine`) and that of the
-        # other reads (`_readers_engine`).
+        # PostgreSQL: one engine. SQLite: the writer's (migrations only), the readers', the
+        # synchronous one of the writer that runs every write (`_inline_engine`) and that of
+        # the brief reads (`_brief_engine`).
         engines = {store._writer.sync_engine, store._reader.sync_engine}
-        for inline in (store._inline_engine, store._brief_engine, store._readers_engine):
+        for inline in (store._inline_engine, store._brief_engine):
             if inline is not None:
                 engines.add(inline)
-        assert len(engines) == (5 if store.is_sqlite else 1)
+        assert len(engines) == (4 if store.is_sqlite else 1)
         for engine in engines:
             event.listen(engine, "before_cursor_execute", recorder)
 

@@ -2,19 +2,17 @@
 share one commit, a failing unit undoes only itself, a failed commit fails every unit of its
 batch and keeps none of them, and nothing a caller was told is committed is lost on reopening.
 Its brief reads, in the loop's thread beside it, see only what was committed and change
-nothing. The other reads run in worker threads, a hop per statement."""
+nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from humanline.domain.clock import SystemClock
 from humanline.store.port import StoreError
@@ -179,53 +177,3 @@ async def test_brief_reads_change_nothing_and_a_failed_one_leaves_the_next_worki
     assert await read_back() == len(ids)
     await store.close()
     assert await stored_agents(url) == set(ids)
-
-
-async def test_reads_run_in_worker_threads_and_see_only_what_was_committed(
-    store: SqlStore,
-) -> None:
-    async with store.write() as uow:
-        await uow.agents.insert("ann", profile(skills={"chat": 3}), uow.now)
-        async with store.read() as other:  # ann's unit is not committed yet
-            assert await other.agents.get("ann") is None
-    ran_in: list[int] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement != "BEGIN":  # deferred: it reads nothing yet, run in the loop's thread
-            ran_in.append(threading.get_ident())
-
-    sa.event.listen(store._readers_engine, "before_cursor_execute", record)
-    async with store.read() as uow:
-        found = await uow.agents.get("ann")  # a prepared statement: sqlite3 directly
-        assert found is not None
-        assert (await uow._conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
-    assert ran_in
-    assert threading.get_ident() not in ran_in
-
-
-async def test_a_read_cancelled_mid_statement_leaves_its_connection_to_end_first(
-    store: SqlStore,
-) -> None:
-    """The thread runs a statement to its end whatever its caller does; the connection goes
-    back only then, and the reads after it work."""
-    slow = sa.text(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
-        " SELECT count(*) FROM n"
-    )
-    started = asyncio.Event()
-
-    async def slow_read() -> None:
-        async with store.read() as uow:
-            started.set()
-            await uow._conn.execute(slow)
-
-    reading = asyncio.create_task(slow_read())
-    await started.wait()
-    await asyncio.sleep(0.01)  # its statement is in the thread now
-    reading.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reading
-    reads = [store.read() for _ in range(20)]
-    for read in reads:
-        async with read as uow:
-            assert await uow.agents.get("nobody") is None

@@ -1,13 +1,12 @@
-"""The embedded store's connections: the writer, SQLite statements on the event loop's own
-thread with commits grouped so that one fsync makes many transactions durable; brief reads in
-the loop's thread too; the other reads in worker threads, a hop per statement.
+"""The embedded store's writer: SQLite statements on the event loop's own thread, and commits
+grouped so that one fsync makes many transactions durable.
 
 Why not aiosqlite for writes: there every statement is a hop to the connection's thread and
 back, about 470 µs on the reference machine, nearly all of it waiting for wake-ups and the
 GIL, while sqlite3 takes a few µs for an indexed statement. A hot-path transaction is a
 handful of indexed statements on a connection no other process uses (the store locks the
 file), so the writer runs them synchronously, in the loop. Reads, which may be long scans
-(pool status, lists, reports), run in worker threads (`ThreadedReaders`).
+(pool status, lists), stay on aiosqlite's threads.
 
 Group commit: the first unit of work opens a transaction (`BEGIN IMMEDIATE`) and schedules
 its commit; every unit of work is a SAVEPOINT in it, released when the unit succeeds and
@@ -27,17 +26,15 @@ loop. Other humanline processes cannot: the store locks the file.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection, CursorResult, Dialect, RootTransaction
+from sqlalchemy.engine import Connection, Dialect, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from humanline.store.port import StoreError
@@ -70,10 +67,6 @@ class InlineConnection:
 
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Any:
         """Runs a statement; returns its result, fetched."""
-        return self.run(statement, parameters)
-
-    def run(self, statement: sa.Executable, parameters: Any = None) -> Any:
-        """`execute`, synchronously."""
         planned = self._plans.plan(statement, parameters)
         if planned is None:
             return self._conn.execute(statement, parameters)
@@ -99,7 +92,7 @@ class InlineConnection:
 class BriefReader:
     """Brief reads (`Store.read(brief=True)`): a few statements of bounded cost, run like the
     writer's, on a synchronous connection of their own in the loop's thread, one unit at a
-    time. A hop to a worker thread and back costs each statement more than an indexed
+    time. A hop to aiosqlite's thread and back costs each statement more than an indexed
     read takes, and under load it waits its turn on a busy loop again and again; a frequent
     small read (the early-warning check, some two milliseconds of SQLite) is cheaper run at
     once. Its transaction (`BEGIN`, deferred) sees what had committed when its first
@@ -132,105 +125,6 @@ class BriefReader:
     def close(self) -> None:
         """Closes the connection."""
         self._conn.close()
-
-
-class ThreadedConnection:
-    """The slice of `AsyncConnection` reads use, over a synchronous connection whose
-    statements each run in one hop to a worker thread (`ThreadedReaders`)."""
-
-    def __init__(self, conn: Connection, executor: ThreadPoolExecutor) -> None:
-        self.connection = conn
-        self._inline = InlineConnection(conn)
-        self._executor = executor
-        self.running: Future[Any] | None = None  # the latest statement sent to the thread
-
-    def attach(self) -> None:
-        """Takes up the driver's connection again (it is new after an invalidation)."""
-        self._inline.attach()
-
-    @property
-    def dialect(self) -> Dialect:
-        """The connection's dialect."""
-        return self.connection.dialect
-
-    async def execute(self, statement: sa.Executable, parameters: Any = None) -> Any:
-        """Runs a statement in a worker thread, in the caller's context (its context
-        variables: log fields, tracing), as `asyncio.to_thread` does; returns its result,
-        fetched."""
-        context = contextvars.copy_context()
-        self.running = self._executor.submit(context.run, self._buffered, statement, parameters)
-        return await asyncio.wrap_future(self.running)
-
-    def _buffered(self, statement: sa.Executable, parameters: Any) -> Any:
-        """A statement's result with every row fetched, in the thread (SQLAlchemy's own
-        results fetch as they are read)."""
-        result = self._inline.run(statement, parameters)
-        if isinstance(result, CursorResult) and result.returns_rows:
-            return result.freeze()()
-        return result
-
-    async def settle(self) -> None:
-        """Waits for the statement sent last to end: a caller cancelled while it ran stops
-        waiting for it, but the thread runs it on."""
-        if self.running is not None and not self.running.done():
-            await asyncio.wait([asyncio.wrap_future(self.running)])
-        self.running = None
-
-    def begin_nested(self) -> AbstractAsyncContextManager[None]:
-        """Reads take no savepoints; here for the repositories' interface."""
-        return self._inline.begin_nested()
-
-
-class ThreadedReaders:
-    """Reads that are not brief (`Store.read`): on synchronous, query-only connections of
-    their own, at most `size` at a time, each statement run in one hop to a worker thread
-    and back. Through aiosqlite and SQLAlchemy's asyncio layer a statement was three or four
-    hops (a cursor, the statement, its rows, closing the cursor), and under load each one
-    waits its turn on a busy loop: a 30-day quality report, 10 ms of work alone, took 40 to
-    90 ms at 40 handoffs a second. A unit's transaction (`BEGIN`, deferred) sees what had
-    committed when its first statement ran; it is rolled back at the end, having changed
-    nothing."""
-
-    def __init__(self, connect: Callable[[], Connection], size: int) -> None:
-        self._connect = connect
-        self._idle: list[ThreadedConnection] = []
-        self._all: list[ThreadedConnection] = []
-        self._slots = asyncio.Semaphore(size)
-        self._executor = ThreadPoolExecutor(size, thread_name_prefix="humanline-read")
-
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[ThreadedConnection]:
-        """One read-only transaction on a free connection."""
-        async with self._slots:
-            conn = self._idle.pop() if self._idle else self._open()
-            try:
-                transaction = conn.connection.begin()
-                conn.attach()
-            except DBAPIError as exc:
-                self._idle.append(conn)
-                raise StoreError(f"cannot begin a transaction: {exc.orig}") from exc
-            try:
-                yield conn
-            finally:
-                await conn.settle()
-                try:
-                    transaction.rollback()
-                except DBAPIError:
-                    conn.connection.invalidate()  # the next unit starts on a new connection
-                self._idle.append(conn)
-
-    def _open(self) -> ThreadedConnection:
-        conn = ThreadedConnection(self._connect(), self._executor)
-        self._all.append(conn)
-        return conn
-
-    def close(self) -> None:
-        """Waits for the threads, then closes the connections."""
-        self._executor.shutdown(wait=True)
-        for conn in self._all:
-            conn.connection.close()
-        self._all.clear()
-        self._idle.clear()
 
 
 @dataclass(eq=False)

@@ -3,9 +3,8 @@
 SQLite (the embedded default) allows one writer at a time. Writes therefore go through a
 single connection, run on the event loop's thread with commits grouped (`sqlite`), in
 transactions opened with `BEGIN IMMEDIATE`, so a write never upgrades from a read lock and
-never meets SQLITE_BUSY from its own process; reads run on query-only connections of their
-own in worker threads (brief ones in the loop's thread) and see WAL snapshots (aiosqlite
-serves only the migrations). `synchronous=FULL` makes every commit durable before the call that
+never meets SQLITE_BUSY from its own process; reads use a small aiosqlite pool of their own
+and see WAL snapshots. `synchronous=FULL` makes every commit durable before the call that
 caused it returns. One process per SQLite
 file: the store holds an exclusive lock on `<file>.lock` while open, so a second process
 (which would run a second dispatcher and take the first one's agents for dead) refuses to
@@ -56,7 +55,7 @@ from humanline.store.sql.repositories import (
 )
 from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
-from humanline.store.sql.sqlite import BriefReader, GroupCommitWriter, ThreadedReaders
+from humanline.store.sql.sqlite import BriefReader, GroupCommitWriter
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
 RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -156,7 +155,6 @@ def _store_error(exc: DBAPIError) -> StoreError:
 
 
 CLOSE_WAIT_SECONDS = 10.0  # how long closing waits for transactions under way
-READERS = 8  # SQLite: reads at a time (brief reads and the writer aside)
 
 # Every PostgreSQL connection's settings, sent when it connects.
 PG_SETTINGS = {
@@ -182,8 +180,6 @@ class SqlStore:
         self._group: GroupCommitWriter | None = None  # SQLite's writer
         self._brief_engine: Engine | None = None
         self._brief: BriefReader | None = None  # SQLite's brief reads
-        self._readers_engine: Engine | None = None
-        self._readers: ThreadedReaders | None = None  # SQLite's other reads
         self._reader: AsyncEngine | None = None
         self._lock_fd: int | None = None
         self._ending: set[asyncio.Task[None]] = set()  # see _transaction
@@ -235,7 +231,6 @@ class SqlStore:
             if self.is_sqlite:
                 self._group = self._sqlite_writer()
                 self._brief = self._sqlite_brief_reader()
-                self._readers = self._sqlite_readers()
         except (OSError, DBAPIError) as exc:
             await self.close()
             raise StoreError(f"cannot open the database: {exc}") from exc
@@ -263,16 +258,11 @@ class SqlStore:
         self._brief_engine = self._sqlite_sync_engine("BEGIN", query_only=True)
         return BriefReader(self._brief_engine.connect())
 
-    def _sqlite_readers(self) -> ThreadedReaders:
-        """The synchronous connections that run the other reads (see `sqlite.ThreadedReaders`)."""
-        self._readers_engine = self._sqlite_sync_engine("BEGIN", query_only=True, size=READERS)
-        return ThreadedReaders(self._readers_engine.connect, READERS)
-
-    def _sqlite_sync_engine(self, begin: str, *, query_only: bool = False, size: int = 1) -> Engine:
-        """An engine of `size` synchronous connections."""
+    def _sqlite_sync_engine(self, begin: str, *, query_only: bool = False) -> Engine:
+        """An engine of one synchronous connection, used in the loop's thread."""
         engine = sa.create_engine(
             self.url.set(drivername="sqlite"),
-            pool_size=size,
+            pool_size=1,
             max_overflow=0,
             connect_args={"check_same_thread": False},  # opened here, closed on shutdown
         )
@@ -310,12 +300,6 @@ class SqlStore:
         if self._brief_engine is not None:
             self._brief_engine.dispose()
             self._brief_engine = None
-        if self._readers is not None:
-            await asyncio.to_thread(self._readers.close)  # waits for its threads
-            self._readers = None
-        if self._readers_engine is not None:
-            self._readers_engine.dispose()
-            self._readers_engine = None
         for engine in {self._writer, self._reader}:
             if engine is not None:
                 await engine.dispose()
@@ -468,12 +452,6 @@ class SqlStore:
                     raise StoreError("the store is closing")
                 async with self._brief.unit() as inline:
                     yield SqlUnitOfWork(inline, self._clock.now(), notifies=False, writer=self._tag)
-                return
-            if self._readers is not None:
-                async with self._counted(), self._readers.unit() as threaded:
-                    yield SqlUnitOfWork(
-                        threaded, self._clock.now(), notifies=False, writer=self._tag
-                    )
                 return
             if brief and not snapshot and self._plans is not None:
                 async with self._statements(self._plans) as statements:
