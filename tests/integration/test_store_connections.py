@@ -21,10 +21,13 @@ from humanline.store.sql.store import SqlStore
 
 
 async def _close_the_stores_connections(url: str) -> int:
+    """Ends the store's server processes, and waits until they have ended: their last words
+    (a FATAL error) are then on their way to the store, and which way its connections fail
+    depends on how much of them asyncpg has read."""
     admin = await asyncpg.connect(asyncpg_dsn(make_url(url)))
     try:
         closed: int = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             " AND application_name LIKE 'humanline%'"
         )
@@ -155,5 +158,70 @@ async def test_a_brief_read_throws_away_a_connection_the_database_closed(
         for _ in range(3):
             async with store.read(brief=True) as uow:
                 assert await uow.agents.get("nobody") is None
+    finally:
+        await store.close()
+
+
+async def _the_stores_server_processes(url: str) -> set[int]:
+    admin = await asyncpg.connect(asyncpg_dsn(make_url(url)))
+    try:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND application_name LIKE 'humanline%'"
+        )
+    finally:
+        await admin.close()
+    return {row["pid"] for row in rows}
+
+
+def _the_next_statement_meets_the_servers_last_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next statement, on asyncpg or through SQLAlchemy's adapter, fails as one sent on
+    a connection the database had just closed, whose FATAL error asyncpg had not read yet:
+    a `PostgresError`, on a connection asyncpg does not know is closed."""
+    from asyncpg.prepared_stmt import PreparedStatement
+
+    fetches = {cls: cls.fetch for cls in (asyncpg.Connection, PreparedStatement)}
+
+    async def fails(self: Any, *args: Any, **kw: Any) -> Any:
+        for cls, fetch in fetches.items():
+            monkeypatch.setattr(cls, "fetch", fetch)
+        raise asyncpg.exceptions.AdminShutdownError(
+            "terminating connection due to administrator command"
+        )
+
+    for cls in fetches:
+        monkeypatch.setattr(cls, "fetch", fails)
+
+
+async def test_a_connection_that_answers_with_the_servers_last_words_is_thrown_away(
+    db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction begins again on a new connection; a brief read fails, and the next
+    one has a new connection. Seen in CI as the connection's first error after the
+    database closed it, before asyncpg had seen it close."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's connections")
+    store = SqlStore(db_url, SystemClock(), pool_size=1)
+    await store.open()
+    try:
+        async with store.read(brief=True) as uow:
+            assert await uow.agents.get("nobody") is None
+        first = await _the_stores_server_processes(db_url)
+        _the_next_statement_meets_the_servers_last_words(monkeypatch)
+        async with store.write() as uow:  # its clock, the first statement, fails
+            assert await uow.agents.get("nobody") is None
+        second = await _the_stores_server_processes(db_url)
+        assert len(first) == len(second) == 1
+        assert first != second
+
+        _the_next_statement_meets_the_servers_last_words(monkeypatch)
+        with pytest.raises(StoreError, match="administrator command"):
+            async with store.read(brief=True) as uow:
+                await uow.agents.get("nobody")
+        async with store.read(brief=True) as uow:
+            assert await uow.agents.get("nobody") is None
+        third = await _the_stores_server_processes(db_url)
+        assert len(third) == 1
+        assert third != second
     finally:
         await store.close()

@@ -24,6 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from humanline.store.sql.prepared import Plans
 
+# A connection the database closed fails as `InterfaceError` once asyncpg has seen it close,
+# and as `InternalClientError` if the server's last words came in but not yet the end.
+_CONNECTION_FAILED = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 _AFFECTED = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 
 
@@ -78,8 +81,14 @@ class PgConnection:
                 return plan.rows(await self._driver.fetch(plan.sql, *bound[0]), -1)
             status = await self._driver.execute(plan.sql, *bound[0])
         except asyncpg.PostgresError as exc:
-            raise DBAPIError.instance(plan.sql, bound, exc, asyncpg.PostgresError) from exc
-        except (asyncpg.InterfaceError, OSError) as exc:  # the connection, not the statement
+            raise DBAPIError.instance(
+                plan.sql,
+                bound,
+                exc,
+                asyncpg.PostgresError,
+                connection_invalidated=self._driver.is_closed(),
+            ) from exc
+        except _CONNECTION_FAILED as exc:  # the connection, not the statement
             raise DBAPIError(plan.sql, bound, exc, connection_invalidated=True) from exc
         affected = _AFFECTED.match(status or "")
         return plan.rows((), int(affected.group(1)) if affected else -1)

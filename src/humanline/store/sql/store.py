@@ -342,15 +342,16 @@ class SqlStore:
     async def _statements(self, plans: Plans) -> AsyncIterator[PgConnection]:
         """A pooled PostgreSQL connection outside any transaction: each statement is one
         round trip and its own transaction (see `read`'s `brief`). A connection that fails
-        is thrown away rather than handed to the next caller."""
+        is thrown away rather than handed to the next caller, whatever the error: one the
+        database just closed may fail first with the server's last words, before asyncpg
+        has seen it close."""
         assert self._reader is not None
         async with self._counted():
             conn = await self._reader.connect()
             try:
                 yield await PgConnection.of(conn, plans, autocommit=True)
-            except DBAPIError as exc:
-                if exc.connection_invalidated:
-                    await conn.invalidate()
+            except DBAPIError:
+                await conn.invalidate()
                 raise
             finally:
                 await asyncio.shield(self._ending_task(conn.close()))
@@ -370,9 +371,13 @@ class SqlStore:
                 else:
                     now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
                 break
-            except DBAPIError as exc:
+            except DBAPIError:
+                # Nothing was done yet, so trying once more on a new connection is safe, and
+                # a connection the database just closed does not always fail as one that is
+                # closed (it may answer first with the server's last words).
+                await conn.invalidate()
                 await conn.close()
-                if attempt or not exc.connection_invalidated:
+                if attempt:
                     raise
             except BaseException:
                 await conn.close()
