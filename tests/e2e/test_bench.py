@@ -35,6 +35,7 @@ KEYS = {
     "lifecycle_ratio",
     "bare_lifecycles_per_s",
     "bare_ratio",
+    "round_trips_per_lifecycle",
     "time_to_offer_ms",
     "streams",
     "goals",
@@ -83,6 +84,8 @@ def check_lifecycles(results: dict[str, Any], backend: str) -> None:
     assert results["rpc_equivalents_per_lifecycle"] == RPC_EQUIVALENTS_PER_LIFECYCLE == 4
     echo = results["echo_unary_rps"]
     assert results["lifecycle_ratio"][backend] == round(rate * 4 / echo, 4)
+    # At least the lifecycle's own statements (a transaction per RPC), whatever else ran.
+    assert results["round_trips_per_lifecycle"][backend] >= 3
 
 
 def check_time_to_offer(results: dict[str, Any], backend: str) -> None:

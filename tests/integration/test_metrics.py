@@ -141,6 +141,9 @@ async def test_the_endpoint_counts_what_happened(metered: tuple[Served, int]) ->
     # The quality monitor checks at start and after completions; each check is timed.
     checks = await until(port, lambda s: value(s, "humanline_quality_check_seconds_count") >= 1)
     assert value(checks, "humanline_quality_check_seconds_sum") > 0
+    # The store's round trips: the count it keeps, as it stood at the scrape.
+    trips = value(checks, "humanline_store_round_trips_total")
+    assert 0 < trips <= served.app.store.round_trips.total
 
     # The dashboard asks only for what the endpoint serves.
     text, _ = await asyncio.to_thread(scrape, port)

@@ -115,6 +115,13 @@ def _backend_rows(out: Table, results: dict[str, Any], backend: str) -> None:
         "",
         "lifecycles/s / bare lifecycles/s",
     )
+    out.add_row(
+        "round trips to the store per lifecycle",
+        backend,
+        number(results.get("round_trips_per_lifecycle", {}).get(backend)),
+        "",
+        "the server's count over the run (its background work included) / lifecycles",
+    )
     offer = results["time_to_offer_ms"].get(backend)
     if offer is None:
         out.add_row("time to offer", backend, "-", "", "failed (below)")

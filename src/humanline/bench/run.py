@@ -8,7 +8,9 @@ the same process layout. The phases, in order:
 
 1. lifecycles, per backend: bots in a closed loop, each requesting a handoff and waiting until
    an agent completed it; agents twice as many as bots, so the service and not the pool is the
-   limit. Lifecycles completed in the window after the warm-up, per second.
+   limit. Lifecycles completed in the window after the warm-up, per second; and the store's
+   round trips per lifecycle (from the server's `/metrics`, over the whole run: its
+   background work included).
 2. echo: the same concurrency of unary calls to an echo service, with requests and responses
    of the mean sizes of the RequestHandoff messages phase 1 sent and received.
    bare: phase 1 against a server with humanline's RPCs and nothing behind them (`bare`):
@@ -42,7 +44,7 @@ from humanline.bench import echo, postgres, report, system
 from humanline.bench.clients import FINISH_TIMEOUT, BenchError, Fleet, Job
 from humanline.bench.load import percentile_with_missing
 from humanline.domain.quality import percentile
-from humanline.sim.demo import LocalServer, ServerError, local_server
+from humanline.sim.demo import LocalServer, ServerError, free_port, local_server
 from humanline.tokens import KeyRing
 
 RPC_EQUIVALENTS_PER_LIFECYCLE = 4
@@ -51,6 +53,7 @@ message on the agent's stream), accept_offer answered by assignment_confirmed (a
 the stream), CompleteInteraction (unary)."""
 
 BACKENDS = ("sqlite", "postgres")
+ROUND_TRIPS_METRIC = "humanline_store_round_trips_total"
 START_SECONDS = 1.0  # between telling the clients to run and their first request
 SETTLE_SECONDS = 2.0  # after the last agent's welcome, before reading the server's memory
 STOP_TIMEOUT = 60.0  # for a server to stop after SIGTERM (its log must be complete)
@@ -114,6 +117,7 @@ class Results:
     bare_lifecycles_per_s: float | None = None
     message_bytes: dict[str, int] | None = None
     lifecycles_per_s: dict[str, float | None] = field(default_factory=dict)
+    round_trips_per_lifecycle: dict[str, float | None] = field(default_factory=dict)
     time_to_offer_ms: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     streams: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +155,7 @@ class Results:
             "lifecycle_ratio": self.lifecycle_ratio(),
             "bare_lifecycles_per_s": self.bare_lifecycles_per_s,
             "bare_ratio": self.bare_ratio(),
+            "round_trips_per_lifecycle": self.round_trips_per_lifecycle,
             "time_to_offer_ms": self.time_to_offer_ms,
             "streams": self.streams,
             "goals": report.GOALS,
@@ -199,6 +204,7 @@ class _Bench:
         self.results = Results(options)
         self.unreachable: str | None = None
         self.servers = 0
+        self.metrics_port = 0  # the humanline server's of the phase under way
         # Every server's keyring; the clients sign their tokens with it.
         self.keys = workdir / "keys.json"
         KeyRing.generate().save(self.keys)
@@ -248,11 +254,13 @@ class _Bench:
             url = f"sqlite+aiosqlite:///{self.workdir / name}.db"
         else:
             url = asyncio.run(postgres.create_database(pg, "humanline_bench"))
+        self.metrics_port = free_port()
         settings = {
             "HUMANLINE_DATABASE_URL": url,
             "HUMANLINE_AUTH_KEYS": str(self.keys),
             "HUMANLINE_LOG_FORMAT": "json",
             "HUMANLINE_LOG_LEVEL": "info",
+            "HUMANLINE_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
             # The bench's few client processes play every bot and agent from one address, far
             # above one real caller's rate: the limits stay checked on every call, too high
             # to trip. They have tests of their own.
@@ -329,21 +337,36 @@ class _Bench:
             for i in range(o.processes)
         ]
 
-    def _run_lifecycles(self, jobs: list[Job]) -> list[dict[str, Any]]:
+    def _run_lifecycles(
+        self, jobs: list[Job], round_trips: Callable[[], float] | None = None
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """The clients' results, and the round trips `round_trips` counted meanwhile (from
+        when every agent was ready to the last completion)."""
         o = self.options
         fleet, _ = self._fleet(jobs, sum(j.agents for j in jobs))
         with fleet:
-            return self._go(fleet, o.warmup + o.duration, "running lifecycles")
+            before = None if round_trips is None else round_trips()
+            parts = self._go(fleet, o.warmup + o.duration, "running lifecycles")
+            after = None if round_trips is None else round_trips()
+        return parts, None if before is None or after is None else after - before
+
+    def _round_trips(self) -> float:
+        """The store's round trips so far, from the server's `/metrics`."""
+        return system.metrics(self.metrics_port)[ROUND_TRIPS_METRIC]
 
     def _lifecycles(self, backend: str) -> None:
         o, r = self.options, self.results
         with self._humanline(backend) as server:
             jobs = self._lifecycle_jobs(server.target)
-            parts = self._run_lifecycles(jobs)
+            parts, trips = self._run_lifecycles(jobs, self._round_trips)
         events = server_events(server.log)
         counted = sum(p["counted"] for p in parts)
         rate = round(counted / o.duration, 2)
         r.lifecycles_per_s[backend] = rate
+        lifecycles = sum(p["lifecycles"] for p in parts)
+        r.round_trips_per_lifecycle[backend] = (
+            round(trips / lifecycles, 2) if trips is not None and lifecycles else None
+        )
         durations = [d for p in parts for d in p["durations"]]
         queued = sum(p["queued"] for p in parts)
         if r.message_bytes is None and queued:
@@ -369,12 +392,14 @@ class _Bench:
             },
             "errors": _merge(parts, "errors"),
         }
-        self.say(f"  {rate:,.1f} lifecycles/s ({counted} in {o.duration:g} s)")
+        per = r.round_trips_per_lifecycle[backend]
+        each = "" if per is None else f", {per:g} round trips to the store each"
+        self.say(f"  {rate:,.1f} lifecycles/s ({counted} in {o.duration:g} s{each})")
 
     def _bare(self) -> None:
         o, r = self.options, self.results
         with self._bare_server() as server:
-            parts = self._run_lifecycles(self._lifecycle_jobs(server.target))
+            parts, _ = self._run_lifecycles(self._lifecycle_jobs(server.target))
         counted = sum(p["counted"] for p in parts)
         r.bare_lifecycles_per_s = round(counted / o.duration, 2)
         r.runs["lifecycles bare"] = {

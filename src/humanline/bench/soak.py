@@ -27,7 +27,6 @@ import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import timestamp_pb2
-from prometheus_client.parser import text_string_to_metric_families
 
 from humanline.bench import history, postgres, system
 from humanline.bench.clients import FINISH_TIMEOUT, BenchError, Fleet, Job
@@ -256,18 +254,12 @@ class _Sampler:
 
     def _checks(self) -> tuple[float, float] | None:
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10
-            ) as response:
-                text = response.read().decode()
+            found = system.metrics(self.metrics_port)
         except OSError as exc:
             self.errors.append(f"metrics: {exc}")
             return None
-        for family in text_string_to_metric_families(text):
-            if family.name == CHECK_METRIC:
-                values = {s.name: s.value for s in family.samples}
-                return values[f"{CHECK_METRIC}_sum"], values[f"{CHECK_METRIC}_count"]
-        return None
+        total, count = found.get(f"{CHECK_METRIC}_sum"), found.get(f"{CHECK_METRIC}_count")
+        return None if total is None or count is None else (total, count)
 
     async def _reports(self, pool: pool_service_pb2_grpc.PoolServiceStub) -> dict[str, Any]:
         found: dict[str, float | None] = {}

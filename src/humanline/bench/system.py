@@ -1,4 +1,5 @@
-"""What the bench reads from the machine: a description of it, and a process's memory."""
+"""What the bench reads from the machine and the server: a description of the machine, a
+process's memory and CPU time, the server's `/metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import datetime
 import os
 import platform
 import subprocess
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from humanline import __version__
 
@@ -81,3 +85,17 @@ def cpu_seconds(pid: int) -> float | None:
     # field 3, utime and stime fields 14 and 15.
     fields = stat.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The samples a server's `/metrics` on 127.0.0.1:`port` shows now, by name (with the
+    labels, where a sample has any, as Prometheus writes them). OSError when it cannot be
+    read."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found

@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from humanline.config import parse_listen
@@ -116,6 +116,25 @@ class PoolCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []  # known only once collected; nothing to check at registration
+
+
+class StoreCollector(Collector):
+    """The store's own counts, read from it at each scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        trips = CounterMetricFamily(
+            "humanline_store_round_trips",
+            "Requests this replica sent its database and waited on (PostgreSQL: statements,"
+            " BEGIN, COMMIT, preparing; SQLite: statements, BEGIN and COMMIT)",
+        )
+        trips.add_metric([], self._store.round_trips.total)
+        yield trips
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 class Metrics:
@@ -226,6 +245,7 @@ class MetricsEndpoint:
         self._metrics = metrics
         self._store = store
         self._refresh = refresh
+        metrics.registry.register(StoreCollector(store))
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None

@@ -49,6 +49,7 @@ from humanline.domain.quality import (
     Window,
 )
 from humanline.domain.routing import RoutingPolicy
+from humanline.store.trips import RoundTrips
 
 
 class StoreError(Exception):
@@ -719,6 +720,11 @@ class Store(Protocol):
         self, on_hint: Callable[[str], None], on_reset: Callable[[], None]
     ) -> Listener | None:
         """A listener for other replicas' hints (None where there is nobody to listen to)."""
+        ...
+
+    @property
+    def round_trips(self) -> RoundTrips:
+        """The round trips this store has made to its database (see `trips`)."""
         ...
 
 

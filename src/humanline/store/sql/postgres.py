@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from humanline.store.sql.prepared import Plans
+from humanline.store.trips import RoundTrips
 
 # A connection the database closed fails as `InterfaceError` once asyncpg has seen it close,
 # and as `InternalClientError` if the server's last words came in but not yet the end.
@@ -96,3 +97,65 @@ class PgConnection:
     def begin_nested(self) -> AbstractAsyncContextManager[Any]:
         """A SAVEPOINT for the block (SQLAlchemy's)."""
         return self._conn.begin_nested()
+
+
+class _CountedProtocol:
+    """asyncpg's protocol with each request that waits for the database's answer counted.
+    asyncpg's connections, prepared statements and transactions send everything through
+    these methods of their protocol, each of which ends when the answer has come."""
+
+    __slots__ = ("_protocol", "_trips")
+
+    def __init__(self, protocol: Any, trips: RoundTrips) -> None:
+        self._protocol = protocol
+        self._trips = trips
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
+
+    def query(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.query(*args, **kw)
+
+    def prepare(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add(preparing=True)
+        return self._protocol.prepare(*args, **kw)
+
+    def bind_execute(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.bind_execute(*args, **kw)
+
+    def bind_execute_many(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.bind_execute_many(*args, **kw)
+
+    def bind(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.bind(*args, **kw)
+
+    def execute(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.execute(*args, **kw)
+
+    def close_statement(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.close_statement(*args, **kw)
+
+    def copy_in(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.copy_in(*args, **kw)
+
+    def copy_out(self, *args: Any, **kw: Any) -> Any:
+        self._trips.add()
+        return self._protocol.copy_out(*args, **kw)
+
+
+def counted_connections(trips: RoundTrips) -> type[asyncpg.Connection]:
+    """asyncpg's connection class (its `connection_class`) that counts its round trips
+    into `trips`."""
+
+    class CountedConnection(asyncpg.Connection):  # type: ignore[misc]
+        def __init__(self, protocol: Any, *args: Any, **kw: Any) -> None:
+            super().__init__(_CountedProtocol(protocol, trips), *args, **kw)
+
+    return CountedConnection

@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from humanline.store.port import StoreError
 from humanline.store.sql.prepared import Plans
+from humanline.store.trips import RoundTrips
 
 log = structlog.get_logger("humanline.store")
 
@@ -51,10 +52,11 @@ class InlineConnection:
     same bind and result processing as SQLAlchemy's; errors still come as SQLAlchemy's
     `DBAPIError` subclasses. Everything else goes through SQLAlchemy."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, trips: RoundTrips) -> None:
         self._conn = conn
         self.driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         self._plans = Plans(conn.dialect)
+        self._trips = trips  # the rest are counted by the engine's events (`SqlStore`)
 
     def attach(self) -> None:
         """Takes up the driver's connection again (it is new after an invalidation)."""
@@ -72,6 +74,7 @@ class InlineConnection:
             return self._conn.execute(statement, parameters)
         plan, values, many = planned
         bound = [plan.bind(v) for v in values]
+        self._trips.add()
         try:
             if many:
                 cursor = self.driver.executemany(plan.sql, bound)
@@ -98,9 +101,9 @@ class BriefReader:
     once. Its transaction (`BEGIN`, deferred) sees what had committed when its first
     statement ran; it is rolled back at the end, having changed nothing."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, trips: RoundTrips) -> None:
         self._conn = conn
-        self._inline = InlineConnection(conn)
+        self._inline = InlineConnection(conn, trips)
         self._lock = asyncio.Lock()
         self.units = 0  # for tests: how many brief reads ran
 
@@ -140,9 +143,9 @@ class _Batch:
 class GroupCommitWriter:
     """The single writer of one SQLite database."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, trips: RoundTrips) -> None:
         self._conn = conn
-        self._inline = InlineConnection(conn)
+        self._inline = InlineConnection(conn, trips)
         self._lock = asyncio.Lock()  # a unit of work, or a commit, at a time
         self._batch: _Batch | None = None
         self._flushes: set[asyncio.Task[None]] = set()

@@ -40,7 +40,7 @@ from humanline.store.port import StoreConflict, StoreError
 from humanline.store.sql import migrations
 from humanline.store.sql.listener import CHANNEL, PgListener
 from humanline.store.sql.policies import SqlRoutingPolicyRepository
-from humanline.store.sql.postgres import PgConnection
+from humanline.store.sql.postgres import PgConnection, counted_connections
 from humanline.store.sql.prepared import Plans
 from humanline.store.sql.repositories import (
     APPLICATION_NAME,
@@ -56,6 +56,7 @@ from humanline.store.sql.repositories import (
 from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.sqlite import BriefReader, GroupCommitWriter
+from humanline.store.trips import RoundTrips
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
 RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -122,11 +123,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_setup(engine: Engine, begin: str) -> None:
-    """Pragmas on every new connection, and `begin` as the statement that opens a
-    transaction (`BEGIN IMMEDIATE` for writers, so they never upgrade from a read lock)."""
+def _sqlite_setup(engine: Engine, begin: str, trips: RoundTrips) -> None:
+    """Pragmas on every new connection, `begin` as the statement that opens a transaction
+    (`BEGIN IMMEDIATE` for writers, so they never upgrade from a read lock), and each
+    statement, BEGIN and COMMIT counted in `trips`."""
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+    event.listen(engine, "before_cursor_execute", lambda *_: trips.add())
+    event.listen(engine, "commit", lambda _: trips.add())
 
 
 def _query_only(dbapi_connection: Any, _record: Any) -> None:
@@ -189,6 +193,7 @@ class SqlStore:
         self._closing = False
         self._tag = ""
         self._plans: Plans | None = None  # PostgreSQL's prepared statements
+        self.round_trips = RoundTrips()
 
     @property
     def is_sqlite(self) -> bool:
@@ -221,7 +226,10 @@ class SqlStore:
                 self.url,
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
-                connect_args={"server_settings": {"application_name": name, **PG_SETTINGS}},
+                connect_args={
+                    "server_settings": {"application_name": name, **PG_SETTINGS},
+                    "connection_class": counted_connections(self.round_trips),
+                },
             )
             self._writer = self._reader = engine
             self._plans = Plans(engine.dialect)
@@ -244,19 +252,19 @@ class SqlStore:
         # afterwards go through `_sqlite_writer`.
         writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
         reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
-        _sqlite_setup(writer.sync_engine, "BEGIN IMMEDIATE")
-        _sqlite_setup(reader.sync_engine, "BEGIN")
+        _sqlite_setup(writer.sync_engine, "BEGIN IMMEDIATE", self.round_trips)
+        _sqlite_setup(reader.sync_engine, "BEGIN", self.round_trips)
         return writer, reader
 
     def _sqlite_writer(self) -> GroupCommitWriter:
         """The synchronous connection that runs every write (see `sqlite`)."""
         self._inline_engine = self._sqlite_sync_engine("BEGIN IMMEDIATE")
-        return GroupCommitWriter(self._inline_engine.connect())
+        return GroupCommitWriter(self._inline_engine.connect(), self.round_trips)
 
     def _sqlite_brief_reader(self) -> BriefReader:
         """The synchronous connection that runs brief reads (see `sqlite.BriefReader`)."""
         self._brief_engine = self._sqlite_sync_engine("BEGIN", query_only=True)
-        return BriefReader(self._brief_engine.connect())
+        return BriefReader(self._brief_engine.connect(), self.round_trips)
 
     def _sqlite_sync_engine(self, begin: str, *, query_only: bool = False) -> Engine:
         """An engine of one synchronous connection, used in the loop's thread."""
@@ -266,7 +274,7 @@ class SqlStore:
             max_overflow=0,
             connect_args={"check_same_thread": False},  # opened here, closed on shutdown
         )
-        _sqlite_setup(engine, begin)
+        _sqlite_setup(engine, begin, self.round_trips)
         if query_only:  # after the pragmas: reads, nothing else
             event.listen(engine, "connect", _query_only)
         return engine
