@@ -79,6 +79,7 @@ async def kill(served: Served) -> None:
     # its connection to a ResourceWarning (a quality check did, in CI).
     await served.app.quality.stop()
     await served.app.pool_feed.stop()
+    await served.app.vacuumer.stop()
     await served.running.server.stop(0)
     await served.app.store.close()
 

@@ -3,19 +3,24 @@ what is gone say so (FAILED_PRECONDITION, HISTORY_PRUNED)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from humanline.domain.clock import SystemClock
 from humanline.domain.quality import Dimension, Resolution, bucket_start
 from humanline.service import retention
-from humanline.service.retention import Pruner, RetentionPolicy
-from humanline.store.sql.store import SqlStore
+from humanline.service.retention import Pruner, RetentionPolicy, Vacuumer
+from humanline.store.port import StoreError
+from humanline.store.sql.listener import asyncpg_dsn
+from humanline.store.sql.store import HOT_TABLES, VACUUM_LOCK, SqlStore
 from humanline.store.sql.tables import (
     handoff_skills,
     handoffs,
@@ -215,3 +220,63 @@ async def test_calls_that_would_read_pruned_history_say_so(client: Stubs) -> Non
         )
     )
     assert report.overall.handoffs == 0
+
+
+async def _vacuums(admin: asyncpg.Connection) -> dict[str, int]:
+    rows = await admin.fetch("SELECT relname, vacuum_count FROM pg_stat_user_tables")
+    return {row["relname"]: row["vacuum_count"] for row in rows}
+
+
+async def test_the_store_vacuums_its_busiest_tables_where_the_database_does_not(
+    db_url: str, backend: str
+) -> None:
+    """With autovacuum off, `vacuum` reclaims the row versions every update of an agent left
+    (one replica at a time: none while another holds the lock); with it on, the database
+    does, and `vacuum` does nothing. SQLite has nothing to reclaim."""
+    store = SqlStore(db_url, SystemClock(), pool_size=2)
+    await store.open()
+    try:
+        if backend == "sqlite":
+            assert await store.vacuum() == []
+            return
+        admin = await asyncpg.connect(asyncpg_dsn(make_url(db_url)))
+        try:
+            autovacuum = await admin.fetchval("SELECT current_setting('autovacuum')")
+            if autovacuum == "on":
+                assert await store.vacuum() == []
+                return
+            before = await _vacuums(admin)
+            assert await admin.fetchval("SELECT pg_try_advisory_lock($1)", VACUUM_LOCK)
+            assert await store.vacuum() == []  # another replica's turn
+            assert await admin.fetchval("SELECT pg_advisory_unlock($1)", VACUUM_LOCK)
+            assert await _vacuums(admin) == before
+            assert await store.vacuum() == list(HOT_TABLES)
+            after = await _vacuums(admin)
+            assert {t for t in after if after[t] > before.get(t, 0)} == set(HOT_TABLES)
+            # The lock went with the turn: another replica's turn can begin.
+            assert await admin.fetchval("SELECT pg_try_advisory_lock($1)", VACUUM_LOCK)
+        finally:
+            await admin.close()
+    finally:
+        await store.close()
+
+
+async def test_the_vacuumer_takes_its_turns_and_outlives_a_failed_one() -> None:
+    turns = 0
+
+    class Store:
+        async def vacuum(self) -> list[str]:
+            nonlocal turns
+            turns += 1
+            if turns == 2:
+                raise StoreError("the database went away")
+            return ["agents"]
+
+    vacuumer = Vacuumer(Store(), interval=0.01)  # type: ignore[arg-type]
+    vacuumer.start()
+    try:
+        async with asyncio.timeout(10):
+            while turns < 4:
+                await asyncio.sleep(0.01)
+    finally:
+        await vacuumer.stop()

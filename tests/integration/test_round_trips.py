@@ -78,8 +78,8 @@ async def test_the_stores_count_is_what_went_over_the_wire(db_url: str, backend:
 
 @pytest.fixture
 async def quiet(db_url: str) -> AsyncIterator[Humanline]:
-    """The service with its background work slowed to a stop (no sweeps, checks, feeds or
-    prunes while a step is counted), and an agent on it."""
+    """The service with its background work slowed to a stop (no sweeps, checks, feeds,
+    prunes or vacuums while a step is counted), and an agent on it."""
     app = Humanline(
         create_store(db_url, SystemClock()),
         DispatchPolicy(offer_timeout=timedelta(seconds=60)),
@@ -87,6 +87,7 @@ async def quiet(db_url: str) -> AsyncIterator[Humanline]:
         quality_check_interval=3600,
         pool_watch_tick=3600,
         prune_interval=3600,
+        vacuum_interval=3600,
     )
     await app.start()
     try:

@@ -22,7 +22,7 @@ from humanline.service.pool import Pool
 from humanline.service.pool_watch import PoolFeed
 from humanline.service.quality import QualityMonitor
 from humanline.service.replicas import ReplicaCoordinator
-from humanline.service.retention import Pruner, RetentionPolicy
+from humanline.service.retention import Pruner, RetentionPolicy, Vacuumer
 from humanline.store.port import Store
 
 log = structlog.get_logger("humanline")
@@ -50,6 +50,7 @@ class Humanline:
         pool_watch_tick: float = 5.0,
         retention: RetentionPolicy | None = None,
         prune_interval: float = 60.0,
+        vacuum_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -75,6 +76,7 @@ class Humanline:
         self.retention = retention or RetentionPolicy()
         self.pool = Pool(store, self.dispatcher, self.retention)
         self.pruner = Pruner(store, self.retention, interval=prune_interval)
+        self.vacuumer = Vacuumer(store, interval=vacuum_interval)
         self.pool_feed = PoolFeed(store, self.hub, tick=pool_watch_tick)
         self.quality = QualityMonitor(
             store,
@@ -105,6 +107,7 @@ class Humanline:
         self.quality.start()
         self.pool_feed.start()
         self.pruner.start()
+        self.vacuumer.start()
         log.info("service_started", replica_id=self.replica_id)
 
     @property
@@ -142,6 +145,7 @@ class Humanline:
         await self.quality.stop()
         await self.pool_feed.stop()
         await self.pruner.stop()
+        await self.vacuumer.stop()
         await self.dispatcher.stop()
         await self.replicas.stop()
         await self.store.close()

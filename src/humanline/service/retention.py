@@ -123,6 +123,45 @@ class Pruner:
         return pruned
 
 
+class Vacuumer:
+    """Has the store reclaim the row versions its hot path leaves behind, every `interval`
+    seconds, where the database does not (`Store.vacuum`: PostgreSQL with autovacuum off).
+    Without it such a database keeps every version of an agent's row that each offer and
+    completion wrote, and the reads that find the live one slow down by the hour."""
+
+    def __init__(self, store: Store, *, interval: float = 30.0) -> None:
+        self._store = store
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._warned = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="humanline-vacuumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                tables = await self._store.vacuum()
+            except StoreError as exc:  # the next turn tries again
+                log.warning("vacuum_failed", error=str(exc))
+                continue
+            if tables and not self._warned:
+                self._warned = True
+                log.warning(
+                    "autovacuum_off",
+                    detail="the database's autovacuum is off: humanline vacuums its own"
+                    f" busiest tables every {self._interval:g} s; turn autovacuum on",
+                    tables=tables,
+                )
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """One kind of row to prune, a batch at a time."""

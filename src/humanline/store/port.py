@@ -722,6 +722,13 @@ class Store(Protocol):
         """A listener for other replicas' hints (None where there is nobody to listen to)."""
         ...
 
+    async def vacuum(self) -> list[str]:
+        """Reclaims the row versions that the hot path's updates and deletes left in its
+        tables, where the database does not do it itself (PostgreSQL with autovacuum off;
+        SQLite reuses the room at once). Returns the tables it vacuumed: none where there
+        was nothing to do, or another replica was at it."""
+        ...
+
     @property
     def round_trips(self) -> RoundTrips:
         """The round trips this store has made to its database (see `trips`)."""

@@ -27,7 +27,7 @@ from humanline.store.trips import RoundTrips
 
 # A connection the database closed fails as `InterfaceError` once asyncpg has seen it close,
 # and as `InternalClientError` if the server's last words came in but not yet the end.
-_CONNECTION_FAILED = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+CONNECTION_FAILED = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 _AFFECTED = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 
 
@@ -89,7 +89,7 @@ class PgConnection:
                 asyncpg.PostgresError,
                 connection_invalidated=self._driver.is_closed(),
             ) from exc
-        except _CONNECTION_FAILED as exc:  # the connection, not the statement
+        except CONNECTION_FAILED as exc:  # the connection, not the statement
             raise DBAPIError(plan.sql, bound, exc, connection_invalidated=True) from exc
         affected = _AFFECTED.match(status or "")
         return plan.rows((), int(affected.group(1)) if affected else -1)

@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -40,7 +41,7 @@ from humanline.store.port import StoreConflict, StoreError
 from humanline.store.sql import migrations
 from humanline.store.sql.listener import CHANNEL, PgListener
 from humanline.store.sql.policies import SqlRoutingPolicyRepository
-from humanline.store.sql.postgres import PgConnection, counted_connections
+from humanline.store.sql.postgres import CONNECTION_FAILED, PgConnection, counted_connections
 from humanline.store.sql.prepared import Plans
 from humanline.store.sql.repositories import (
     APPLICATION_NAME,
@@ -57,6 +58,21 @@ from humanline.store.sql.retention import SqlRetention
 from humanline.store.sql.rollups import SqlQualityRollups
 from humanline.store.sql.sqlite import BriefReader, GroupCommitWriter
 from humanline.store.trips import RoundTrips
+
+# The tables whose rows the hot path updates or deletes, each update leaving a row version
+# behind (on PostgreSQL, for VACUUM to reclaim): agents and sessions change with every
+# offer and status, replicas with every heartbeat, handoffs and offers through their life,
+# quality facts are deleted once folded, quality buckets are added to.
+HOT_TABLES = (
+    "agents",
+    "sessions",
+    "replicas",
+    "handoffs",
+    "offers",
+    "quality_facts",
+    "quality_rollups",
+)
+VACUUM_LOCK = 7_283_003  # pg_try_advisory_lock key: one replica vacuums at a time
 
 # SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry is safe.
 RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -483,6 +499,37 @@ class SqlStore:
             raise _store_error(exc) from exc
         except OSError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def vacuum(self) -> list[str]:
+        """See the port. On PostgreSQL with autovacuum off, one replica at a time (a session
+        advisory lock: VACUUM runs outside any transaction) vacuums `HOT_TABLES`; a table's
+        pages that no update touched since are skipped (the visibility map), so a turn's
+        cost follows what changed since the last, not the history. (VACUUM also keeps the
+        planner's idea of each table's size current. ANALYZE is left out: on a month of
+        history it took a couple of seconds of the database's CPU, which under load held
+        up offers for a minute.)"""
+        if self._reader is None or self.is_sqlite:
+            return []
+        async with self._counted():
+            conn = await self._reader.connect()
+            try:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                if await driver.fetchval("SELECT current_setting('autovacuum')") == "on":
+                    return []
+                if not await driver.fetchval("SELECT pg_try_advisory_lock($1)", VACUUM_LOCK):
+                    return []
+                for table in HOT_TABLES:
+                    await driver.execute(f"VACUUM {table}")
+                await driver.execute("SELECT pg_advisory_unlock($1)", VACUUM_LOCK)
+            except BaseException as exc:
+                await conn.invalidate()  # closed, not pooled: it may hold the lock
+                if isinstance(exc, (asyncpg.PostgresError, *CONNECTION_FAILED)):
+                    raise StoreError(f"vacuum failed: {exc}") from exc
+                raise
+            finally:
+                await asyncio.shield(self._ending_task(conn.close()))
+        return list(HOT_TABLES)
 
     def listener(
         self, on_hint: Callable[[str], None], on_reset: Callable[[], None]
