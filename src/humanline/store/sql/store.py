@@ -395,13 +395,16 @@ class SqlStore:
                 else:
                     now = (await conn.execute(sa.text("SELECT now()"))).scalar_one()
                 break
-            except DBAPIError:
-                # Nothing was done yet, so trying once more on a new connection is safe, and
-                # a connection the database just closed does not always fail as one that is
-                # closed (it may answer first with the server's last words).
-                await conn.invalidate()
+            except DBAPIError as exc:
+                # On PostgreSQL, nothing was done yet, so trying once more on a new connection
+                # is safe, and a connection the database just closed does not always fail as
+                # one that is closed (it may answer first with the server's last words). On
+                # SQLite, only a connection that is gone is worth replacing.
+                gone = exc.connection_invalidated or not self.is_sqlite
+                if not exc.connection_invalidated and gone:
+                    await conn.invalidate()
                 await conn.close()
-                if attempt:
+                if attempt or not gone:
                     raise
             except BaseException:
                 await conn.close()
