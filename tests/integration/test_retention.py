@@ -13,6 +13,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
 
 from humanline.domain.clock import SystemClock
 from humanline.domain.quality import Dimension, Resolution, bucket_start
@@ -237,20 +238,22 @@ async def test_the_store_vacuums_its_busiest_tables_where_the_database_does_not(
     await store.open()
     try:
         if backend == "sqlite":
-            assert await store.vacuum() == []
+            assert await store.vacuum() == {}
             return
         admin = await asyncpg.connect(asyncpg_dsn(make_url(db_url)))
         try:
             autovacuum = await admin.fetchval("SELECT current_setting('autovacuum')")
             if autovacuum == "on":
-                assert await store.vacuum() == []
+                assert await store.vacuum() == {}
                 return
             before = await _vacuums(admin)
             assert await admin.fetchval("SELECT pg_try_advisory_lock($1)", VACUUM_LOCK)
-            assert await store.vacuum() == []  # another replica's turn
+            assert await store.vacuum() == {}  # another replica's turn
             assert await admin.fetchval("SELECT pg_advisory_unlock($1)", VACUUM_LOCK)
             assert await _vacuums(admin) == before
-            assert await store.vacuum() == list(HOT_TABLES)
+            took = await store.vacuum()
+            assert list(took) == list(HOT_TABLES)
+            assert all(seconds >= 0 for seconds in took.values())
             after = await _vacuums(admin)
             assert {t for t in after if after[t] > before.get(t, 0)} == set(HOT_TABLES)
             # The lock went with the turn: another replica's turn can begin.
@@ -262,21 +265,31 @@ async def test_the_store_vacuums_its_busiest_tables_where_the_database_does_not(
 
 
 async def test_the_vacuumer_takes_its_turns_and_outlives_a_failed_one() -> None:
+    """It says once that autovacuum is off, logs a slow turn at info (the others at debug),
+    and goes on after a turn that failed."""
     turns = 0
 
     class Store:
-        async def vacuum(self) -> list[str]:
+        async def vacuum(self) -> dict[str, float]:
             nonlocal turns
             turns += 1
             if turns == 2:
                 raise StoreError("the database went away")
-            return ["agents"]
+            return {"agents": 0.01, "handoffs": 2.5 if turns == 3 else 0.02}
 
     vacuumer = Vacuumer(Store(), interval=0.01)  # type: ignore[arg-type]
-    vacuumer.start()
-    try:
-        async with asyncio.timeout(10):
-            while turns < 4:
-                await asyncio.sleep(0.01)
-    finally:
-        await vacuumer.stop()
+    with capture_logs() as logs:
+        vacuumer.start()
+        try:
+            async with asyncio.timeout(10):
+                while turns < 4:
+                    await asyncio.sleep(0.01)
+        finally:
+            await vacuumer.stop()
+    said = [(e["event"], e["log_level"], e.get("seconds")) for e in logs]
+    assert said[:4] == [
+        ("autovacuum_off", "warning", None),
+        ("vacuumed", "debug", 0.03),
+        ("vacuum_failed", "warning", None),
+        ("vacuumed", "info", 2.51),
+    ]

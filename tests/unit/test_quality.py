@@ -396,6 +396,47 @@ def test_a_window_is_tiled_a_span_at_a_time_as_a_bucket_at_a_time(
     assert spans == _tiled_a_bucket_at_a_time(start, end, by)
 
 
+@given(moments, moments, st.integers(0, 3 * 86_400), st.sampled_from(Dimension))
+def test_a_window_ending_after_now_may_end_with_a_bucket_still_filling(
+    a: datetime, b: datetime, later: int, by: Dimension
+) -> None:
+    since, until = min(a, b), max(a, b)
+    now = until - timedelta(seconds=later)  # the window ends at or after it: open
+    kept = Kept.at(now)
+    closed = rolled_up_window(since, until, kept, by)
+    start, end, spans = rolled_up_window(since, until, kept, by, now)
+    assert (start, end) == closed[:2]  # the window it reports is the same
+    at = start
+    for span in spans:
+        assert span.start == at < span.end
+        assert bucket_start(span.start, span.resolution) == span.start
+        assert (span.end - span.start) % timedelta(seconds=span.resolution) == timedelta(0)
+        assert kept.finest(span.start, by) <= span.resolution
+        at = span.end
+    assert at >= end  # what lies past the end lies after now, where nothing is yet
+    assert spans[:-1] == [] or spans[-2].end < end
+    assert _buckets(spans) <= _buckets(closed.spans)
+    # A window ending before now is closed: tiled as it always was.
+    assert rolled_up_window(since, until, kept, by, end + timedelta(seconds=1)) == closed
+
+
+def _buckets(spans: list[Span]) -> int:
+    return sum((s.end - s.start) // timedelta(seconds=s.resolution) for s in spans)
+
+
+def test_a_day_ending_now_by_type_is_tiled_by_minutes_hours_and_todays_day() -> None:
+    start, end, spans = rolled_up_window(
+        NOW - timedelta(days=1), NOW, Kept.at(NOW), Dimension.INTERACTION_TYPE, NOW
+    )
+    assert (start, end) == (NOW.replace(second=0) + timedelta(minutes=1) - timedelta(days=1), NOW)
+    midnight = NOW.replace(hour=0, minute=0, second=0)
+    assert spans == [
+        Span(R.MINUTE, start, start.replace(minute=0) + timedelta(hours=1)),
+        Span(R.HOUR, start.replace(minute=0) + timedelta(hours=1), midnight),
+        Span(R.DAY, midnight, midnight + timedelta(days=1)),
+    ]
+
+
 def test_a_recent_day_by_type_is_tiled_by_minutes_hours_minutes_and_seconds() -> None:
     day = rolled_up_window(NOW - timedelta(days=1), NOW, Kept.at(NOW), Dimension.INTERACTION_TYPE)
     start, end, spans = day

@@ -512,32 +512,43 @@ class Window(NamedTuple):
     spans: list[Span]
 
 
-def rolled_up_window(since: datetime, until: datetime, kept: Kept, by: Dimension) -> Window:
+def rolled_up_window(
+    since: datetime, until: datetime, kept: Kept, by: Dimension, now: datetime | None = None
+) -> Window:
     """The window buckets of `by` can give for [since, until), and the fewest spans of buckets
     that tile it: each end moves up to the next boundary of the finest resolution kept there
     for `by` (by type, a second, for recent times: a window ending now takes in all so far),
     and the window is covered with days within, then hours, minutes and seconds toward its
-    ends."""
+    ends.
+
+    Nothing is created after `now` (the reader's clock): a window that ends at or after it
+    is open, and its last bucket may run past its end, so that a day ending now is read from
+    today's day bucket rather than from its hours, minutes and seconds."""
     start = _boundary_at_or_after(since, kept.finest(since, by))
     end = max(start, _boundary_at_or_after(until, kept.finest(until, by)))
+    is_open = now is not None and end >= now
     spans: list[Span] = []
     resolutions = RESOLUTIONS[by]  # finest first; each one's boundaries are the finer ones'
     at = start
     while at < end:
-        # The coarsest bucket that starts here and fits, and as many more of it as fit
-        # before the next coarser one would (a span at a time, not a bucket at a time).
+        # The coarsest bucket that starts here and fits (or, the window being open, that
+        # starts here), and as many more of it as fit before the next coarser one would (a
+        # span at a time, not a bucket at a time).
         for i in reversed(range(len(resolutions))):
             resolution = resolutions[i]
             step = timedelta(seconds=resolution)
-            if bucket_start(at, resolution) == at and at + step <= end:
+            if bucket_start(at, resolution) == at and (at + step <= end or is_open):
                 break
         else:  # both ends are on boundaries of the finest resolution of `by`
             raise AssertionError(f"{at} is not on a bucket boundary")
+        if at + step > end:  # the open window's last bucket, reaching past its end
+            spans.append(Span(resolution, at, at + step))
+            break
         stop = at + step * ((end - at) // step)
         if i + 1 < len(resolutions):
             coarser = resolutions[i + 1]
             boundary = _boundary_at_or_after(at, coarser)
-            if boundary + timedelta(seconds=coarser) <= end:
+            if boundary + timedelta(seconds=coarser) <= end or (is_open and boundary < end):
                 stop = min(stop, boundary)
         spans.append(Span(resolution, at, stop))
         at = stop

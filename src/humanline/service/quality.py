@@ -51,8 +51,9 @@ ROLLUP_ROUNDS = 40  # transactions per turn at most, so that a backlog is taken 
 
 def rolled_up(uow: UnitOfWork, since: datetime, until: datetime, by: Dimension) -> Window:
     """The window buckets of `by` give for [since, until): each end moved up to a bucket
-    boundary (`domain.quality.rolled_up_window`), with the spans of buckets that tile it."""
-    return rolled_up_window(since, until, Kept.at(uow.now), by)
+    boundary (`domain.quality.rolled_up_window`), with the spans of buckets that tile it
+    (one that ends now, up to a coarse bucket still filling)."""
+    return rolled_up_window(since, until, Kept.at(uow.now), by, uow.now)
 
 
 async def early_warning_tallies(uow: UnitOfWork, window: timedelta) -> tuple[Tallies, Tallies]:

@@ -123,6 +123,9 @@ class Pruner:
         return pruned
 
 
+SLOW_VACUUM = 1.0  # seconds: a vacuum turn that took longer is logged at info
+
+
 class Vacuumer:
     """Has the store reclaim the row versions its hot path leaves behind, every `interval`
     seconds, where the database does not (`Store.vacuum`: PostgreSQL with autovacuum off).
@@ -148,18 +151,25 @@ class Vacuumer:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                tables = await self._store.vacuum()
+                took = await self._store.vacuum()
             except StoreError as exc:  # the next turn tries again
                 log.warning("vacuum_failed", error=str(exc))
                 continue
-            if tables and not self._warned:
+            if not took:
+                continue
+            if not self._warned:
                 self._warned = True
                 log.warning(
                     "autovacuum_off",
                     detail="the database's autovacuum is off: humanline vacuums its own"
                     f" busiest tables every {self._interval:g} s; turn autovacuum on",
-                    tables=tables,
+                    tables=list(took),
                 )
+            seconds = sum(took.values())
+            # A turn's cost follows what changed since the last; a long one shows in logs.
+            (log.info if seconds >= SLOW_VACUUM else log.debug)(
+                "vacuumed", seconds=round(seconds, 3), **{t: round(s, 3) for t, s in took.items()}
+            )
 
 
 @dataclass(frozen=True, slots=True)
