@@ -15,6 +15,7 @@ import asyncpg
 import grpc
 import pytest
 import sqlalchemy as sa
+from google.protobuf import duration_pb2
 from sqlalchemy.engine import make_url
 
 from humanline.config import Settings
@@ -27,7 +28,14 @@ from humanline.store import create_store
 from humanline.store.port import StoreError
 from humanline.store.sql.listener import asyncpg_dsn
 from humanline.tokens import KeyRing
-from humanline.v1 import agent_pb2, agent_service_pb2, handoff_pb2, handoff_service_pb2
+from humanline.v1 import (
+    agent_pb2,
+    agent_service_pb2,
+    handoff_pb2,
+    handoff_service_pb2,
+    pool_service_pb2,
+    routing_pb2,
+)
 from tests.conftest import FAST, Served, empty_postgres
 from tests.support.client import Stubs, error_details
 
@@ -44,7 +52,7 @@ async def start_replica(postgres_database: str) -> AsyncIterator[Start]:
     await asyncio.to_thread(empty_postgres, postgres_database)
     running: list[tuple[Served, Stubs]] = []
 
-    async def start(*, notify: bool = True) -> tuple[Served, Stubs]:
+    async def start(*, notify: bool = True, policy_max_age: float = 5.0) -> tuple[Served, Stubs]:
         app = Humanline(
             create_store(postgres_database, SystemClock(), pool_size=4, notify=notify),
             REPLICAS,
@@ -52,6 +60,7 @@ async def start_replica(postgres_database: str) -> AsyncIterator[Start]:
             watch_interval=0.05,
             replica_heartbeat=0.3,
             replica_ttl=1.0,
+            policy_max_age=policy_max_age,
         )
         await app.start()
         served = Served(
@@ -284,6 +293,45 @@ async def test_poll_only_replicas_see_a_slow_transaction_that_commits_late(
         fx.to_agent("ivy", StatusUpdated(AgentStatus.AWAY, StatusChangeReason.MISSED_OFFERS))
     changed = await ivy.expect("status_changed", timeout=5)
     assert changed.status == agent_pb2.AGENT_STATUS_AWAY
+
+
+async def _target_seconds(stubs: Stubs) -> float:
+    """The target a new handoff of `general_question` (NORMAL urgency) is routed with."""
+    handoff = await stubs.request_handoff()
+    return handoff.target_time.ToSeconds() - handoff.create_time.ToSeconds()
+
+
+async def _routes_with(stubs: Stubs, target: float, within: float) -> None:
+    async with asyncio.timeout(within):
+        while await _target_seconds(stubs) != target:
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("notify", [True, False])
+async def test_a_policy_changed_on_one_replica_routes_the_next_handoff_on_another(
+    start_replica: Start, notify: bool
+) -> None:
+    """Each replica keeps the policies in force (`PolicyCache`), read again on the hint of a
+    change: with hints, at once, though its copy would otherwise last an hour; without them
+    (poll-only), once its copy is `policy_max_age` old."""
+    _, at_a = await start_replica(notify=notify, policy_max_age=3600 if notify else 0.5)
+    _, at_b = await start_replica(notify=notify, policy_max_age=3600 if notify else 0.5)
+    fallback = await _target_seconds(at_b)  # B has read the policies: the fallback routes it
+    await at_a.pool.CreateRoutingPolicy(
+        pool_service_pb2.CreateRoutingPolicyRequest(
+            policy=routing_pb2.RoutingPolicy(
+                interaction_type="general_question", target=duration_pb2.Duration(seconds=17)
+            )
+        )
+    )
+    assert await _target_seconds(at_a) == 17  # where it changed: at once
+    assert fallback != 17
+    await _routes_with(at_b, 17, within=5)
+    await at_b.pool.DeleteRoutingPolicy(
+        pool_service_pb2.DeleteRoutingPolicyRequest(interaction_type="general_question")
+    )
+    assert await _target_seconds(at_b) == fallback
+    await _routes_with(at_a, fallback, within=5)
 
 
 async def stop_loop(served: Served, name: str) -> None:

@@ -502,6 +502,9 @@ def test_effects_hints_name_agents_handoffs_and_the_queue_tagged_with_the_origin
     fx.changed(handoff(), moved=True)
     assert fx.hints("r1") == {"r1/a:ada", "r1/a:bob", f"r1/h:{handoff().id}", "r1/q"}
     assert Effects().hints("r1") == set()
+    policies = Effects()
+    policies.policies_changed()
+    assert policies.hints("r1") == {"r1/r"}
 
 
 async def test_hints_make_local_streams_reconcile_and_watches_reload() -> None:

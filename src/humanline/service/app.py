@@ -17,7 +17,7 @@ from humanline.service.dispatcher import Dispatcher
 from humanline.service.events import EventHub
 from humanline.service.handoffs import Handoffs
 from humanline.service.metrics import Metrics
-from humanline.service.policies import RoutingPolicies
+from humanline.service.policies import PolicyCache, RoutingPolicies
 from humanline.service.pool import Pool
 from humanline.service.pool_watch import PoolFeed
 from humanline.service.quality import QualityMonitor
@@ -51,6 +51,7 @@ class Humanline:
         retention: RetentionPolicy | None = None,
         prune_interval: float = 60.0,
         vacuum_interval: float = 30.0,
+        policy_max_age: float = 5.0,
     ) -> None:
         self.store = store
         self.policy = policy or DispatchPolicy()
@@ -70,8 +71,15 @@ class Humanline:
         self.sessions = AgentSessions(
             store, self.dispatcher, self.hub, self.policy, replica_id=self.replica_id
         )
+        self.policy_cache = PolicyCache(store, max_age=policy_max_age)
+        self.hub.on_policies_changed(self.policy_cache.changed)
         self.handoffs = Handoffs(
-            store, self.dispatcher, self.hub, self.policy, watch_interval=watch_interval
+            store,
+            self.dispatcher,
+            self.hub,
+            self.policy,
+            self.policy_cache,
+            watch_interval=watch_interval,
         )
         self.retention = retention or RetentionPolicy()
         self.pool = Pool(store, self.dispatcher, self.retention)

@@ -149,6 +149,8 @@ class Dispatcher:
             self._hub.handoff_changed(handoff)
         if fx.queue_moved:
             self._hub.queue_moved()
+        if fx.policies:
+            self._hub.policies_changed()
         for name, fields in fx.logs:
             log.info(name, **fields)
         if self._metrics is not None and fx.logs:

@@ -6,8 +6,9 @@ trigger matching (`Dispatcher.apply`). A rolled-back transaction therefore tells
 anything.
 
 Other replicas learn of changes through hints (ids only) sent with the commit: `a:<agent>`,
-`h:<handoff>`, `q` (the queue moved) and `p` (something else about the pool changed: a
-log-in, a log-out, a profile; sent only when no other hint goes). A hint makes a stream
+`h:<handoff>`, `q` (the queue moved), `r` (the routing policies changed) and `p` (something
+else about the pool changed: a log-in, a log-out, a profile; sent only when no other hint
+goes). A hint makes a stream
 compare itself with the store: an agent stream reconciles the offers and status it has
 shown with the store's, a handoff watch reloads its handoff. Each stream remembers what it
 has said (`AgentChannel.admit`), so an event heard twice, directly and through a hint, is
@@ -253,6 +254,7 @@ class EventHub:
         self.draining = False
         self._outcome_listeners: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
+        self._policy_listeners: list[Callable[[], None]] = []
         self._shutdown_listeners: list[Callable[[], None]] = []
         self._no_agents = asyncio.Event()
         self._no_agents.set()
@@ -358,6 +360,16 @@ class EventHub:
         transaction here that changed something, and on every hint from another replica."""
         self._change_listeners.append(listener)
 
+    def on_policies_changed(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` whenever the routing policies may have changed: after a change
+        here, on a hint of one elsewhere, and when hints may have been lost."""
+        self._policy_listeners.append(listener)
+
+    def policies_changed(self) -> None:
+        """The routing policies changed, here or elsewhere."""
+        for listener in self._policy_listeners:
+            listener()
+
     def on_shutdown(self, listener: Callable[[], None]) -> None:
         """Calls `listener` when the service starts shutting down."""
         self._shutdown_listeners.append(listener)
@@ -383,7 +395,9 @@ class EventHub:
         self.pool_changed()
 
     def reset(self) -> None:
-        """Hints may have been lost: every stream here looks at the store again."""
+        """Hints may have been lost: every stream here looks at the store again, and the
+        routing policies are read again."""
+        self.policies_changed()
         for channel in list(self._agents.values()):
             channel.put(Reconcile())
         for watches in list(self._watches.values()):
@@ -412,6 +426,7 @@ class Effects:
     detached_agents: set[str] = field(default_factory=set)
     handoffs: list[Handoff] = field(default_factory=list)
     queue_moved: bool = False
+    policies: bool = False  # the routing policies changed
     match_handoffs: list[str] = field(default_factory=list)
     match_agents: list[str] = field(default_factory=list)
     wake_at: list[datetime] = field(default_factory=list)
@@ -434,6 +449,10 @@ class Effects:
         """Tells the handoff's watchers; `moved` if it entered or left the waiting queue."""
         self.handoffs.append(handoff)
         self.queue_moved = self.queue_moved or moved
+
+    def policies_changed(self) -> None:
+        """The routing policies changed: every replica reads them again."""
+        self.policies = True
 
     def match_handoff(self, handoff_id: str) -> None:
         """Looks for an agent for a queued handoff."""
@@ -462,6 +481,7 @@ class Effects:
             or self.detached_agents
             or self.handoffs
             or self.queue_moved
+            or self.policies
             or self.match_handoffs
             or self.match_agents
         )
@@ -475,6 +495,8 @@ class Effects:
         hints = {f"a:{a}" for a in agents} | {f"h:{h.id}" for h in self.handoffs}
         if self.queue_moved:
             hints.add("q")
+        if self.policies:
+            hints.add("r")
         if not hints and self.changes_state:
             hints.add("p")
         return {f"{origin}/{hint}" for hint in hints}

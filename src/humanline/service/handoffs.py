@@ -25,7 +25,7 @@ from humanline.domain.rules import DispatchPolicy
 from humanline.service.dispatcher import Dispatcher
 from humanline.service.estimates import WaitEstimates
 from humanline.service.events import Effects, EventHub
-from humanline.service.policies import policy_for
+from humanline.service.policies import PolicyCache
 from humanline.service.transitions import (
     LostRace,
     offer_to_best_agent,
@@ -56,6 +56,7 @@ class Handoffs:
         dispatcher: Dispatcher,
         hub: EventHub,
         policy: DispatchPolicy,
+        policies: PolicyCache,
         *,
         watch_interval: float = 0.5,
     ) -> None:
@@ -63,6 +64,7 @@ class Handoffs:
         self._dispatcher = dispatcher
         self._hub = hub
         self._policy = policy
+        self._policies = policies
         self._watch_interval = watch_interval
         self._estimates = WaitEstimates(store, policy)
 
@@ -71,8 +73,8 @@ class Handoffs:
         """Queues a handoff for bot `bot_id`, durably, or returns the one it already made
         under its request id."""
         fingerprint = request.fingerprint()  # of what the bot sent
+        choice = await self._policies.choose(request.interaction_type)
         async with self._dispatcher.transaction() as (uow, fx):
-            choice = await policy_for(uow, request.interaction_type)
             known_online = False
             if request.preferred_agent_id is not None:
                 known = await uow.agents.get(request.preferred_agent_id)

@@ -11,6 +11,7 @@ names the type; types the file does not name keep what ops set.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,6 +28,7 @@ from humanline.domain.routing import (
     BUILT_IN_POLICIES,
     DEFAULT_FALLBACK,
     FALLBACK_TYPE,
+    PolicyBook,
     PolicyChoice,
     RoutingPolicy,
 )
@@ -76,14 +78,55 @@ async def in_force(uow: UnitOfWork, interaction_type: str) -> PolicyInForce | No
     return None if built_in is None else PolicyInForce(built_in)
 
 
-async def policy_for(uow: UnitOfWork, interaction_type: str) -> PolicyChoice:
-    """The policy that routes a new handoff of `interaction_type`, in this transaction."""
-    own = None if interaction_type == FALLBACK_TYPE else await in_force(uow, interaction_type)
-    if own is not None:
-        return PolicyChoice(own.policy, fallback=False)
-    fallback = await in_force(uow, FALLBACK_TYPE)
-    assert fallback is not None  # built in
-    return PolicyChoice(fallback.policy, fallback=True)
+class PolicyCache:
+    """The routing policies in force as this replica knows them (`domain.routing.PolicyBook`),
+    so that routing a new handoff reads none: read whole from the store when first needed,
+    and again after a change (`Effects.policies_changed`: here, or elsewhere by its hint),
+    when hints may have been lost (`EventHub.reset`), and at least every `max_age` seconds,
+    which bounds how stale they can be where hints do not reach (the embedded store has
+    none to miss; PostgreSQL with notifications off)."""
+
+    def __init__(self, store: Store, *, max_age: float = 5.0) -> None:
+        self._store = store
+        self._max_age = max_age
+        self._book: PolicyBook | None = None
+        self._read_at = 0.0  # loop time of the read the book came from
+        self._changes = 0  # how many changes were heard of: a read older than one is stale
+        self._reading = asyncio.Lock()  # one read at a time: those waiting take its book
+
+    def changed(self) -> None:
+        """The policies changed: the next handoff reads them again."""
+        self._changes += 1
+        self._book = None
+
+    async def choose(self, interaction_type: str) -> PolicyChoice:
+        """The policy that routes a new handoff of `interaction_type`: its own (set, else
+        built in), or the fallback."""
+        return (await self._current()).choose(interaction_type)
+
+    def _fresh(self) -> PolicyBook | None:
+        if self._book is None:
+            return None
+        age = asyncio.get_running_loop().time() - self._read_at
+        return self._book if age < self._max_age else None
+
+    async def _current(self) -> PolicyBook:
+        book = self._fresh()
+        if book is not None:
+            return book
+        async with self._reading:
+            book = self._fresh()  # read by the one this waited for
+            if book is not None:
+                return book
+            changes, read_at = self._changes, asyncio.get_running_loop().time()
+            async with self._store.read(brief=True) as uow:
+                stored = await uow.policies.all()
+            book = PolicyBook(BUILT_IN_POLICIES.values())
+            for each in stored:
+                book.put(each.policy)
+            if changes == self._changes:  # else a change came meanwhile: read again next time
+                self._book, self._read_at = book, read_at
+            return book
 
 
 class RoutingPolicies:
@@ -104,6 +147,7 @@ class RoutingPolicies:
             for policy in self._file:
                 if await uow.policies.update(policy, PolicySource.FILE) is None:
                     await uow.policies.insert(policy, PolicySource.FILE)
+            fx.policies_changed()
             fx.log(
                 "routing_policies_loaded",
                 interaction_types=[p.interaction_type for p in self._file],
@@ -129,6 +173,7 @@ class RoutingPolicies:
                     reason="POLICY_EXISTS",
                     metadata={"interaction_type": interaction_type},
                 ) from exc
+            fx.policies_changed()
             fx.log("routing_policy_created", interaction_type=interaction_type)
         return PolicyInForce.stored(stored)
 
@@ -143,6 +188,7 @@ class RoutingPolicies:
             stored = await uow.policies.update(policy, PolicySource.API)
             if stored is None:
                 stored = await uow.policies.insert(policy, PolicySource.API)
+            fx.policies_changed()
             fx.log(
                 "routing_policy_updated",
                 interaction_type=interaction_type,
@@ -181,5 +227,6 @@ class RoutingPolicies:
             if now is None:
                 now = await in_force(uow, FALLBACK_TYPE)
                 assert now is not None  # the fallback is always built in
+            fx.policies_changed()
             fx.log("routing_policy_deleted", interaction_type=interaction_type)
         return now

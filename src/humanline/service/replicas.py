@@ -160,6 +160,8 @@ class ReplicaCoordinator:
             self._hub.queue_moved()
         elif kind == "q":
             self._hub.queue_moved()
+        elif kind == "r":
+            self._hub.policies_changed()
         elif kind == "p":
             self._hub.pool_changed()
 
