@@ -37,6 +37,8 @@ KEYS = {
     "bare_ratio",
     "round_trips_per_lifecycle",
     "time_to_offer_ms",
+    "bare_time_to_offer_ms",
+    "time_to_offer_bare_ratio",
     "streams",
     "goals",
     "notes",
@@ -129,6 +131,18 @@ async def test_a_tiny_bench_on_sqlite_writes_the_json_and_counts_right(tmp_path:
     assert set(results["lifecycles_per_s"]) == {"sqlite"}
     check_lifecycles(results, "sqlite")
     check_time_to_offer(results, "sqlite")
+    # The same load on the bare RPCs, and the store's p99 over theirs.
+    bare_offer = results["bare_time_to_offer_ms"]
+    assert set(bare_offer) == OFFER_KEYS
+    assert bare_offer["sent"] == 20 == bare_offer["queued"]
+    assert 0 < bare_offer["offered"] <= 20
+    assert results["runs"]["time to offer bare"]["errors"] == {}
+    offer = results["time_to_offer_ms"]["sqlite"]
+    ratio = results["time_to_offer_bare_ratio"]["sqlite"]
+    if offer["p99"] is not None and bare_offer["p99"]:
+        assert ratio == round(offer["p99"] / bare_offer["p99"], 2)
+    else:
+        assert ratio is None
 
     (streams,) = results["streams"].values()
     assert list(results["streams"]) == ["30"]
@@ -194,6 +208,7 @@ async def test_an_unreachable_postgres_leaves_its_numbers_null(tmp_path: Path) -
     assert results["lifecycle_ratio"] == {"postgres": None}
     assert results["bare_ratio"] == {"postgres": None}
     assert results["time_to_offer_ms"] == {"postgres": None}
+    assert results["time_to_offer_bare_ratio"] == {"postgres": None}
     assert results["echo_unary_rps"] is None
     assert "unreachable" in results["notes"]["postgres"]
     assert "unreachable" in stdout

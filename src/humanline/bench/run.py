@@ -119,6 +119,7 @@ class Results:
     lifecycles_per_s: dict[str, float | None] = field(default_factory=dict)
     round_trips_per_lifecycle: dict[str, float | None] = field(default_factory=dict)
     time_to_offer_ms: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    bare_time_to_offer_ms: dict[str, Any] | None = None  # the same load on the bare RPCs
     streams: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -144,6 +145,18 @@ class Results:
             for backend, rate in self.lifecycles_per_s.items()
         }
 
+    def time_to_offer_bare_ratio(self) -> dict[str, float | None]:
+        """Each store's time to offer p99 over the bare RPCs' at the same rate."""
+        bare = None if self.bare_time_to_offer_ms is None else self.bare_time_to_offer_ms["p99"]
+        return {
+            backend: (
+                None
+                if offer is None or offer["p99"] is None or not bare
+                else round(offer["p99"] / bare, 2)
+            )
+            for backend, offer in self.time_to_offer_ms.items()
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "machine": self.machine,
@@ -157,6 +170,8 @@ class Results:
             "bare_ratio": self.bare_ratio(),
             "round_trips_per_lifecycle": self.round_trips_per_lifecycle,
             "time_to_offer_ms": self.time_to_offer_ms,
+            "bare_time_to_offer_ms": self.bare_time_to_offer_ms,
+            "time_to_offer_bare_ratio": self.time_to_offer_bare_ratio(),
             "streams": self.streams,
             "goals": report.GOALS,
             "notes": self.notes,
@@ -222,6 +237,7 @@ class _Bench:
         for backend in o.backends:
             r.time_to_offer_ms[backend] = None
             self._phase(f"time to offer {backend}", partial(self._time_to_offer, backend))
+        self._phase("time to offer bare", self._time_to_offer_bare)
         for n in o.streams:
             r.streams[str(n)] = None
             self._phase(f"streams {n}", partial(self._streams, n))
@@ -480,13 +496,18 @@ class _Bench:
             "offered": len(latencies),
         }
 
+    def _offers_at_rate(self, server: LocalServer) -> tuple[list[Job], list[dict[str, Any]]]:
+        """Handoffs sent to `server` at the time-to-offer rate, idle agents taking them."""
+        o = self.options
+        jobs = self._offer_jobs(server.target, [o.offer_agents] * o.processes, o.rate)
+        fleet, _ = self._fleet(jobs, sum(j.agents for j in jobs))
+        with fleet:
+            return jobs, self._go(fleet, o.duration, "sending handoffs")
+
     def _time_to_offer(self, backend: str) -> None:
         o, r = self.options, self.results
         with self._humanline(backend) as server:
-            jobs = self._offer_jobs(server.target, [o.offer_agents] * o.processes, o.rate)
-            fleet, _ = self._fleet(jobs, sum(j.agents for j in jobs))
-            with fleet:
-                parts = self._go(fleet, o.duration, "sending handoffs")
+            jobs, parts = self._offers_at_rate(server)
         events = server_events(server.log)
         summary = self._offer_summary(parts, o.rate)
         r.time_to_offer_ms[backend] = summary
@@ -504,6 +525,25 @@ class _Bench:
         self.say(
             f"  p50 {_said(summary['p50'])}, p99 {_said(summary['p99'])} at"
             f" {summary['achieved_rate']:g}/s ({summary['offered']} of {summary['sent']} offered)"
+        )
+
+    def _time_to_offer_bare(self) -> None:
+        """The same load on the bare RPCs: the time to offer no store can beat."""
+        o, r = self.options, self.results
+        with self._bare_server() as server:
+            jobs, parts = self._offers_at_rate(server)
+        summary = self._offer_summary(parts, o.rate)
+        r.bare_time_to_offer_ms = summary
+        r.runs["time to offer bare"] = {
+            "agents": sum(j.agents for j in jobs),
+            "queued": summary["queued"],
+            "completed": sum(p["completed"] for p in parts),
+            "errors": _merge(parts, "errors"),
+        }
+        self.say(
+            f"  p50 {_said(summary['p50'])}, p99 {_said(summary['p99'])} at"
+            f" {summary['achieved_rate']:g}/s with nothing behind the RPCs"
+            f" ({summary['offered']} of {summary['sent']} offered)"
         )
 
     def _streams(self, n: int) -> None:
