@@ -8,11 +8,10 @@ anything.
 Other replicas learn of changes through hints (ids only) sent with the commit: `a:<agent>`,
 `h:<handoff>`, `q` (the queue moved), `r` (the routing policies changed) and `p` (something
 else about the pool changed: a log-in, a log-out, a profile; sent only when no other hint
-goes). A hint makes a stream
-compare itself with the store: an agent stream reconciles the offers and status it has
-shown with the store's, a handoff watch reloads its handoff. Each stream remembers what it
-has said (`AgentChannel.admit`), so an event heard twice, directly and through a hint, is
-sent once.
+goes). A hint makes a stream compare itself with the store: an agent stream reconciles the
+offers and status it has shown with the store's, a handoff watch reloads its handoff. Each
+stream remembers what it has said (`AgentChannel.admit`), so an event heard twice, directly
+and through a hint, is sent once.
 
 Agent streams read from an `AgentChannel`; bots' WatchHandoff streams from a `HandoffWatch`.
 Handoff watches receive every post-transition snapshot of their handoff in order, and notice
